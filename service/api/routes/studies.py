@@ -1,0 +1,178 @@
+"""Studies: submit, list, inspect, fetch the best schedule, cancel.
+
+Routes stay thin: validate against the registries and configured limits, store, hand over to
+the runner. No training and no Ray inside a request.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from service.api.deps import RunnerDep, SettingsDep, StoreDep
+from service.errors import (
+    LimitExceededError,
+    ResultNotReadyError,
+    StudyNotFoundError,
+    TooManyStudiesError,
+    UnknownNameError,
+)
+from service.schemas import (
+    TERMINAL_STATUSES,
+    BestSchedule,
+    Link,
+    Progress,
+    StudiesPublic,
+    StudyCreate,
+    StudyPublic,
+    StudyResultPublic,
+    TrialPublic,
+    TrialsPublic,
+)
+from service.store import Store, StudyRow
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/studies", tags=["studies"])
+
+
+def validate_names(spec: StudyCreate) -> None:
+    """Models and datasets come from the registry (plugins via entry points), never from an
+    import path in the request."""
+    from trainables.registry import list_datasets, list_models
+
+    models, datasets = list(list_models()), list(list_datasets())
+    if spec.model not in models:
+        raise UnknownNameError("model", spec.model, models)
+    if spec.dataset not in datasets:
+        raise UnknownNameError("dataset", spec.dataset, datasets)
+
+
+def progress_of(store: Store, row: StudyRow) -> Progress:
+    trials = store.list_trials(row.id)
+    mode = "max" if row.spec.get("metric", "val_accuracy").endswith("accuracy") else "min"
+    values = [t.value for t in trials if t.value is not None]
+    best = (max(values) if mode == "max" else min(values)) if values else None
+    return Progress(
+        trials_total=len(trials),
+        trials_running=sum(t.status == "running" for t in trials),
+        trials_finished=sum(t.status in ("terminated", "stopped_early") for t in trials),
+        trials_failed=sum(t.status == "error" for t in trials),
+        best_value=best,
+    )
+
+
+def to_public(store: Store, row: StudyRow) -> StudyPublic:
+    base = f"/v1/studies/{row.id}"
+    return StudyPublic(
+        id=row.id, name=row.name, status=row.status,  # type: ignore[arg-type]
+        spec=StudyCreate.model_validate(row.spec), created_at=row.created_at,
+        started_at=row.started_at, finished_at=row.finished_at, error=row.error,
+        dashboard_url=row.dashboard_url, progress=progress_of(store, row),
+        links={"self": Link(href=base), "trials": Link(href=f"{base}/trials"),
+               "best": Link(href=f"{base}/best"), "result": Link(href=f"{base}/result")},
+    )
+
+
+def _get(store: Store, study_id: str) -> StudyRow:
+    row = store.get_study(study_id)
+    if row is None:
+        raise StudyNotFoundError(study_id)
+    return row
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=StudyPublic,
+             responses={422: {"description": "invalid spec (the message names the field)"},
+                        429: {"description": "too many active studies"}})
+def create_study(
+    spec: StudyCreate,
+    store: StoreDep,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> StudyPublic:
+    """Queue a study and start its driver. Returns 202 with the study and its links; a repeated
+    request with the same ``Idempotency-Key`` header returns the first study (200)."""
+    validate_names(spec)
+    if spec.num_trials > settings.max_trials:
+        raise LimitExceededError("num_trials", spec.num_trials, settings.max_trials)
+    if spec.budget.steps is not None and spec.budget.steps > settings.max_budget_steps:
+        raise LimitExceededError("budget.steps", spec.budget.steps, settings.max_budget_steps)
+    if spec.budget.steps is not None:
+        for f in spec.budget.fractions:
+            if round(f * spec.budget.steps) < 1:
+                raise LimitExceededError("budget.fractions", f,
+                                         f"1 step minimum (budget.steps={spec.budget.steps})")
+    if idempotency_key is None and store.count_active() >= settings.max_concurrent_studies:
+        raise TooManyStudiesError(settings.max_concurrent_studies)
+    row, created = store.create_study(spec.model_dump(mode="json"), spec.name, idempotency_key)
+    if created:
+        runner.launch(row.id)
+        logger.info("study %s queued (%s on %s)", row.id, spec.model, spec.dataset)
+    else:
+        response.status_code = status.HTTP_200_OK
+    return to_public(store, store.get_study(row.id) or row)
+
+
+@router.get("", response_model=StudiesPublic)
+def list_studies(
+    store: StoreDep,
+    status_filter: Annotated[
+        Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
+        Query(alias="status"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> StudiesPublic:
+    rows, total = store.list_studies(status=status_filter, limit=limit, offset=offset)
+    return StudiesPublic(data=[to_public(store, r) for r in rows], count=total)
+
+
+@router.get("/{study_id}", response_model=StudyPublic,
+            responses={404: {"description": "unknown study"}})
+def get_study(study_id: str, store: StoreDep) -> StudyPublic:
+    return to_public(store, _get(store, study_id))
+
+
+@router.get("/{study_id}/trials", response_model=TrialsPublic,
+            responses={404: {"description": "unknown study"}})
+def list_trials(study_id: str, store: StoreDep) -> TrialsPublic:
+    _get(store, study_id)
+    rows = store.list_trials(study_id)
+    data = [TrialPublic(trial_id=t.trial_id, budget_steps=t.budget_steps, status=t.status,
+                        params=t.params, step=t.step, metrics=t.metrics, error=t.error,
+                        updated_at=t.updated_at) for t in rows]
+    return TrialsPublic(data=data, count=len(data))
+
+
+@router.get("/{study_id}/result", response_model=StudyResultPublic,
+            responses={404: {"description": "unknown study"}, 409: {"description": "not done"}})
+def get_result(study_id: str, store: StoreDep) -> StudyResultPublic:
+    row = _get(store, study_id)
+    if row.result is None:
+        raise ResultNotReadyError(study_id, row.status)
+    return StudyResultPublic.model_validate(row.result)
+
+
+@router.get("/{study_id}/best", response_model=BestSchedule,
+            responses={404: {"description": "unknown study"}, 409: {"description": "not done"}})
+def get_best(study_id: str, store: StoreDep) -> BestSchedule:
+    """The recommended schedule at the full budget: φ, phases, η_max, η_min and its LR curve."""
+    result = get_result(study_id, store)
+    if result.best is None:
+        raise ResultNotReadyError(study_id, "no finished trial")
+    return result.best
+
+
+@router.delete("/{study_id}", response_model=StudyPublic,
+               responses={404: {"description": "unknown study"}})
+def cancel_study(study_id: str, store: StoreDep, runner: RunnerDep) -> StudyPublic:
+    """Cancel a queued or running study: its driver and trials are stopped; finished trials
+    stay. Cancelling a finished study changes nothing."""
+    row = _get(store, study_id)
+    if row.status not in TERMINAL_STATUSES:
+        store.finish_study(study_id, "cancelled", error="cancelled by user")
+        runner.cancel(study_id, row.driver_pid)
+    return to_public(store, _get(store, study_id))

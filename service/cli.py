@@ -1,0 +1,225 @@
+"""``phitune`` command line: serve the API, submit specs, watch studies, fetch the best φ.
+
+Errors are one line on stderr and exit status 2 (bad input) or 1 (failure), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_URL = os.environ.get("PHITUNE_URL", "http://127.0.0.1:8000")
+
+
+class CLIError(Exception):
+    """A user-facing CLI failure: printed as ``phitune: error: ...``."""
+
+
+def _load_spec(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise CLIError(f"cannot read spec {path!r}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CLIError(f"spec {path!r} is not valid YAML/JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CLIError(f"spec {path!r} must be a mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from service.client import PhiTuneClient
+
+    return PhiTuneClient(args.url, token=args.token or os.environ.get("PHITUNE_TOKEN"))
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def format_best(best: Any) -> str:
+    return (f"best schedule: UBA φ={best.phi:.4g}, phases={best.phases}, η_max={best.eta_max:.4g}, "
+            f"η_min={best.eta_min:.4g}, variant={best.variant}, steps={best.total_steps}; "
+            f"{best.metric}={best.value:.4f} (trial {best.trial_id})")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.api.main import create_app
+    from service.config import Settings
+
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    settings = Settings(**overrides)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=args.log_level)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        study = client.submit(_load_spec(args.spec), idempotency_key=args.idempotency_key)
+        print(study.id)
+        if args.watch:
+            study = client.wait(study.id, progress=True, poll=args.poll)
+            return _report_final(client, study)
+    return 0
+
+
+def _report_final(client: Any, study: Any) -> int:
+    if study.status != "succeeded":
+        print(f"study {study.id} {study.status}: {study.error}", file=sys.stderr)
+        return 1
+    print(format_best(client.best(study.id)))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from service.client import format_progress
+
+    with _client(args) as client:
+        study = client.get(args.study_id)
+        if args.json:
+            _print_json(study.model_dump(mode="json"))
+        else:
+            print(f"{study.id} {study.name or ''}".strip())
+            print(format_progress(study))
+            if study.dashboard_url:
+                print(f"Ray dashboard: {study.dashboard_url}")
+            if study.error:
+                print(f"error: {study.error}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        studies = client.list(status=args.status, limit=args.limit)
+    for s in studies.data:
+        best = "" if s.progress.best_value is None else f" best={s.progress.best_value:.4f}"
+        print(f"{s.id}  {s.status:<9} {s.spec.model}/{s.spec.dataset}{best}")
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        best = client.best(args.study_id)
+    if args.json:
+        _print_json(best.model_dump(mode="json"))
+    else:
+        print(format_best(best))
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        study = client.wait(args.study_id, progress=True, poll=args.poll, timeout=args.timeout)
+        return _report_final(client, study)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        study = client.cancel(args.study_id)
+    print(f"{study.id} {study.status}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from service.demo import run_demo
+
+    return run_demo(data_dir=Path(args.data_dir), steps=args.steps, trials=args.trials)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phitune", description="Tune the UBA learning-rate schedule for a fixed budget.")
+    parser.add_argument("--url", default=DEFAULT_URL, help="API URL (env PHITUNE_URL)")
+    parser.add_argument("--token", default=None, help="API token (env PHITUNE_TOKEN)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the API server (settings from PHITUNE_* env)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("submit", help="submit a study spec (YAML or JSON file, - for stdin)")
+    p.add_argument("spec")
+    p.add_argument("--watch", action="store_true", help="follow progress, print the best")
+    p.add_argument("--poll", type=float, default=2.0)
+    p.add_argument("--idempotency-key")
+    p.set_defaults(func=cmd_submit)
+
+    for name, func, helptext in (("status", cmd_status, "a study's status and progress"),
+                                 ("best", cmd_best, "the best schedule of a finished study")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("study_id")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("wait", help="follow a study until it ends")
+    p.add_argument("study_id")
+    p.add_argument("--poll", type=float, default=2.0)
+    p.add_argument("--timeout", type=float)
+    p.set_defaults(func=cmd_wait)
+
+    p = sub.add_parser("cancel", help="cancel a running study")
+    p.add_argument("study_id")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("list", help="list studies")
+    p.add_argument("--status")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("demo", help="start Ray + the API locally and tune a small real study")
+    p.add_argument("--data-dir", default=".phitune/demo")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--trials", type=int, default=8)
+    p.set_defaults(func=cmd_demo)
+
+    _add_optional_commands(sub)
+    return parser
+
+
+def _add_optional_commands(sub: Any) -> None:
+    """Commands contributed by other modules (schedule plots, curvature) register here."""
+    for module in ("service.cli_schedules",):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ImportError:
+            continue
+        mod.register(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from service.client import PhiTuneError
+
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as exc:
+        print(f"phitune: error: {exc}", file=sys.stderr)
+        return 2
+    except PhiTuneError as exc:
+        print(f"phitune: error: {exc}", file=sys.stderr)
+        return 2 if 400 <= exc.status_code < 500 else 1
+    except KeyboardInterrupt:
+        print("phitune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

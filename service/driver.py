@@ -1,0 +1,130 @@
+"""Driver process of one study: ``python -m service.driver <study-id>``.
+
+Reads the stored request, connects to Ray (``PHITUNE_RAY_ADDRESS``, else a local Ray sized by
+``PHITUNE_RAY_NUM_CPUS``), runs :func:`tuning.study.run_study` in this process's main thread,
+and writes progress and the final result (or the error) to the store. Whatever happens, the
+study ends in a terminal state: a driver never leaves it ``running``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import sys
+from typing import Any
+
+from service.config import Settings
+from service.runner import spec_from_study
+from service.schemas import StudyCreate
+from service.store import Store, utcnow
+from tuning.results import StudyResult, TrialRecord
+
+logger = logging.getLogger("service.driver")
+
+
+class StoreSink:
+    """`tuning`'s :class:`~tuning.results.StudySink`, writing into the service's store."""
+
+    def __init__(self, store: Store, study_id: str, metric: str) -> None:
+        self.store = store
+        self.study_id = study_id
+        self.metric = metric
+
+    def on_start(self, *, dashboard_url: str | None) -> None:
+        self.store.update_study(self.study_id, dashboard_url=dashboard_url)
+
+    def on_trial(self, record: TrialRecord) -> None:
+        value = record.metrics.get(self.metric)
+        self.store.upsert_trial(
+            self.study_id, record.trial_id, budget_steps=record.budget_steps,
+            status=record.status, params=record.params, step=record.step,
+            metrics=record.metrics, error=record.error,
+            value=value if value is not None and math.isfinite(value) else None,
+        )
+
+    def on_finish(self, result: StudyResult) -> None:
+        logger.info("study %s: finished, best %s", self.study_id, result.best)
+
+
+def total_steps_of(spec: StudyCreate, settings: Settings) -> int:
+    """Budget in optimizer steps; epochs are converted with the dataset's real size."""
+    if spec.budget.steps is not None:
+        return spec.budget.steps
+    from trainables.registry import get_dataset, steps_per_epoch
+
+    assert spec.budget.epochs is not None
+    bundle = get_dataset(spec.dataset, data_dir=str(settings.datasets_path),
+                         **spec.dataset_kwargs)
+    return max(1, round(spec.budget.epochs * steps_per_epoch(bundle, spec.batch_size)))
+
+
+def init_ray(settings: Settings) -> str | None:
+    """Connect to the configured cluster or start a local one; returns the dashboard URL."""
+    import ray
+
+    kwargs: dict[str, Any] = {"log_to_driver": False}
+    if settings.ray_address:
+        context = ray.init(address=settings.ray_address, **kwargs)
+    else:
+        context = ray.init(num_cpus=settings.ray_num_cpus,
+                           include_dashboard=settings.ray_dashboard,
+                           dashboard_host="127.0.0.1", **kwargs)
+    url = getattr(context, "dashboard_url", None)
+    if url and not url.startswith("http"):
+        url = f"http://{url}"
+    return url or None
+
+
+def run(study_id: str, settings: Settings) -> int:
+    store = Store(settings.sqlalchemy_url)
+    row = store.get_study(study_id)
+    if row is None:
+        logger.error("study %s not found in %s", study_id, settings.sqlalchemy_url)
+        return 2
+    if row.status in ("succeeded", "failed", "cancelled"):
+        logger.info("study %s already %s", study_id, row.status)
+        return 0
+    import ray
+
+    from tuning.study import run_study
+
+    try:
+        request = StudyCreate.model_validate(row.spec)
+        spec = spec_from_study(study_id, request, settings, total_steps_of(request, settings))
+        dashboard_url = init_ray(settings)
+        store.update_study(study_id, status="running", started_at=row.started_at or utcnow(),
+                           dashboard_url=dashboard_url)
+        result = run_study(spec, StoreSink(store, study_id, spec.metric),
+                           dashboard_url=dashboard_url)
+        store.finish_study(study_id, "succeeded", result=result.to_dict())
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - the study must end in a terminal state
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            store.finish_study(study_id, "cancelled", error="driver stopped by a signal")
+            raise
+        logger.exception("study %s failed", study_id)
+        store.finish_study(study_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m service.driver <study-id>", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    return run(args[0], Settings())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""User-facing failures, each a :class:`PhituneError` subclass mapped to HTTP exactly once
+(``service.api.main``). Messages name the field, the value and what is allowed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class PhituneError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def detail(self) -> Any:
+        if self.field is None:
+            return self.message
+        return [{"loc": ["body", *self.field.split(".")], "msg": self.message,
+                 "type": type(self).__name__}]
+
+
+class InvalidSpecError(PhituneError):
+    status_code = 422
+
+
+class UnknownNameError(InvalidSpecError):
+    def __init__(self, field: str, value: str, allowed: Sequence[str]) -> None:
+        super().__init__(f"unknown {field} {value!r}; valid: {', '.join(sorted(allowed))}",
+                         field=field)
+
+
+class LimitExceededError(InvalidSpecError):
+    def __init__(self, field: str, value: Any, limit: Any) -> None:
+        super().__init__(f"{field}={value} exceeds the configured limit {limit}", field=field)
+
+
+class StudyNotFoundError(PhituneError):
+    status_code = 404
+
+    def __init__(self, study_id: str) -> None:
+        super().__init__(f"study {study_id!r} not found")
+
+
+class ResultNotReadyError(PhituneError):
+    status_code = 409
+
+    def __init__(self, study_id: str, status: str) -> None:
+        super().__init__(f"study {study_id!r} has no result yet (status: {status})")
+
+
+class TooManyStudiesError(PhituneError):
+    status_code = 429
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} studies are already queued or running (max_concurrent_studies)")

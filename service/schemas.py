@@ -1,0 +1,206 @@
+"""The one HTTP contract of phitune, shared by routes, the client library and the CLI.
+
+Pydantic only (no torch, Ray or SQLAlchemy) so that ``pip install phitune[client]`` can import
+it. Naming follows the FastAPI full-stack template: ``StudyCreate`` is what a user POSTs,
+``StudyPublic`` what leaves the service. Every bound a user can violate lives in a ``Field``
+so a bad spec is a 422 naming the field, before anything is stored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+StudyStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class _Strict(BaseModel):
+    """Unknown fields are errors: a typo in a spec must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OptimizerSpec(_Strict):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0, le=10, description="η_max: the peak learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0, le=1)
+
+
+class BudgetSpec(_Strict):
+    """The iteration budget: optimizer steps, or epochs converted with the dataset size.
+
+    ``fractions`` are the paper's 25/50/100 % budgets, each trained from scratch.
+    """
+
+    steps: int | None = Field(None, ge=1, description="total optimizer steps of the full budget")
+    epochs: float | None = Field(None, gt=0, description="full budget in epochs (alternative)")
+    fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1, max_length=8)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> BudgetSpec:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of budget.steps or budget.epochs")
+        for f in self.fractions:
+            if not 0 < f <= 1:
+                raise ValueError(f"budget.fractions: {f} is outside (0, 1]")
+        if len(set(self.fractions)) != len(self.fractions):
+            raise ValueError(f"budget.fractions has duplicates: {self.fractions}")
+        return self
+
+
+class Range(_Strict):
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+
+class PositiveRange(Range):
+    min: float = Field(gt=0, description="> 0: the range is searched on a log scale")
+    max: float = Field(gt=0, le=1e4)
+
+
+class IntRange(_Strict):
+    min: int = Field(1, ge=1)
+    max: int = Field(3, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+
+class SearchSpaceSpec(_Strict):
+    """What Optuna searches. φ is log-uniform in (0, ∞); phases is an integer (= paper K − 1)."""
+
+    phi: PositiveRange = Field(default_factory=lambda: PositiveRange(min=0.1, max=50.0))
+    phases: IntRange = Field(default_factory=IntRange)
+    eta_max: PositiveRange | None = Field(None, description="also search η_max (log-uniform)")
+    variant: Literal["cyclic", "restart"] = Field(
+        "restart", description="cyclic: paper's (k−1)π offset (even phases rise); restart: decays"
+    )
+
+
+class ResourcesSpec(_Strict):
+    cpu: float = Field(1.0, ge=0, le=256)
+    gpu: float = Field(0.0, ge=0, le=16, description="fractional GPUs pack trials on one GPU")
+
+
+class StudyCreate(_Strict):
+    """A tuning request: which run to tune, for which budget, how hard to search."""
+
+    name: str | None = Field(None, max_length=200)
+    model: str = Field(..., min_length=1, max_length=100, examples=["mlp"])
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    dataset: str = Field(..., min_length=1, max_length=100, examples=["digits"])
+    dataset_kwargs: dict[str, Any] = Field(default_factory=dict)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    batch_size: int = Field(128, ge=1, le=65536)
+    budget: BudgetSpec
+    search: SearchSpaceSpec = Field(default_factory=SearchSpaceSpec)
+    eta_min: float = Field(0.0, ge=0)
+    num_trials: int = Field(8, ge=1, description="trials per budget (upper cap from settings)")
+    max_concurrent_trials: int = Field(2, ge=1, le=1024)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    early_stopping: bool = True
+    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    eval_every: int = Field(50, ge=1)
+    seed: int = Field(0, ge=0)
+
+
+class Link(BaseModel):
+    href: str
+
+
+class Progress(BaseModel):
+    trials_total: int = 0
+    trials_running: int = 0
+    trials_finished: int = 0
+    trials_failed: int = 0
+    best_value: float | None = None
+
+
+class StudyPublic(BaseModel):
+    id: str
+    name: str | None
+    status: StudyStatus
+    spec: StudyCreate
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    dashboard_url: str | None = None
+    progress: Progress = Field(default_factory=Progress)
+    links: dict[str, Link] = Field(default_factory=dict)
+
+
+class StudiesPublic(BaseModel):
+    data: list[StudyPublic]
+    count: int
+
+
+class TrialPublic(BaseModel):
+    trial_id: str
+    budget_steps: int
+    status: str
+    params: dict[str, Any]
+    step: int
+    metrics: dict[str, float]
+    error: str | None = None
+    updated_at: datetime
+
+
+class TrialsPublic(BaseModel):
+    data: list[TrialPublic]
+    count: int
+
+
+class BestSchedule(BaseModel):
+    """The recommended schedule: feed ``phi``, ``phases``, ``eta_max`` to ``tuning.schedules.UBALR``
+    (or use ``lr_curve`` directly: η for each of the ``total_steps`` updates, Eq. (5))."""
+
+    schedule: str
+    phi: float
+    phases: int
+    eta_max: float
+    eta_min: float
+    variant: str
+    total_steps: int
+    metric: str
+    value: float
+    trial_id: str
+    lr_curve: list[float]
+
+
+class BudgetPublic(BaseModel):
+    budget_steps: int
+    fraction: float
+    num_trials: int
+    num_failed: int
+    best: BestSchedule | None
+
+
+class StudyResultPublic(BaseModel):
+    """Room for curvature reports, φ suggestions and baseline comparisons (filled when asked)."""
+
+    metric: str
+    mode: str
+    best: BestSchedule | None
+    budgets: list[BudgetPublic]
+    curvature: dict[str, Any] | None = None
+    suggestions: list[dict[str, Any]] = Field(default_factory=list)
+    baselines: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    detail: Any

@@ -1,0 +1,90 @@
+"""Run a whole study: every budget (smallest first), each warm-started by the previous best.
+
+Call :func:`run_study` in the main thread of a process that has called ``ray.init`` (Ray Tune
+refuses worker threads). The service's driver process does exactly that; so can a notebook.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import ray
+
+from tuning.results import BudgetResult, StudyResult, StudySink
+from tuning.search import LR, PHASES, PHI, best_of, build_tuner
+from tuning.specs import StudySpec
+
+logger = logging.getLogger(__name__)
+
+
+class StudyFailedError(RuntimeError):
+    """Every trial of a budget failed; the message carries the trials' reasons."""
+
+
+class InsufficientResourcesError(RuntimeError):
+    """The cluster cannot run even one trial; Ray would leave it PENDING forever."""
+
+
+def check_resources(spec: StudySpec) -> dict[str, float]:
+    """Refuse a study whose per-trial request no node could ever satisfy (Ray would wait forever).
+
+    Returns the cluster's total resources for the log.
+    """
+    total = ray.cluster_resources()
+    want = spec.resources
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    fits = any(
+        n["Resources"].get("CPU", 0) >= want.cpu and n["Resources"].get("GPU", 0) >= want.gpu
+        for n in nodes
+    )
+    if not fits:
+        raise InsufficientResourcesError(
+            f"no node can run a trial asking for cpu={want.cpu}, gpu={want.gpu}; cluster has "
+            f"CPU={total.get('CPU', 0):g}, GPU={total.get('GPU', 0):g} "
+            f"(largest node CPU={max((n['Resources'].get('CPU', 0) for n in nodes), default=0):g}, "
+            f"GPU={max((n['Resources'].get('GPU', 0) for n in nodes), default=0):g})"
+        )
+    return total
+
+
+def run_study(
+    spec: StudySpec,
+    sink: StudySink,
+    trainable: Callable[[dict], None] | None = None,
+    dashboard_url: str | None = None,
+) -> StudyResult:
+    """Search φ and phases for each budget of ``spec`` and report through ``sink``.
+
+    Budgets run smallest first; the best point of a smaller budget is the first point Optuna
+    tries at the next one (φ transfers across budgets far better than chance, see README).
+    """
+    if trainable is None:
+        from trainables.tune_trainable import uba_trainable
+
+        trainable = uba_trainable
+    total = check_resources(spec)
+    logger.info("study %s: cluster resources %s", spec.study_id, total)
+    sink.on_start(dashboard_url=dashboard_url)
+
+    budgets: list[BudgetResult] = []
+    warm: list[dict] = []
+    for steps in spec.budget_steps():
+        logger.info("study %s: budget %d steps, %d trials", spec.study_id, steps, spec.num_trials)
+        tuner = build_tuner(spec, steps, trainable, sink, warm_start=warm)
+        results = tuner.fit()
+        budget = best_of(spec, steps, results)
+        budgets.append(budget)
+        if budget.best is None:
+            reasons = sorted({str(r.error).strip().splitlines()[-1][:300]
+                              for r in results if r.error is not None})
+            raise StudyFailedError(
+                f"budget {steps} steps: no trial finished ({budget.num_failed} of "
+                f"{budget.num_trials} failed): " + "; ".join(reasons or ["no reason recorded"])
+            )
+        best = budget.best
+        warm = [{PHI: best.phi, PHASES: best.phases, LR: best.eta_max}]
+
+    result = StudyResult(metric=spec.metric, mode=spec.mode, budgets=budgets)
+    sink.on_finish(result)
+    return result
