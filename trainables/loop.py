@@ -1,0 +1,513 @@
+"""The training loop every phitune trial runs: exactly ``total_steps`` optimizer steps.
+
+Why these choices:
+
+* **Fixed iteration budget.** UBA's curve (paper Eq. 5) is a function of the step t and the
+  budget T, so a trial is defined by its number of optimizer steps, not epochs; the scheduler
+  is stepped once per optimizer step. :func:`steps_per_epoch` converts epochs to steps.
+* **No DataLoader.** Data tensors live on the trial's device (:mod:`trainables.datasets`);
+  each epoch is a permutation drawn from one seeded ``torch.Generator`` on that device, so
+  several small trials can share a GPU without worker processes.
+* **Exact resume.** A checkpoint holds model, optimizer, scheduler, the global and data RNG
+  states, the current permutation and position in it, and the step, so a restored trial
+  continues with the identical batches and schedule position (tested bit-for-bit on CPU).
+* **Few host syncs.** Per-step losses go into a small device buffer that is read every
+  ``_LOSS_CHECK_EVERY`` steps, which is also when NaN/inf divergence is detected; the
+  exact diverging step is still known.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from trainables.datasets import DataBundle
+from trainables.errors import ConfigError, DivergedError
+from trainables.registry import build_model, get_dataset
+
+logger = logging.getLogger(__name__)
+
+#: Host reads of the per-step loss buffer (and NaN checks) happen at most this many steps apart.
+_LOSS_CHECK_EVERY = 16
+CHECKPOINT_VERSION = 1
+
+Report = Callable[[dict[str, float], "dict[str, Any] | None"], None]
+
+
+def steps_per_epoch(bundle: DataBundle, batch_size: int) -> int:
+    """Optimizer steps in one pass over the training set (incomplete last batch dropped).
+
+    Dropping the remainder keeps every batch the same size (stable statistics, and one
+    shape for ``torch.compile``); the dropped examples differ from epoch to epoch.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size > bundle.num_train:
+        raise ConfigError(
+            f"batch_size {batch_size} exceeds the {bundle.num_train} training examples of "
+            f"{bundle.name!r}"
+        )
+    return bundle.num_train // batch_size
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A trial config (flat JSON dict, see :func:`run_training`) parsed and checked once."""
+
+    model: str
+    dataset: str
+    lr: float
+    total_steps: int
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+    data_dir: str | None = None
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    schedule: str = "uba"
+    schedule_params: dict[str, Any] = field(default_factory=dict)
+    eval_every: int = 0  # 0 -> about 10 evaluations per run
+    checkpoint_every: int = 0  # 0 -> at eval points only; < 0 -> never
+    eval_batch_size: int = 0  # 0 -> max(batch_size, 512)
+    seed: int = 0
+    device: str = "auto"
+    amp: str | None = None
+    compile: bool = False
+    channels_last: bool = False
+    metric: str = "val_accuracy"
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any]) -> TrainConfig:
+        """Parse a trial config; top-level ``phi``/``phases`` (what Optuna samples) override
+        ``schedule_params``. Unknown keys are ignored (the tuner may add bookkeeping keys).
+        """
+        known = {f.name for f in fields(cls)}
+        missing = [k for k in ("model", "dataset", "lr", "total_steps") if k not in config]
+        if missing:
+            raise ConfigError(f"trial config is missing required key(s) {missing}")
+        extra = sorted(set(config) - known - {"phi", "phases"})
+        if extra:
+            logger.debug("ignoring trial config keys %s", extra)
+        kw = {k: config[k] for k in known if k in config and config[k] is not None}
+        params = dict(config.get("schedule_params") or {})
+        for k in ("phi", "phases"):
+            if config.get(k) is not None:
+                params[k] = config[k]
+        kw["schedule_params"] = params
+        kw["model_kwargs"] = dict(config.get("model_kwargs") or {})
+        kw["dataset_kwargs"] = dict(config.get("dataset_kwargs") or {})
+        if "amp" in config:
+            kw["amp"] = config["amp"] or None
+        cfg = cls(**kw)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """Reject out-of-range values with a message naming field, value and allowed range."""
+
+        def bad(name: str, allowed: str) -> ConfigError:
+            return ConfigError(f"{name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not is_int(self.total_steps) or self.total_steps < 1:
+            raise bad("total_steps", "integer >= 1")
+        if not is_int(self.batch_size) or self.batch_size < 1:
+            raise bad("batch_size", "integer >= 1")
+        if not isinstance(self.lr, int | float) or not (self.lr > 0 and math.isfinite(self.lr)):
+            raise bad("lr", "finite number > 0")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise bad("optimizer", "'sgd' or 'adamw'")
+        if not 0 <= self.momentum < 1:
+            raise bad("momentum", "0 <= momentum < 1")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise bad("nesterov", "True only with optimizer 'sgd' and momentum > 0")
+        if not self.weight_decay >= 0:
+            raise bad("weight_decay", ">= 0")
+        for name in ("eval_every", "eval_batch_size"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
+                raise bad(name, "integer >= 0 (0 = default)")
+        if not is_int(self.checkpoint_every):
+            raise bad("checkpoint_every", "integer (0 = at eval points, < 0 = never)")
+        if not is_int(self.seed):
+            raise bad("seed", "integer")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if self.amp not in (None, "bf16"):
+            raise bad("amp", "null or 'bf16'")
+        if self.metric not in ("val_accuracy", "val_loss", "val_perplexity"):
+            raise bad("metric", "'val_accuracy', 'val_loss' or 'val_perplexity'")
+
+    @property
+    def eval_interval(self) -> int:
+        return self.eval_every or max(1, self.total_steps // 10)
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} asked for but CUDA is not available on this worker")
+    return dev
+
+
+def _build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov, coupled L2) or AdamW (decoupled decay), as in the paper."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """``tuning.schedules.create_schedule(name, T, eta_max=lr, **params).scheduler(opt)``."""
+    from tuning.schedules import create_schedule  # tuning.schedules needs only torch/numpy
+
+    try:
+        schedule = create_schedule(
+            cfg.schedule, cfg.total_steps, eta_max=cfg.lr, **cfg.schedule_params
+        )
+    except (TypeError, KeyError) as exc:
+        raise ConfigError(
+            f"schedule {cfg.schedule!r} with params {cfg.schedule_params}: {exc}"
+        ) from exc
+    return schedule.scheduler(optimizer)
+
+
+# -------------------------------------------------------------------------- sampler
+
+
+class EpochSampler:
+    """Batches of indices without replacement within an epoch, from a seeded generator.
+
+    State = current permutation + position (+ the generator, saved by the loop), which is
+    what a checkpoint needs to continue with the identical batches.
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
+        self.n = n
+        self.batch_size = batch_size
+        self.generator = generator
+        self.perm: torch.Tensor | None = None
+        self.pos = 0
+        self.epoch = 0
+
+    def next(self) -> torch.Tensor:
+        if self.perm is None or self.pos + self.batch_size > self.n:
+            self.perm = torch.randperm(
+                self.n, generator=self.generator, device=self.generator.device
+            )
+            self.pos = 0
+            self.epoch += 1
+        idx = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "perm": None if self.perm is None else self.perm.cpu(),
+            "pos": self.pos,
+            "epoch": self.epoch,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        perm = state["perm"]
+        self.perm = None if perm is None else perm.to(self.generator.device)
+        self.pos = int(state["pos"])
+        self.epoch = int(state["epoch"])
+        self.generator.set_state(state["generator"])
+
+
+# ------------------------------------------------------------------------ utilities
+
+
+def _snapshot(obj: Any) -> Any:
+    """Deep copy with every tensor detached and moved to CPU (the run keeps mutating its own)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, Mapping):
+        return {k: _snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_snapshot(v) for v in obj)
+    return obj
+
+
+def _loss_fn(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if task == "lm":
+        return lambda out, y: F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+    return F.cross_entropy
+
+
+@dataclass
+class _Prepared:
+    cfg: TrainConfig
+    bundle: DataBundle
+    device: torch.device
+    model: nn.Module  # the module whose state is saved
+    forward: Callable[[torch.Tensor], torch.Tensor]  # possibly compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    sampler: EpochSampler
+    generator: torch.Generator
+
+
+def _prepare_input(x: torch.Tensor, bundle: DataBundle, channels_last: bool) -> torch.Tensor:
+    if bundle.preprocess is not None:
+        x = bundle.preprocess(x)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    if cfg.amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    model: nn.Module,
+    bundle: DataBundle,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """Mean validation loss (per example; per token for LMs), accuracy, and perplexity (LM)."""
+    was_training = model.training
+    model.eval()
+    bs = cfg.eval_batch_size or max(cfg.batch_size, 512)
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    count = 0
+    for i in range(0, bundle.num_val, bs):
+        x = _prepare_input(bundle.val_x[i : i + bs], bundle, cfg.channels_last)
+        y = bundle.val_y[i : i + bs]
+        with _autocast(cfg, device):
+            out = forward(x)
+        out = out.float()
+        if bundle.task == "lm":
+            out = out.reshape(-1, out.shape[-1])
+            y = y.reshape(-1)
+        loss_sum += F.cross_entropy(out, y, reduction="sum").double()
+        correct += (out.argmax(-1) == y).sum()
+        count += y.numel()
+    model.train(was_training)
+    val_loss = loss_sum.item() / count
+    metrics = {"val_loss": val_loss, "val_accuracy": correct.item() / count}
+    if bundle.task == "lm":
+        metrics["val_perplexity"] = math.exp(min(val_loss, 700.0))
+    return metrics
+
+
+def _prepare(cfg: TrainConfig, bundle: DataBundle | None) -> _Prepared:
+    device = _resolve_device(cfg.device)
+    if bundle is None:
+        bundle = get_dataset(cfg.dataset, data_dir=cfg.data_dir, **cfg.dataset_kwargs)
+    steps_per_epoch(bundle, cfg.batch_size)  # validates batch_size against the data
+    if cfg.metric == "val_perplexity" and bundle.task != "lm":
+        raise ConfigError(f"metric 'val_perplexity' needs an lm dataset, {cfg.dataset!r} is not")
+    bundle = bundle.to(device)
+    torch.manual_seed(cfg.seed)  # model init (and dropout) come from the global RNG
+    model = build_model(cfg.model, bundle, **cfg.model_kwargs).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    forward: Callable[[torch.Tensor], torch.Tensor] = model
+    if cfg.compile:
+        forward = torch.compile(model)  # type: ignore[assignment]
+    optimizer = _build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(cfg.seed)
+    sampler = EpochSampler(bundle.num_train, cfg.batch_size, generator)
+    return _Prepared(cfg, bundle, device, model, forward, optimizer, scheduler, sampler, generator)
+
+
+def _is_report_step(step: int, cfg: TrainConfig) -> bool:
+    if step == cfg.total_steps or step % cfg.eval_interval == 0:
+        return True
+    return cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# ------------------------------------------------------------------------------ run
+
+
+def run_training(
+    config: Mapping[str, Any],
+    report: Report,
+    *,
+    resume_state: dict[str, Any] | None = None,
+    bundle: DataBundle | None = None,
+) -> dict[str, float]:
+    """Train for exactly ``config["total_steps"]`` optimizer steps and report as it goes.
+
+    Trial config keys (flat JSON): ``model``, ``model_kwargs``, ``dataset``,
+    ``dataset_kwargs``, ``data_dir``, ``optimizer`` ("sgd"|"adamw"), ``lr`` (= η_max),
+    ``momentum``, ``nesterov``, ``weight_decay``, ``batch_size``, ``total_steps``,
+    ``schedule`` ("uba" or a baseline name), ``schedule_params``, top-level ``phi``/``phases``
+    (override ``schedule_params``), ``eval_every``, ``checkpoint_every``, ``seed``,
+    ``device`` ("auto"|"cpu"|"cuda"), ``amp`` ("bf16"|None), ``compile``, ``channels_last``,
+    ``metric``.
+
+    At every eval point (every ``eval_every`` steps, every ``checkpoint_every`` steps and the
+    last step) it calls ``report(metrics, state)``: ``step``, ``epoch``, ``train_loss`` (mean
+    since the last report), ``val_loss``, ``val_accuracy``, ``val_perplexity`` and
+    ``tokens_per_s`` (LM), ``lr`` (the LR the last step used, η_t of Eq. (5) for
+    t = ``step``), ``samples_per_s`` (training only, eval excluded) and ``done`` (True on the
+    last report). ``state`` is a CPU snapshot to pass back as ``resume_state`` (None when
+    ``checkpoint_every < 0``). Validation runs at every report so each one carries fresh
+    metrics (Tune's strict metric check and ASHA need them).
+
+    ``bundle`` lets a caller that already loaded the data (benchmarks) skip loading it again.
+
+    Raises :class:`DivergedError` when the training loss becomes NaN/inf.
+    """
+    cfg = TrainConfig.from_mapping(config)
+    p = _prepare(cfg, bundle)
+    loss_fn = _loss_fn(p.bundle.task)
+    start_step = 0
+    window_loss, window_steps = 0.0, 0
+    if resume_state is not None:
+        if resume_state.get("version") != CHECKPOINT_VERSION:
+            raise ConfigError(f"checkpoint version {resume_state.get('version')} is not supported")
+        if int(resume_state["total_steps"]) != cfg.total_steps:
+            raise ConfigError(
+                f"checkpoint was made for total_steps={resume_state['total_steps']}, "
+                f"config says {cfg.total_steps}: the schedule would not continue identically"
+            )
+        p.model.load_state_dict(resume_state["model"])
+        p.optimizer.load_state_dict(resume_state["optimizer"])
+        p.scheduler.load_state_dict(resume_state["scheduler"])
+        p.sampler.load_state_dict(resume_state["sampler"])
+        _set_rng_state(resume_state["rng"], p.device)
+        start_step = int(resume_state["step"])
+        window_loss = float(resume_state.get("window_loss", 0.0))
+        window_steps = int(resume_state.get("window_steps", 0))
+        logger.info("resuming %s/%s at step %d", cfg.model, cfg.dataset, start_step)
+
+    buf = torch.zeros(_LOSS_CHECK_EVERY, device=p.device, dtype=torch.float32)
+    buf_lrs: list[float] = []
+    buf_first_step = start_step + 1
+    last_lr = p.optimizer.param_groups[0]["lr"]
+    n_samples = 0
+    train_time = 0.0
+    metrics: dict[str, float] = {}
+    sync = torch.cuda.synchronize if p.device.type == "cuda" else (lambda: None)
+    x_all, y_all = p.bundle.train_x, p.bundle.train_y
+    augment = p.bundle.augment
+
+    def drain(upto: int) -> None:
+        """Read the buffered losses of steps buf_first_step..upto; raise on NaN/inf."""
+        nonlocal window_loss, window_steps, buf_first_step
+        k = upto - buf_first_step + 1
+        if k <= 0:
+            return
+        values = buf[:k].tolist()
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                raise DivergedError(buf_first_step + i, v, buf_lrs[i])
+        window_loss += math.fsum(values)
+        window_steps += k
+        buf_first_step = upto + 1
+        buf_lrs.clear()
+
+    t0 = time.perf_counter()
+    for step in range(start_step + 1, cfg.total_steps + 1):
+        idx = p.sampler.next()
+        x, y = x_all[idx], y_all[idx]
+        if augment is not None:
+            x = augment(x, p.generator)
+        x = _prepare_input(x, p.bundle, cfg.channels_last)
+        last_lr = p.optimizer.param_groups[0]["lr"]
+        with _autocast(cfg, p.device):
+            out = p.forward(x)
+            loss = loss_fn(out, y)
+        p.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        p.optimizer.step()
+        p.scheduler.step()
+        buf[step - buf_first_step].copy_(loss.detach())
+        buf_lrs.append(last_lr)
+        n_samples += cfg.batch_size
+
+        report_now = _is_report_step(step, cfg)
+        if report_now or step - buf_first_step + 1 == _LOSS_CHECK_EVERY:
+            drain(step)
+        if not report_now:
+            continue
+        sync()
+        train_time += time.perf_counter() - t0
+        metrics = {
+            "step": step,
+            "epoch": step * cfg.batch_size / p.bundle.num_train,
+            "train_loss": window_loss / max(window_steps, 1),
+            **evaluate(p.forward, p.model, p.bundle, cfg, p.device),
+            "lr": last_lr,
+            "samples_per_s": n_samples / train_time if train_time > 0 else float("nan"),
+            "done": step == cfg.total_steps,
+        }
+        if p.bundle.task == "lm":
+            metrics["tokens_per_s"] = metrics["samples_per_s"] * p.bundle.input_shape[0]
+        if not math.isfinite(metrics["val_loss"]):
+            raise DivergedError(step, metrics["val_loss"], last_lr)
+        window_loss, window_steps = 0.0, 0
+        state = None
+        if cfg.checkpoint_every >= 0:
+            state = _snapshot(
+                {
+                    "version": CHECKPOINT_VERSION,
+                    "step": step,
+                    "total_steps": cfg.total_steps,
+                    "model": p.model.state_dict(),
+                    "optimizer": p.optimizer.state_dict(),
+                    "scheduler": p.scheduler.state_dict(),
+                    "sampler": p.sampler.state_dict(),
+                    "rng": _rng_state(p.device),
+                    "window_loss": 0.0,
+                    "window_steps": 0,
+                }
+            )
+        logger.debug("step %d: %s", step, metrics)
+        report(metrics, state)
+        n_samples, train_time = 0, 0.0
+        t0 = time.perf_counter()
+    return metrics
