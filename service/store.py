@@ -90,6 +90,11 @@ class Store:
         Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
+    def __reduce__(self) -> tuple[type[Store], tuple[str]]:
+        """Pickle as the URL: Ray Tune pickles its run config (and so our sink callback) into
+        the experiment state; a restored driver reconnects to the same database."""
+        return (Store, (self.url,))
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self._sessions() as session, session.begin():

@@ -1,0 +1,127 @@
+"""End to end, as a user runs it: a real uvicorn server, a real driver process, a real local Ray,
+Optuna + ASHA, real training on scikit-learn's digits; driven through the client and the CLI."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from service.client import PhiTuneClient, PhiTuneError
+from service.demo import _stop, start_api
+
+pytestmark = pytest.mark.e2e
+
+PHI_RANGE = (0.2, 40.0)
+SPEC = {
+    "name": "e2e digits",
+    "model": "mlp",
+    "dataset": "digits",
+    "optimizer": {"name": "sgd", "lr": 0.2, "momentum": 0.9},
+    "batch_size": 64,
+    "budget": {"steps": 120},
+    "search": {"phi": {"min": PHI_RANGE[0], "max": PHI_RANGE[1]}, "phases": {"min": 1, "max": 2}},
+    "num_trials": 4,
+    "max_concurrent_trials": 2,
+    "eval_every": 30,
+    "seed": 1,
+}
+
+
+def eq5(t: int, T: int, phi: float, eta_max: float, eta_min: float, phases: int) -> float:
+    """Eq. (5) of the paper written out independently, restart variant (each phase decays):
+    update t (1-based) inside phase k of equal length, c restarted at every phase."""
+    bounds = [round(i * T / phases) for i in range(phases + 1)]
+    k = next(i for i in range(phases) if bounds[i] < t <= bounds[i + 1])
+    lo, hi = bounds[k], bounds[k + 1]
+    c = (2 * (t - lo) - 1) * math.pi / (2 * (hi - lo))
+    g = 1 + math.cos(c)
+    return (eta_max - eta_min) * 2 * g / (2 * phi + (2 - phi) * g) + eta_min
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("phitune")
+    env = {"PHITUNE_RAY_NUM_CPUS": "2", "PHITUNE_RAY_DASHBOARD": "false",
+           "PHITUNE_DATASET_DIR": os.environ.get("PHITUNE_DATASET_DIR", str(data_dir / "data"))}
+    proc, url = start_api(data_dir, None, data_dir / "api.log", extra_env=env)
+    yield url, data_dir
+    _stop(proc)
+    log = data_dir / "api.log"
+    if log.exists():
+        print(log.read_text()[-4000:])
+
+
+def driver_log(data_dir: Path, study_id: str) -> str:
+    path = data_dir / "logs" / f"{study_id}.log"
+    return path.read_text()[-6000:] if path.exists() else "(no driver log)"
+
+
+def test_study_end_to_end(server):
+    url, data_dir = server
+    with PhiTuneClient(url) as client:
+        study = client.submit(SPEC, idempotency_key="e2e-digits")
+        assert study.status in ("queued", "running")
+        again = client.submit(SPEC, idempotency_key="e2e-digits")
+        assert again.id == study.id, "same Idempotency-Key must return the same study"
+
+        final = client.wait(study.id, timeout=480, poll=1.0)
+        assert final.status == "succeeded", (final.error, driver_log(data_dir, study.id))
+        best = client.best(study.id)
+        trials = client.trials(study.id).data
+
+    assert len(trials) >= 4
+    assert PHI_RANGE[0] <= best.phi <= PHI_RANGE[1]
+    assert 1 <= best.phases <= 2
+    # the best is the best of the trials that trained the whole budget
+    full = [t for t in trials if t.step >= 120 and "val_accuracy" in t.metrics]
+    assert full, trials
+    assert best.value == pytest.approx(max(t.metrics["val_accuracy"] for t in full))
+    assert best.value > 0.5, "an MLP on digits learns far beyond chance (0.1) in 120 steps"
+    # its LR curve is Eq. (5) for the tuned φ
+    assert len(best.lr_curve) == 120
+    for t in (1, 2, 60, 61, 119, 120):
+        want = eq5(t, 120, best.phi, best.eta_max, best.eta_min, best.phases)
+        assert best.lr_curve[t - 1] == pytest.approx(want, rel=1e-9, abs=1e-12), t
+    assert final.progress.best_value == pytest.approx(
+        max(t.metrics["val_accuracy"] for t in trials if "val_accuracy" in t.metrics))
+
+
+def test_cli_reads_the_finished_study(server, tmp_path):
+    url, _ = server
+    with PhiTuneClient(url) as client:
+        study = client.list(status="succeeded").data[0]
+    cli = [sys.executable, "-m", "service.cli", "--url", url]
+    out = subprocess.run([*cli, "best", study.id], capture_output=True, text=True, check=True)
+    assert "φ=" in out.stdout and "val_accuracy" in out.stdout
+    out = subprocess.run([*cli, "status", study.id], capture_output=True, text=True, check=True)
+    assert "succeeded" in out.stdout
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**SPEC, "search": {"phi": {"min": -1, "max": 3}}}))
+    out = subprocess.run([*cli, "submit", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "search.phi.min" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([*cli, "submit", str(tmp_path / "missing.yaml")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "cannot read spec" in out.stderr
+
+
+def test_study_whose_trials_all_fail_ends_failed_with_reason(server):
+    url, data_dir = server
+    spec = {**SPEC, "name": "e2e failing", "num_trials": 2,
+            "model_kwargs": {"hidden": "not-a-size"}}
+    with PhiTuneClient(url) as client:
+        study = client.submit(spec)
+        final = client.wait(study.id, timeout=300, poll=1.0)
+        assert final.status == "failed", driver_log(data_dir, study.id)
+        assert "no trial finished" in (final.error or "")
+        assert "hidden" in (final.error or ""), final.error
+        with pytest.raises(PhiTuneError) as err:
+            client.best(study.id)
+        assert err.value.status_code == 409
