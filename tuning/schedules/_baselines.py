@@ -76,11 +76,12 @@ def step_milestones(T: int, p: Mapping[str, Any]) -> list[int]:
                                      "give either milestones or step_size, not both")
         return list(range(p["step_size"], T, p["step_size"]))
     fracs = p["milestones"] if p["milestones"] is not None else (0.5, 0.75)
-    steps = [_round_half_up(f * T) for f in fracs]
-    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+    if any(b <= a for a, b in zip(fracs, fracs[1:], strict=False)):
         raise ScheduleParamError("step", "milestones",
-                                 f"{fracs!r} must be strictly increasing fractions of the run")
-    return steps
+                                 f"{list(fracs)!r} must be strictly increasing fractions")
+    # Short runs may round two milestones onto one step: both apply there (gamma**2), as
+    # MultiStepLR does with a repeated milestone.
+    return [_round_half_up(f * T) for f in fracs]
 
 
 def build_step(T: int, p: Mapping[str, Any]) -> Curve:

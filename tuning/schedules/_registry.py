@@ -85,7 +85,7 @@ def _uba_resolve(T: int, p: Mapping[str, Any]) -> tuple[list[int], list[float], 
 def _build_uba(T: int, p: Mapping[str, Any]) -> Curve:
     bounds, phis, eta_maxs = _uba_resolve(T, p)
     eta_min = B.check_eta_min("uba", p, min(eta_maxs))
-    curve = UBACurve(bounds, phis, eta_maxs, eta_min, p["variant"])
+    curve = UBACurve(bounds, phis, eta_maxs, eta_min, p["variant"], p["phase_offset"])
     return curve.lr, max(eta_maxs)
 
 
@@ -122,6 +122,9 @@ _ENTRIES = [
             ParamInfo("variant", "str", "cyclic",
                       "cyclic: paper's (k-1)pi offset, even phases rise; restart: every phase "
                       "decays", choices=UBA_VARIANTS),
+            ParamInfo("phase_offset", "int", 0,
+                      "added to the phase index k in the (k-1)pi term; 1 = Table 1's k <- k+1: "
+                      "the cyclic variant starts rising (CLR, OneCycle)", low=0, high=1),
             _WARMUP,
         ],
         _build_uba, None, _uba_normalize),

@@ -111,11 +111,14 @@ class UBACurve:
     """Eq. (5) over explicit boundaries with per-phase ``phi`` and ``eta_max``.
 
     ``bounds`` is the paper's ``[T_1 = 0, T_2, ..., T_K = T]`` in updates; ``phis`` and
-    ``eta_maxs`` have one entry per phase (``K - 1``). Arguments are assumed validated by
+    ``eta_maxs`` have one entry per phase (``K - 1``). ``phase_offset = 1`` is Table 1's
+    ``k <- k + 1`` (the cyclic variant then starts with a rising phase, as CLR/OneCycle do);
+    it has no effect on the restart variant. Arguments are assumed validated by
     the caller (``create_schedule`` does it); :meth:`lr` is the hot path and stays small.
     """
 
-    __slots__ = ("bounds", "phis", "eta_maxs", "eta_min", "variant", "_inner", "_single")
+    __slots__ = ("bounds", "phis", "eta_maxs", "eta_min", "variant", "phase_offset", "_inner",
+                 "_single", "_flip")
 
     def __init__(
         self,
@@ -124,12 +127,18 @@ class UBACurve:
         eta_maxs: Sequence[float],
         eta_min: float,
         variant: str,
+        phase_offset: int = 0,
     ) -> None:
         self.bounds = tuple(int(b) for b in bounds)
         self.phis = tuple(float(p) for p in phis)
         self.eta_maxs = tuple(float(e) for e in eta_maxs)
         self.eta_min = float(eta_min)
         self.variant = variant
+        self.phase_offset = int(phase_offset)
+        # Phases whose (k - 1 + offset) pi term is an odd multiple of pi flip the cosine.
+        self._flip = tuple(
+            variant == "cyclic" and (k + self.phase_offset) % 2 == 1 for k in range(len(self.phis))
+        )
         # bisect over the interior boundaries T_2..T_{K-1} finds the phase index in O(log K).
         self._inner = self.bounds[1:-1]
         self._single = len(self.phis) == 1
@@ -145,7 +154,7 @@ class UBACurve:
         length = self.bounds[k + 1] - t_k
         s = step + 1 - t_k  # t - T_k, in [1, length]
         cos_c = math.cos((2 * s - 1) * _PI / (2 * length))
-        if k % 2 == 1 and self.variant == "cyclic":
+        if self._flip[k]:
             # (k-1)pi with 1-based k: cos(x + pi) = -cos(x), exact and free of the
             # rounding of adding a large multiple of pi.
             cos_c = -cos_c
@@ -165,20 +174,26 @@ def uba_array(
     eta_min: float = 0.0,
     phases: int = 1,
     variant: str = "cyclic",
+    boundaries: Sequence[int] | None = None,
+    phase_offset: int = 0,
 ) -> np.ndarray:
     """Eq. (5) for all steps at once, vectorised over ``phi`` (used by the fit).
 
     ``phi`` may be an array of shape ``(G,)``; the result then has shape ``(G, T)``.
-    Agrees with :class:`UBACurve` to rounding (same formula, numpy's ``cos``).
+    ``boundaries`` (interior phase starts, replacing equal ``phases``) and ``phase_offset``
+    mean what they mean for :class:`UBACurve`. Agrees with it to rounding (numpy's ``cos``).
     """
-    bounds = np.asarray(equal_boundaries(total_steps, phases))
+    if boundaries is not None:
+        bounds = np.asarray([0, *boundaries, total_steps])
+    else:
+        bounds = np.asarray(equal_boundaries(total_steps, phases))
     steps = np.arange(total_steps)
     k = np.searchsorted(bounds[1:-1], steps, side="right")
     length = bounds[k + 1] - bounds[k]
     s = steps + 1 - bounds[k]
     cos_c = np.cos((2 * s - 1) * np.pi / (2 * length))
     if variant == "cyclic":
-        cos_c = np.where(k % 2 == 1, -cos_c, cos_c)
+        cos_c = np.where((k + phase_offset) % 2 == 1, -cos_c, cos_c)
     q = 1.0 + cos_c
     phi_arr = np.atleast_1d(np.asarray(phi, dtype=float))[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
