@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-DATA_DIR = REPO / ".phitune" / "data"
+DATA_DIR = Path(os.environ.get("PHITUNE_DATASET_DIR") or REPO / ".phitune" / "data")
 
 
 @pytest.fixture(autouse=True)

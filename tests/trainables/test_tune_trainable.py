@@ -1,0 +1,104 @@
+"""uba_trainable through a real Ray Tune Tuner: metrics, checkpoints, errors, failure resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+from ray import tune  # noqa: E402
+
+from trainables.loop import run_training  # noqa: E402
+from trainables.tune_trainable import (  # noqa: E402
+    load_state,
+    restored_state,
+    tune_report,
+    uba_trainable,
+)
+
+CONFIG = {
+    "model": "mlp",
+    "model_kwargs": {"hidden_sizes": [16]},
+    "dataset": "digits",
+    "optimizer": "sgd",
+    "lr": 0.1,
+    "batch_size": 32,
+    "total_steps": 20,
+    "eval_every": 10,
+    "schedule": "uba",
+    "schedule_params": {"eta_min": 0.0, "variant": "cyclic"},
+    "phases": 1,
+    "seed": 0,
+    "device": "cpu",
+    "metric": "val_accuracy",
+}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    # address="local": always a fresh cluster, never one another process left running
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _tuner(trainable, param_space, tmp_path, name, max_failures=0):
+    return tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric="val_accuracy", mode="max"),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(tmp_path),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            verbose=0,
+        ),
+    )
+
+
+def test_trials_report_metrics_checkpoints_and_divergence_errors(ray_local, tmp_path):
+    """Two trials in one Tuner: a healthy one, and one that diverges (lr = 1e12)."""
+    space = {**CONFIG, "phi": 5.0, "lr": tune.grid_search([0.1, 1e12])}
+    results = _tuner(uba_trainable, space, tmp_path, "two").fit()
+    assert len(results) == 2 and results.num_errors == 1
+    ok = next(r for r in results if r.error is None)
+    bad = next(r for r in results if r.error is not None)
+    assert ok.metrics["step"] == 20 and ok.metrics["done"] is True
+    assert 0.5 < ok.metrics["val_accuracy"] <= 1.0
+    assert ok.checkpoint is not None
+    with ok.checkpoint.as_directory() as d:
+        state = load_state(d)
+    assert state["step"] == 20 and "model" in state and "sampler" in state
+    # Ray records the divergence as the trial's error, with the step
+    assert bad.config["lr"] == 1e12
+    assert "diverged" in str(bad.error) and "at step" in str(bad.error)
+
+
+@pytest.mark.slow
+def test_worker_failure_resumes_at_the_identical_schedule_position(ray_local, tmp_path):
+    """A trial that crashes after its step-10 checkpoint is restarted by Tune from it."""
+    marker = tmp_path / "crashed-once"
+
+    def flaky(config):
+        def report(metrics, state):
+            tune_report(metrics, state)
+            if metrics["step"] == 10 and not marker.exists():
+                marker.touch()
+                raise RuntimeError("simulated worker failure")
+
+        run_training(config, report, resume_state=restored_state())
+
+    space = {**CONFIG, "phi": 5.0, "eval_every": 5}
+    result = _tuner(flaky, space, tmp_path, "flaky", max_failures=1).fit()[0]
+    assert marker.exists() and result.error is None
+
+    reference: list[tuple[dict, dict | None]] = []
+    run_training(space, lambda m, s: reference.append((m, s)))  # uninterrupted, in-process
+    df = result.metrics_dataframe.drop_duplicates("step", keep="last").set_index("step")
+    assert list(df.index) == [5, 10, 15, 20]
+    assert df["lr"].tolist() == [m["lr"] for m, _ in reference]
+    assert df["val_loss"].tolist() == [m["val_loss"] for m, _ in reference]
+    with result.checkpoint.as_directory() as d:
+        resumed = load_state(d)["model"]
+    final = reference[-1][1]["model"]
+    assert all(torch.equal(resumed[k], final[k]) for k in final)
