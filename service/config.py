@@ -24,6 +24,9 @@ class Settings(BaseSettings):
         None, description="where datasets that are not system packages live (default data_dir/data)"
     )
     ray_address: str | None = Field(None, description="Ray cluster to run on; None = local Ray")
+    ray_auth_mode: str = Field(
+        "auto", description="token | disabled | auto (token when a Ray auth token is available)"
+    )
     ray_num_cpus: int | None = Field(None, description="CPUs of a local Ray (None = all)")
     ray_dashboard: bool = Field(True, description="start the dashboard with a local Ray")
     host: str = "127.0.0.1"

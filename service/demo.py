@@ -83,8 +83,10 @@ def start_ray_head(log: Path, num_cpus: int | None = None) -> tuple[subprocess.P
     cmd = [ray_bin, "start", "--head", "--block", f"--port={port}",
            f"--num-cpus={num_cpus or os.cpu_count() or 1}", "--dashboard-host=127.0.0.1",
            f"--dashboard-port={dash}", "--include-dashboard=true", "--disable-usage-stats"]
+    # token auth explicitly on: an open Ray port is remote code execution
+    env = dict(os.environ, RAY_AUTH_MODE="token")
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     wait_for_port(port, proc, "ray head")
     wait_for_port(dash, proc, "ray dashboard")
@@ -97,6 +99,7 @@ def start_api(data_dir: Path, ray_address: str | None, log: Path,
     env = dict(os.environ, PHITUNE_DATA_DIR=str(data_dir.absolute()), PYTHONUNBUFFERED="1")
     if ray_address:
         env["PHITUNE_RAY_ADDRESS"] = ray_address
+        env["RAY_AUTH_MODE"] = "token"
     env.update(extra_env or {})
     with open(log, "ab") as out:
         proc = subprocess.Popen(

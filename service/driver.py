@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from service.config import Settings
@@ -59,9 +61,26 @@ def total_steps_of(spec: StudyCreate, settings: Settings) -> int:
     return max(1, round(spec.budget.epochs * steps_per_epoch(bundle, spec.batch_size)))
 
 
+def configure_ray_auth(mode: str) -> None:
+    """Ray ≥ 2.5x enables token auth on clusters started while a token exists
+    (``~/.ray/auth_token``); a client must then say ``RAY_AUTH_MODE=token`` too. ``auto`` does
+    that when a token is available, so the driver connects to such clusters out of the box."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if mode == "auto":
+        has_token = bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(
+            os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token")
+        ).is_file()
+        mode = "token" if has_token else ""
+    if mode:
+        os.environ["RAY_AUTH_MODE"] = mode
+
+
 def init_ray(settings: Settings) -> str | None:
     """Connect to the configured cluster or start a local one; returns the dashboard URL."""
     import ray
+
+    configure_ray_auth(settings.ray_auth_mode)
 
     kwargs: dict[str, Any] = {"log_to_driver": False}
     if settings.ray_address:

@@ -78,6 +78,7 @@ def driver_env(settings: Settings) -> dict[str, str]:
         env["PHITUNE_RAY_ADDRESS"] = settings.ray_address
     if settings.ray_num_cpus is not None:
         env["PHITUNE_RAY_NUM_CPUS"] = str(settings.ray_num_cpus)
+    env["PHITUNE_RAY_AUTH_MODE"] = settings.ray_auth_mode
     env["PHITUNE_RAY_DASHBOARD"] = "true" if settings.ray_dashboard else "false"
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
