@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from service.api.routes import health, studies
+from service.api.routes import health, schedules, studies
 from service.config import Settings, get_settings
 from service.errors import PhituneError
 from service.runner import LocalProcessRunner
@@ -56,4 +56,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(studies.router)
+    app.include_router(schedules.router)
     return app
