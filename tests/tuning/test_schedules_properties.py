@@ -133,3 +133,16 @@ def test_every_schedule_in_range_and_roundtrips(name: str, T: int, eta_max: floa
     v = s.values()
     assert all(0.0 <= x <= eta_max * (1 + 1e-12) for x in v)
     assert Schedule.from_dict(s.to_dict()).values() == v
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 500), st.data(), phis, st.sampled_from(["cyclic", "restart"]))
+def test_uba_lr_function_equals_schedule(T: int, data: st.DataObject, phi: float,
+                                         variant: str) -> None:
+    from tuning.schedules import uba_lr
+
+    n = data.draw(st.integers(1, min(T, 12)))
+    s = create_schedule("uba", T, phi=phi, phases=n, eta_max=0.3, eta_min=0.01, variant=variant)
+    for i in sorted({0, T - 1, *data.draw(st.lists(st.integers(0, T - 1), max_size=20))}):
+        assert uba_lr(i, T, phi=phi, eta_max=0.3, eta_min=0.01, phases=n, variant=variant) \
+            == s.lr(i)

@@ -102,9 +102,17 @@ def uba_lr(
     phi = _check_phi(phi)
     if not 0.0 <= eta_min <= eta_max:
         raise ValueError(f"need 0 <= eta_min={eta_min} <= eta_max={eta_max}")
-    bounds = equal_boundaries(total_steps, phases)
-    return UBACurve(bounds, [phi] * phases, [float(eta_max)] * phases, float(eta_min),
-                    variant).lr(step)
+    if not 1 <= phases <= total_steps:
+        raise ValueError(f"phases={phases} must be in [1, total_steps={total_steps}]")
+    # Phase k (0-based) of equal_boundaries: the largest k with floor(k T / P) <= step.
+    k = ((step + 1) * phases - 1) // total_steps
+    t_k = (k * total_steps) // phases
+    length = ((k + 1) * total_steps) // phases - t_k
+    cos_c = math.cos((2 * (step + 1 - t_k) - 1) * _PI / (2 * length))
+    if k % 2 == 1 and variant == "cyclic":
+        cos_c = -cos_c
+    eta = (eta_max - eta_min) * _fraction(1.0 + cos_c, phi) + eta_min
+    return min(max(eta, eta_min), eta_max)
 
 
 class UBACurve:
