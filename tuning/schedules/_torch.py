@@ -71,6 +71,10 @@ class ScheduleLR(LRScheduler):
         if self._factors is None or self._group_schedules is None:
             self._group_schedules, self._factors = self._make_groups()
         step = self.last_epoch
+        first = self._group_schedules[0]
+        if all(s is first for s in self._group_schedules):  # one curve: evaluate it once
+            value = first.lr(step)
+            return [f * value for f in self._factors]
         return [f * s.lr(step) for s, f in zip(self._group_schedules, self._factors,
                                                 strict=True)]
 
