@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,17 +31,77 @@ class Settings(BaseSettings):
     )
     ray_num_cpus: int | None = Field(None, description="CPUs of a local Ray (None = all)")
     ray_dashboard: bool = Field(True, description="start the dashboard with a local Ray")
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="bind address; loopback unless a token is set")
     port: int = 8000
+    # security ------------------------------------------------------------------------------
+    api_token: SecretStr | None = Field(
+        None, description="bearer token for mutating routes (PHITUNE_API_TOKEN)"
+    )
+    api_token_file: Path | None = Field(
+        None, description="file holding the token (a mounted secret); wins over api_token"
+    )
+    read_auth: bool = Field(
+        False, description="also require the token on GET routes (probes stay open)"
+    )
+    max_request_bytes: int = Field(
+        1_048_576, ge=1024, description="request bodies above this are refused with 413"
+    )
+    # per-request caps ------------------------------------------------------------------------
     max_trials: int = Field(200, ge=1, description="cap on num_trials per budget")
     max_budget_steps: int = Field(10_000_000, ge=1)
+    max_budget_epochs: float = Field(10_000, gt=0)
+    max_concurrent_trials: int = Field(64, ge=1, description="cap on max_concurrent_trials")
     max_concurrent_studies: int = Field(4, ge=1)
+    # lifecycle ---------------------------------------------------------------------------------
+    runner: Literal["local", "ray-job"] = Field(
+        "local", description="local: one driver process per study; ray-job: a Ray Job each"
+    )
+    cancel_grace_s: float = Field(
+        5.0, ge=0, description="SIGTERM → SIGKILL delay when cancelling a local driver"
+    )
+    tune_checkpoint_s: float = Field(
+        1.0, gt=0, description="Tune experiment-state save period of a driver (resume window)"
+    )
+    optuna_storage: bool = Field(
+        True, description="keep OptunaSearch's study in the store's database (RDBStorage)"
+    )
 
     @property
     def sqlalchemy_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'phitune.db').absolute()}"
+
+    def resolved_api_token(self) -> str | None:
+        """The API token, read from ``api_token_file`` when set (so a Kubernetes/compose secret
+        can be mounted as a file). An empty or unreadable file is a startup error, not an
+        open API."""
+        if self.api_token_file is not None:
+            try:
+                token = self.api_token_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"api_token_file {self.api_token_file}: {exc.strerror}") from exc
+            if not token:
+                raise ValueError(f"api_token_file {self.api_token_file} is empty")
+            return token
+        if self.api_token is not None:
+            token = self.api_token.get_secret_value().strip()
+            if not token:
+                raise ValueError("PHITUNE_API_TOKEN is set but empty")
+            return token
+        return None
+
+    def check_exposure(self) -> str | None:
+        """Refuse to serve an unauthenticated API on a non-loopback address: submitting a
+        study starts processes on the cluster. Returns the token (None on loopback without
+        one, which is the single-user development mode)."""
+        token = self.resolved_api_token()
+        if token is None and not _is_loopback(self.host):
+            raise ValueError(
+                f"host={self.host!r} is not loopback and no API token is configured; set "
+                "PHITUNE_API_TOKEN or PHITUNE_API_TOKEN_FILE (or bind to 127.0.0.1)"
+            )
+        return token
 
     @property
     def datasets_path(self) -> Path:
@@ -52,6 +114,15 @@ class Settings(BaseSettings):
     @property
     def logs_path(self) -> Path:
         return (self.data_dir / "logs").absolute()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache

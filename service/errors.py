@@ -9,6 +9,7 @@ from typing import Any
 
 class PhituneError(Exception):
     status_code = 400
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -56,3 +57,16 @@ class TooManyStudiesError(PhituneError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"{limit} studies are already queued or running (max_concurrent_studies)")
+
+
+class AuthError(PhituneError):
+    """Missing or wrong bearer token (RFC 6750: 401 with ``WWW-Authenticate: Bearer``)."""
+
+    status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class StudyStateError(PhituneError):
+    """The request does not fit the study's current state (e.g. resuming a running study)."""
+
+    status_code = 409

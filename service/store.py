@@ -76,6 +76,12 @@ def _as_utc(value: datetime | None) -> datetime | None:
     return value
 
 
+def _fix_times(row: StudyRow) -> StudyRow:
+    for attr in ("created_at", "started_at", "finished_at"):
+        setattr(row, attr, _as_utc(getattr(row, attr)))
+    return row
+
+
 class Store:
     """Thin repository over a SQLAlchemy engine; every method is one short transaction."""
 
@@ -122,6 +128,11 @@ class Store:
                            created_at=utcnow(), idempotency_key=idempotency_key)
             s.add(row)
         return row, True
+
+    def find_by_idempotency_key(self, key: str) -> StudyRow | None:
+        with self.session() as s:
+            row = s.scalar(select(StudyRow).where(StudyRow.idempotency_key == key))
+        return _fix_times(row) if row is not None else None
 
     def get_study(self, study_id: str) -> StudyRow | None:
         with self.session() as s:

@@ -6,10 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from service.api.routes import health, schedules, studies
+from service.auth import BodySizeLimitMiddleware, authorize
 from service.config import Settings, get_settings
 from service.errors import PhituneError
 from service.runner import LocalProcessRunner
@@ -31,7 +32,12 @@ def reconcile(store: Store, runner: LocalProcessRunner) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Fails (ValueError) before serving anything when the configuration would
+    expose an unauthenticated API on the network or names an unreadable token file."""
     settings = settings or get_settings()
+    api_token = settings.check_exposure()
+    if api_token is None:
+        logger.warning("no API token configured: mutating routes are open (loopback only)")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,11 +54,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Tune the UBA learning-rate schedule (φ, phases) for a fixed iteration budget.",
         lifespan=lifespan,
+        dependencies=[Depends(authorize)],
     )
+    app.state.settings, app.state.api_token = settings, api_token
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
 
     @app.exception_handler(PhituneError)
     async def _phitune_error(_: Request, exc: PhituneError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail()}, status_code=exc.status_code)
+        return JSONResponse({"detail": exc.detail()}, status_code=exc.status_code,
+                            headers=exc.headers)
 
     app.include_router(health.router)
     app.include_router(studies.router)

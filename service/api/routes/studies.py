@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Response, status
 
 from service.api.deps import RunnerDep, SettingsDep, StoreDep
+from service.config import Settings
 from service.errors import (
     LimitExceededError,
     ResultNotReadyError,
@@ -82,6 +83,25 @@ def _get(store: Store, study_id: str) -> StudyRow:
     return row
 
 
+def check_caps(spec: StudyCreate, settings: Settings) -> None:
+    """Per-request caps from the configuration: one request must not be able to occupy the
+    cluster indefinitely. Each violation is a 422 naming the field and the limit."""
+    if spec.num_trials > settings.max_trials:
+        raise LimitExceededError("num_trials", spec.num_trials, settings.max_trials)
+    if spec.max_concurrent_trials > settings.max_concurrent_trials:
+        raise LimitExceededError("max_concurrent_trials", spec.max_concurrent_trials,
+                                 settings.max_concurrent_trials)
+    if spec.budget.steps is not None and spec.budget.steps > settings.max_budget_steps:
+        raise LimitExceededError("budget.steps", spec.budget.steps, settings.max_budget_steps)
+    if spec.budget.epochs is not None and spec.budget.epochs > settings.max_budget_epochs:
+        raise LimitExceededError("budget.epochs", spec.budget.epochs, settings.max_budget_epochs)
+    if spec.budget.steps is not None:
+        for f in spec.budget.fractions:
+            if round(f * spec.budget.steps) < 1:
+                raise LimitExceededError("budget.fractions", f,
+                                         f"1 step minimum (budget.steps={spec.budget.steps})")
+
+
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=StudyPublic,
              responses={422: {"description": "invalid spec (the message names the field)"},
                         429: {"description": "too many active studies"}})
@@ -96,16 +116,13 @@ def create_study(
     """Queue a study and start its driver. Returns 202 with the study and its links; a repeated
     request with the same ``Idempotency-Key`` header returns the first study (200)."""
     validate_names(spec)
-    if spec.num_trials > settings.max_trials:
-        raise LimitExceededError("num_trials", spec.num_trials, settings.max_trials)
-    if spec.budget.steps is not None and spec.budget.steps > settings.max_budget_steps:
-        raise LimitExceededError("budget.steps", spec.budget.steps, settings.max_budget_steps)
-    if spec.budget.steps is not None:
-        for f in spec.budget.fractions:
-            if round(f * spec.budget.steps) < 1:
-                raise LimitExceededError("budget.fractions", f,
-                                         f"1 step minimum (budget.steps={spec.budget.steps})")
-    if idempotency_key is None and store.count_active() >= settings.max_concurrent_studies:
+    check_caps(spec, settings)
+    if idempotency_key is not None:
+        existing = store.find_by_idempotency_key(idempotency_key)
+        if existing is not None:
+            response.status_code = status.HTTP_200_OK
+            return to_public(store, existing)
+    if store.count_active() >= settings.max_concurrent_studies:
         raise TooManyStudiesError(settings.max_concurrent_studies)
     row, created = store.create_study(spec.model_dump(mode="json"), spec.name, idempotency_key)
     if created:
