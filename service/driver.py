@@ -86,7 +86,8 @@ def init_ray(settings: Settings) -> str | None:
     if settings.ray_address:
         context = ray.init(address=settings.ray_address, **kwargs)
     else:
-        context = ray.init(num_cpus=settings.ray_num_cpus,
+        # "local": always a fresh local Ray, even if `ray start` left one running here
+        context = ray.init(address="local", num_cpus=settings.ray_num_cpus,
                            include_dashboard=settings.ray_dashboard,
                            dashboard_host="127.0.0.1", **kwargs)
     url = getattr(context, "dashboard_url", None)

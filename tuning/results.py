@@ -73,6 +73,8 @@ class StudyResult:
     curvature: dict[str, Any] | None = None
     suggestions: list[dict[str, Any]] = field(default_factory=list)
     baselines: list[dict[str, Any]] = field(default_factory=list)
+    budget_curve: list[dict[str, Any]] = field(default_factory=list)
+    target: dict[str, Any] | None = None
 
     @property
     def best(self) -> BestSchedule | None:

@@ -71,9 +71,10 @@ def initial_points(spec: StudySpec, warm_start: Sequence[dict[str, Any]] = ()) -
 class SinkCallback(tune.Callback):
     """Forwards Ray Tune trial events of one budget to a :class:`StudySink`."""
 
-    def __init__(self, sink: StudySink, budget_steps: int) -> None:
+    def __init__(self, sink: StudySink, budget_steps: int, kind: str = "search") -> None:
         self.sink = sink
         self.budget_steps = budget_steps
+        self.kind = kind
 
     def _record(self, trial: Any, status: str, error: str | None = None) -> TrialRecord:
         result = trial.last_result or {}
@@ -83,7 +84,11 @@ class SinkCallback(tune.Callback):
             if k in ("train_loss", "val_loss", "val_accuracy", "val_perplexity", "lr",
                      "samples_per_s") and isinstance(v, int | float)
         }
-        params = {k: trial.config[k] for k in (PHI, PHASES, LR) if k in trial.config}
+        config = {**trial.config, **trial.config.get("arm_config", {})}
+        keys = (PHI, PHASES, LR) if self.kind == "search" else (
+            "schedule", "arm", PHI, PHASES, LR, "seed")
+        params = {k: config[k] for k in keys if config.get(k) is not None}
+        params["kind"] = self.kind
         return TrialRecord(
             trial_id=trial.trial_id,
             budget_steps=self.budget_steps,

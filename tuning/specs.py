@@ -148,6 +148,10 @@ class StudySpec:
     storage_path: str = ""
     max_failures: int = 1
     extra_points: tuple[dict[str, Any], ...] = ()
+    compare: tuple[str, ...] = ()
+    seeds: int = 1
+    compare_eta_max: tuple[float, ...] = ()
+    target: float | None = None
 
     def __post_init__(self) -> None:
         if self.total_steps < 1:
@@ -156,6 +160,10 @@ class StudySpec:
             raise ValueError(f"num_trials must be >= 1, got {self.num_trials}")
         if self.max_concurrent_trials < 1:
             raise ValueError(f"max_concurrent_trials must be >= 1, got {self.max_concurrent_trials}")
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if any(not lr > 0 for lr in self.compare_eta_max):
+            raise ValueError(f"compare_eta_max values must be > 0: {self.compare_eta_max}")
         if not self.budget_fractions:
             raise ValueError("budget_fractions must not be empty")
         for f in self.budget_fractions:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import ray
 
+from tuning.budget import budget_curve, smallest_budget_reaching
+from tuning.compare import build_comparison, summarize
 from tuning.results import BudgetResult, StudyResult, StudySink
 from tuning.search import LR, PHASES, PHI, best_of, build_tuner
 from tuning.specs import StudySpec
@@ -68,6 +70,7 @@ def run_study(
     sink.on_start(dashboard_url=dashboard_url)
 
     budgets: list[BudgetResult] = []
+    baselines: list[dict] = []
     warm: list[dict] = []
     for steps in spec.budget_steps():
         logger.info("study %s: budget %d steps, %d trials", spec.study_id, steps, spec.num_trials)
@@ -84,7 +87,19 @@ def run_study(
             )
         best = budget.best
         warm = [{PHI: best.phi, PHASES: best.phases, LR: best.eta_max}]
+        if spec.compare or spec.seeds > 1:
+            logger.info("study %s: comparing %s over %d seeds at %d steps", spec.study_id,
+                        ["uba", *spec.compare], spec.seeds, steps)
+            comparison = build_comparison(spec, steps, best, spec.compare, spec.seeds,
+                                          trainable, sink, spec.compare_eta_max)
+            baselines.extend(summarize(spec, steps, comparison.fit()))
 
-    result = StudyResult(metric=spec.metric, mode=spec.mode, budgets=budgets)
+    curve = budget_curve(budgets, baselines, spec.mode)
+    target = None
+    if spec.target is not None:
+        target = smallest_budget_reaching(
+            [(row["budget_steps"], row["uba_mean"]) for row in curve], spec.target, spec.mode)
+    result = StudyResult(metric=spec.metric, mode=spec.mode, budgets=budgets,
+                         baselines=baselines, budget_curve=curve, target=target)
     sink.on_finish(result)
     return result

@@ -1,0 +1,63 @@
+"""A real multi-budget study with baselines, run through `tuning` alone (no service): real Ray,
+Optuna, ASHA and training on scikit-learn's digits."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+
+from tuning.results import NullSink
+from tuning.specs import Resources, SearchSpace, StudySpec, TrainSpec
+from tuning.study import InsufficientResourcesError, run_study
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def spec(tmp_path, **kw):
+    base = dict(
+        study_id="budget-test",
+        train=TrainSpec(model="mlp", dataset="digits", lr=0.2, batch_size=64, eval_every=20),
+        total_steps=60,
+        search=SearchSpace(phi_min=0.3, phi_max=30, phases_min=1, phases_max=1),
+        budget_fractions=(1.0, 0.5),
+        num_trials=2,
+        max_concurrent_trials=2,
+        storage_path=str(tmp_path / "ray"),
+        compare=("cosine", "clr"),
+        seeds=2,
+        target=0.5,
+    )
+    return StudySpec(**{**base, **kw})
+
+
+def test_budgets_run_smallest_first_with_baselines_and_target(local_ray, tmp_path):
+    sink = NullSink()
+    result = run_study(spec(tmp_path), sink)
+
+    assert [b.budget_steps for b in result.budgets] == [30, 60]
+    assert all(b.best is not None for b in result.budgets)
+    # every arm at every budget ran on the same two seeds, with a mean and std
+    for steps in (30, 60):
+        arms = {r["schedule"]: r for r in result.baselines if r["budget_steps"] == steps}
+        assert set(arms) == {"uba", "cosine", "triangular"}, arms
+        for r in arms.values():
+            assert r["seeds"] == [0, 1] and r["n"] == 2 and 0 <= r["mean"] <= 1
+    # the curve has one row per budget and names the best baseline
+    assert [row["budget_steps"] for row in result.budget_curve] == [30, 60]
+    assert all(row["best_baseline"] in ("cosine", "triangular") for row in result.budget_curve)
+    assert result.target is not None and result.target["kind"] in (
+        "measured", "interpolated", "not_reached")
+    # the sink saw search trials and comparison trials, labelled as such
+    kinds = {t.params.get("kind") for t in sink.trials.values()}
+    assert kinds == {"search", "compare"}
+    assert len(sink.trials) == 2 * 2 + 2 * 3 * 2
+
+
+def test_gpu_request_on_a_cpu_cluster_is_refused_not_left_pending(local_ray, tmp_path):
+    with pytest.raises(InsufficientResourcesError, match="GPU=0"):
+        run_study(spec(tmp_path, resources=Resources(cpu=1, gpu=1)), NullSink())
