@@ -21,6 +21,7 @@ import httpx
 from service.schemas import (
     TERMINAL_STATUSES,
     BestSchedule,
+    BudgetsPublic,
     StudiesPublic,
     StudyCreate,
     StudyPublic,
@@ -106,6 +107,22 @@ class PhiTuneClient:
 
     def best(self, study_id: str) -> BestSchedule:
         return BestSchedule.model_validate(self._request("GET", f"/v1/studies/{study_id}/best"))
+
+    def budgets(self, study_id: str) -> BudgetsPublic:
+        """Metric vs budget, baselines and the smallest budget reaching the spec's target."""
+        return BudgetsPublic.model_validate(
+            self._request("GET", f"/v1/studies/{study_id}/budgets"))
+
+    def plot(self, study_id: str, which: str = "budgets") -> bytes:
+        """PNG bytes of a study plot: ``budgets`` (metric vs budget) or ``phi`` (φ response)."""
+        try:
+            response = self._http.get(f"/v1/studies/{study_id}/plots/{which}.png")
+        except httpx.HTTPError as exc:
+            raise PhiTuneError(f"cannot reach {self._http.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise PhiTuneError(f"{response.status_code}: {_error_message(response)}",
+                               response.status_code)
+        return response.content
 
     def cancel(self, study_id: str) -> StudyPublic:
         return StudyPublic.model_validate(self._request("DELETE", f"/v1/studies/{study_id}"))

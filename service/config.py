@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     cancel_grace_s: float = Field(
         5.0, ge=0, description="SIGTERM → SIGKILL delay when cancelling a local driver"
     )
+    max_launches: int = Field(
+        3, ge=1, description="driver launches per study before reconcile marks it failed"
+    )
+    reconcile_interval_s: float = Field(
+        30.0, ge=0, description="how often the API relaunches dead drivers (0: at startup only)"
+    )
     tune_checkpoint_s: float = Field(
         1.0, gt=0, description="Tune experiment-state save period of a driver (resume window)"
     )

@@ -41,7 +41,7 @@ class StoreSink:
         self.store.upsert_trial(
             self.study_id, record.trial_id, budget_steps=record.budget_steps,
             status=record.status, params=record.params, step=record.step,
-            metrics=record.metrics, error=record.error,
+            metrics=record.metrics, error=record.error, node_ip=record.node_ip,
             value=value if value is not None and math.isfinite(value) else None,
         )
 
@@ -80,8 +80,6 @@ def init_ray(settings: Settings) -> str | None:
     """Connect to the configured cluster or start a local one; returns the dashboard URL."""
     import ray
 
-    configure_ray_auth(settings.ray_auth_mode)
-
     kwargs: dict[str, Any] = {"log_to_driver": False}
     if settings.ray_address:
         context = ray.init(address=settings.ray_address, **kwargs)
@@ -97,7 +95,7 @@ def init_ray(settings: Settings) -> str | None:
 
 
 def run(study_id: str, settings: Settings) -> int:
-    store = Store(settings.sqlalchemy_url)
+    store = Store(settings.sqlalchemy_url, migrate=False)  # the API owns the schema
     row = store.get_study(study_id)
     if row is None:
         logger.error("study %s not found in %s", study_id, settings.sqlalchemy_url)
@@ -121,7 +119,14 @@ def run(study_id: str, settings: Settings) -> int:
         return 0
     except BaseException as exc:  # noqa: BLE001 - the study must end in a terminal state
         if isinstance(exc, KeyboardInterrupt | SystemExit):
-            store.finish_study(study_id, "cancelled", error="driver stopped by a signal")
+            # A cancel marks the study first, then signals us. Any other stop (node drain,
+            # pod eviction, Ctrl-C) leaves it running, resumable: the API's reconcile
+            # relaunches a driver that restores the Tune experiments.
+            current = store.get_study(study_id)
+            if current is not None and current.status not in ("succeeded", "failed",
+                                                               "cancelled"):
+                logger.warning("study %s: driver stopped (%s); left resumable", study_id,
+                               type(exc).__name__)
             raise
         logger.exception("study %s failed", study_id)
         store.finish_study(study_id, "failed", error=f"{type(exc).__name__}: {exc}")
@@ -143,7 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    return run(args[0], Settings())
+    settings = Settings()
+    if settings.ray_address:
+        # before Ray is imported: its config reads RAY_AUTH_MODE once. A local Ray enables
+        # token auth by itself.
+        configure_ray_auth(settings.ray_auth_mode)
+    return run(args[0], settings)
 
 
 if __name__ == "__main__":

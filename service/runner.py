@@ -12,7 +12,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Protocol
 
 from service.config import Settings
 from service.schemas import StudyCreate
@@ -64,6 +67,10 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         early_stopping=spec.early_stopping,
         seed=spec.seed,
         storage_path=str(settings.ray_results_path / study_id),
+        compare=tuple(spec.compare),
+        seeds=spec.seeds,
+        compare_eta_max=tuple(spec.compare_eta_max),
+        target=spec.target,
     )
 
 
@@ -80,8 +87,35 @@ def driver_env(settings: Settings) -> dict[str, str]:
         env["PHITUNE_RAY_NUM_CPUS"] = str(settings.ray_num_cpus)
     env["PHITUNE_RAY_AUTH_MODE"] = settings.ray_auth_mode
     env["PHITUNE_RAY_DASHBOARD"] = "true" if settings.ray_dashboard else "false"
+    # Tune saves its experiment state at most this often: a driver killed mid-study loses at
+    # most this much bookkeeping, so a restored run does not repeat a finished trial.
+    env["TUNE_GLOBAL_CHECKPOINT_S"] = f"{settings.tune_checkpoint_s:g}"
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+class Runner(Protocol):
+    """Starts, stops and watches study drivers (a local process or a Ray Job)."""
+
+    def launch(self, study_id: str) -> str: ...
+
+    def cancel(self, study_id: str, pid: int | None, job_id: str | None = None) -> None: ...
+
+    def driver_alive(self, pid: int | None, job_id: str | None) -> bool: ...
+
+    def cleanup(self, pid: int | None, job_id: str | None) -> None: ...
+
+    def log_tail(self, study_id: str, job_id: str | None, chars: int = 2000) -> str: ...
+
+
+def make_runner(settings: Settings, store: Store) -> Runner:
+    """``PHITUNE_RUNNER``: ``local`` (default) or ``ray-job`` (needs ``PHITUNE_RAY_ADDRESS``
+    and the cluster's dashboard/Jobs address)."""
+    if settings.runner == "ray-job":
+        from service.jobs import RayJobRunner
+
+        return RayJobRunner(settings, store)
+    return LocalProcessRunner(settings, store)
 
 
 class LocalProcessRunner:
@@ -95,7 +129,7 @@ class LocalProcessRunner:
     def log_path(self, study_id: str) -> Path:
         return self.settings.logs_path / f"{study_id}.log"
 
-    def launch(self, study_id: str) -> int:
+    def launch(self, study_id: str) -> str:
         self.settings.logs_path.mkdir(parents=True, exist_ok=True)
         with open(self.log_path(study_id), "ab") as log:
             proc = subprocess.Popen(
@@ -106,20 +140,59 @@ class LocalProcessRunner:
                 env=driver_env(self.settings),
                 start_new_session=True,
             )
-        self.store.update_study(study_id, driver_pid=proc.pid)
-        logger.info("study %s: driver pid %d, log %s", study_id, proc.pid,
+        launches = self.store.record_launch(study_id, pid=proc.pid)
+        logger.info("study %s: driver pid %d (launch %d), log %s", study_id, proc.pid, launches,
                     self.log_path(study_id))
-        return proc.pid
+        return str(proc.pid)
 
-    def cancel(self, study_id: str, pid: int | None) -> None:
-        """Stop a driver and everything it started (its process group: Ray workers included
-        for a local Ray)."""
+    def cancel(self, study_id: str, pid: int | None, job_id: str | None = None) -> None:
+        """Stop a driver and everything it started, without blocking the request.
+
+        SIGTERM to the driver's process group lets it shut Ray down (a remote cluster then
+        kills the trials it owned); after ``cancel_grace_s`` every process still in the
+        driver's *session* gets SIGKILL: a local Ray's workers sit in their own process
+        groups but in the driver's session, and its agents outlive a killed driver.
+        """
         if pid is None:
             return
         try:
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
+        except (ProcessLookupError, PermissionError):
+            pass
+        threading.Thread(target=self._escalate, args=(study_id, pid), daemon=True,
+                         name=f"cancel-{study_id[:8]}").start()
+
+    def _escalate(self, study_id: str, pid: int) -> None:
+        deadline = time.monotonic() + self.settings.cancel_grace_s
+        while time.monotonic() < deadline:
+            if not session_pids(pid):
+                self.is_alive(pid)  # reap our zombie
+                return
+            time.sleep(0.2)
+        left = kill_session(pid)
+        self.is_alive(pid)
+        logger.warning("study %s: SIGKILLed %d processes left after %.1f s", study_id, left,
+                       self.settings.cancel_grace_s)
+
+    def driver_alive(self, pid: int | None, job_id: str | None) -> bool:
+        return self.is_alive(pid)
+
+    def cleanup(self, pid: int | None, job_id: str | None) -> None:
+        """Kill what a dead driver left behind (a local Ray's agents survive a SIGKILLed
+        driver and hold its ports and memory)."""
+        if pid is not None:
+            left = kill_session(pid)
+            if left:
+                logger.warning("killed %d leftover processes of dead driver %d", left, pid)
+
+    def log_tail(self, study_id: str, job_id: str | None, chars: int = 2000) -> str:
+        try:
+            with open(self.log_path(study_id), "rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - chars))
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     @staticmethod
     def is_alive(pid: int | None) -> bool:
@@ -145,3 +218,31 @@ def _proc_state(pid: int) -> str:
         return stat.rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return "Z"
+
+
+def session_pids(sid: int) -> list[int]:
+    """Live (non-zombie) processes of session ``sid`` (the driver started it with setsid)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # fields: state ppid pgrp session ...
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_session(sid: int) -> int:
+    """SIGKILL every process of session ``sid``; returns how many were signalled."""
+    count = 0
+    for pid in session_pids(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            count += 1
+        except (ProcessLookupError, PermissionError):
+            pass
+    return count

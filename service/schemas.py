@@ -116,6 +116,27 @@ class StudyCreate(_Strict):
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     eval_every: int = Field(50, ge=1)
     seed: int = Field(0, ge=0)
+    compare: list[str] = Field(
+        default_factory=list, max_length=12,
+        description="baselines trained at every budget on the same seeds as the tuned UBA "
+        "(cosine, step, onecycle, linear, rex, clr, exponential, wsd, constant, uba_default)",
+    )
+    seeds: int = Field(1, ge=1, le=10, description="seeds per arm in the comparison")
+    compare_eta_max: list[float] = Field(
+        default_factory=list, max_length=6,
+        description="η_max grid searched for each baseline (default: optimizer.lr)",
+    )
+    target: float | None = Field(None, description="metric value to reach: smallest budget")
+    curvature: bool = Field(
+        False, description="estimate the Hessian spectrum first; its φ suggestions warm-start "
+        "the search and are compared with the tuned φ")
+
+    @model_validator(mode="after")
+    def _compare_lrs_positive(self) -> StudyCreate:
+        for lr in self.compare_eta_max:
+            if not lr > 0:
+                raise ValueError(f"compare_eta_max: {lr} must be > 0")
+        return self
 
 
 class Link(BaseModel):
@@ -191,7 +212,7 @@ class BudgetPublic(BaseModel):
 
 
 class StudyResultPublic(BaseModel):
-    """Room for curvature reports, φ suggestions and baseline comparisons (filled when asked)."""
+    """Best schedule per budget, plus curvature, φ suggestions and baselines when asked."""
 
     metric: str
     mode: str
@@ -200,6 +221,19 @@ class StudyResultPublic(BaseModel):
     curvature: dict[str, Any] | None = None
     suggestions: list[dict[str, Any]] = Field(default_factory=list)
     baselines: list[dict[str, Any]] = Field(default_factory=list)
+    budget_curve: list[dict[str, Any]] = Field(default_factory=list)
+    target: dict[str, Any] | None = None
+
+
+class BudgetsPublic(BaseModel):
+    """``GET /v1/studies/{id}/budgets``: metric vs budget for tuned UBA and the best baseline;
+    ``target.kind`` says whether the smallest budget is measured or interpolated."""
+
+    metric: str
+    mode: str
+    curve: list[dict[str, Any]]
+    baselines: list[dict[str, Any]]
+    target: dict[str, Any] | None = None
 
 
 class ErrorResponse(BaseModel):

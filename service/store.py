@@ -2,14 +2,19 @@
 
 The API writes a study row ("queued") and reads; the driver process writes progress and the
 final result. SQLite runs in WAL mode so the API can read while a driver writes.
+
+The schema is versioned with Alembic (``service/migrations``, version table
+:data:`VERSION_TABLE`); the API upgrades it at startup, drivers only use it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -23,10 +28,16 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+#: Alembic version table of phitune's schema (Optuna's RDB storage owns ``alembic_version``).
+VERSION_TABLE = "phitune_alembic_version"
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def utcnow() -> datetime:
@@ -44,7 +55,8 @@ class StudyRow(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
@@ -52,6 +64,8 @@ class StudyRow(Base):
     dashboard_url: Mapped[str | None] = mapped_column(String(500))
     driver_pid: Mapped[int | None] = mapped_column(Integer)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    launches: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    driver_job_id: Mapped[str | None] = mapped_column(String(200))
 
 
 class TrialRow(Base):
@@ -66,6 +80,7 @@ class TrialRow(Base):
     metrics: Mapped[dict[str, float]] = mapped_column(JSON)
     value: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
+    node_ip: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -85,7 +100,7 @@ def _fix_times(row: StudyRow) -> StudyRow:
 class Store:
     """Thin repository over a SQLAlchemy engine; every method is one short transaction."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if url.startswith("sqlite"):
@@ -93,13 +108,14 @@ class Store:
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        if migrate:
+            upgrade_schema(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def __reduce__(self) -> tuple[type[Store], tuple[str]]:
         """Pickle as the URL: Ray Tune pickles its run config (and so our sink callback) into
         the experiment state; a restored driver reconnects to the same database."""
-        return (Store, (self.url,))
+        return (_store_without_migration, (self.url,))
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -195,13 +211,102 @@ class Store:
                 setattr(row, key, value)
             row.updated_at = utcnow()
 
-    def list_trials(self, study_id: str) -> list[TrialRow]:
+    def list_trials(self, study_id: str, *, status: str | None = None,
+                    budget_steps: int | None = None, limit: int | None = None,
+                    offset: int = 0) -> list[TrialRow]:
         with self.session() as s:
-            rows = list(s.scalars(select(TrialRow).where(TrialRow.study_id == study_id)
-                                  .order_by(TrialRow.budget_steps, TrialRow.trial_id)))
+            query = select(TrialRow).where(TrialRow.study_id == study_id)
+            if status:
+                query = query.where(TrialRow.status == status)
+            if budget_steps is not None:
+                query = query.where(TrialRow.budget_steps == budget_steps)
+            query = query.order_by(TrialRow.budget_steps, TrialRow.trial_id).offset(offset)
+            if limit is not None:
+                query = query.limit(limit)
+            rows = list(s.scalars(query))
         for row in rows:
             row.updated_at = _as_utc(row.updated_at)  # type: ignore[assignment]
         return rows
+
+    def count_trials(self, study_id: str, *, status: str | None = None,
+                     budget_steps: int | None = None) -> int:
+        with self.session() as s:
+            query = select(func.count()).select_from(TrialRow).where(
+                TrialRow.study_id == study_id)
+            if status:
+                query = query.where(TrialRow.status == status)
+            if budget_steps is not None:
+                query = query.where(TrialRow.budget_steps == budget_steps)
+            return int(s.scalar(query) or 0)
+
+    def record_launch(self, study_id: str, *, pid: int | None = None,
+                      job_id: str | None = None) -> int:
+        """Remember who runs the study now and count launches (reconcile caps relaunches so a
+        driver that dies at start cannot loop forever). Returns the launch count."""
+        with self.session() as s:
+            row = s.get(StudyRow, study_id, with_for_update=True)
+            if row is None:
+                raise KeyError(study_id)
+            row.driver_pid, row.driver_job_id = pid, job_id
+            row.launches = (row.launches or 0) + 1
+            return row.launches
+
+
+def _alembic_config(connection: Any) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the database to the newest schema revision.
+
+    A database created before migrations existed (tables, no version row) is stamped at the
+    initial revision first, so its data is kept and only the later steps run.
+    """
+    from alembic import command
+
+    with _migration_lock(engine), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # API replicas may start together: one migrates, the others wait, then see head.
+            connection.execute(text("SELECT pg_advisory_xact_lock(7472730)"))
+        config = _alembic_config(connection)
+        tables = set(inspect(connection).get_table_names())
+        if "studies" in tables and VERSION_TABLE not in tables:
+            command.stamp(config, "0001")
+        command.upgrade(config, "head")
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """SQLite has no advisory locks: serialise migrations of one database file with flock."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The schema revision stored in the database (None before the first migration)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection,
+                                             opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()
+
+
+def _store_without_migration(url: str) -> Store:
+    return Store(url, migrate=False)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

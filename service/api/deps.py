@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.config import Settings
-from service.runner import LocalProcessRunner
+from service.runner import Runner
 from service.store import Store
 
 
@@ -15,7 +15,7 @@ def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_runner(request: Request) -> LocalProcessRunner:
+def get_runner(request: Request) -> Runner:
     return request.app.state.runner
 
 
@@ -24,5 +24,5 @@ def get_app_settings(request: Request) -> Settings:
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
-RunnerDep = Annotated[LocalProcessRunner, Depends(get_runner)]
+RunnerDep = Annotated[Runner, Depends(get_runner)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

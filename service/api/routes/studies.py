@@ -14,6 +14,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 from service.api.deps import RunnerDep, SettingsDep, StoreDep
 from service.config import Settings
 from service.errors import (
+    InvalidSpecError,
     LimitExceededError,
     ResultNotReadyError,
     StudyNotFoundError,
@@ -48,6 +49,13 @@ def validate_names(spec: StudyCreate) -> None:
         raise UnknownNameError("model", spec.model, models)
     if spec.dataset not in datasets:
         raise UnknownNameError("dataset", spec.dataset, datasets)
+    from tuning.compare import resolve_baseline
+
+    for name in spec.compare:
+        try:
+            resolve_baseline(name)
+        except ValueError as exc:
+            raise InvalidSpecError(str(exc), field="compare") from None
 
 
 def progress_of(store: Store, row: StudyRow) -> Progress:
@@ -191,5 +199,5 @@ def cancel_study(study_id: str, store: StoreDep, runner: RunnerDep) -> StudyPubl
     row = _get(store, study_id)
     if row.status not in TERMINAL_STATUSES:
         store.finish_study(study_id, "cancelled", error="cancelled by user")
-        runner.cancel(study_id, row.driver_pid)
+        runner.cancel(study_id, row.driver_pid, row.driver_job_id)
     return to_public(store, _get(store, study_id))

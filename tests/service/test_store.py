@@ -1,0 +1,134 @@
+"""The store on SQLite (default) and on a real PostgreSQL server, with its versioned schema."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from service.store import VERSION_TABLE, Store, schema_revision
+
+HEAD = "0002"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'phitune.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_study_lifecycle(url):
+    store = Store(url)
+    assert schema_revision(store.engine) == HEAD
+    row, created = store.create_study({"model": "mlp"}, "a", idempotency_key="k1")
+    again, created2 = store.create_study({"model": "other"}, "b", idempotency_key="k1")
+    assert created and not created2 and again.id == row.id
+    assert store.find_by_idempotency_key("k1").id == row.id
+    assert store.find_by_idempotency_key("nope") is None
+    assert store.get_study(row.id).created_at.tzinfo is not None
+
+    assert store.record_launch(row.id, pid=123) == 1
+    assert store.record_launch(row.id, job_id="raysubmit_x") == 2
+    got = store.get_study(row.id)
+    assert (got.driver_pid, got.driver_job_id, got.launches) == (None, "raysubmit_x", 2)
+    assert store.count_active() == 1
+
+    # a cancel wins over a driver that reports success a moment later
+    assert store.finish_study(row.id, "cancelled", error="cancelled by user")
+    assert not store.finish_study(row.id, "succeeded", result={"x": 1})
+    got = store.get_study(row.id)
+    assert got.status == "cancelled" and got.result is None and got.finished_at is not None
+    assert store.count_active() == 0
+
+
+def test_list_filters_and_pagination(url):
+    store = Store(url)
+    ids = [store.create_study({"i": i}, f"s{i}")[0].id for i in range(5)]
+    store.finish_study(ids[0], "failed", error="x")
+    rows, total = store.list_studies(limit=2)
+    assert total == 5 and [r.id for r in rows] == ids[::-1][:2]  # newest first
+    rows, total = store.list_studies(limit=2, offset=4)
+    assert total == 5 and [r.id for r in rows] == [ids[0]]
+    rows, total = store.list_studies(status="failed")
+    assert total == 1 and rows[0].id == ids[0]
+
+
+def test_trials_upsert_filter_and_node(url):
+    store = Store(url)
+    sid = store.create_study({}, None)[0].id
+    for i, (budget, status) in enumerate([(50, "terminated"), (50, "error"), (100, "running")]):
+        store.upsert_trial(sid, f"t{i}", budget_steps=budget, status=status, params={"phi": i},
+                           step=10 * i, metrics={"val_accuracy": 0.5}, value=0.5,
+                           node_ip=f"10.0.0.{i}", error="boom" if status == "error" else None)
+    store.upsert_trial(sid, "t2", status="terminated", step=100)
+    assert store.count_trials(sid) == 3
+    assert [t.trial_id for t in store.list_trials(sid, budget_steps=50)] == ["t0", "t1"]
+    assert [t.trial_id for t in store.list_trials(sid, status="terminated")] == ["t0", "t2"]
+    assert [t.trial_id for t in store.list_trials(sid, limit=1, offset=1)] == ["t1"]
+    t2 = store.list_trials(sid, budget_steps=100)[0]
+    assert (t2.status, t2.step, t2.node_ip, t2.params) == ("terminated", 100, "10.0.0.2",
+                                                           {"phi": 2})
+    assert store.list_trials(sid, status="error")[0].error == "boom"
+
+
+def test_store_pickles_as_its_url_without_migrating(url):
+    store = Store(url)
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone.url == url
+    clone.ping()
+
+
+def test_legacy_database_is_stamped_and_upgraded(url):
+    """A database created by the first release (``create_all``, no version table) keeps its
+    rows and gains the new columns."""
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    sa.Table("studies", meta, sa.Column("id", sa.String(36), primary_key=True),
+             sa.Column("name", sa.String(200)), sa.Column("status", sa.String(16)),
+             sa.Column("spec", sa.JSON), sa.Column("created_at", sa.DateTime(timezone=True)),
+             sa.Column("started_at", sa.DateTime(timezone=True)),
+             sa.Column("finished_at", sa.DateTime(timezone=True)), sa.Column("error", sa.Text),
+             sa.Column("result", sa.JSON), sa.Column("dashboard_url", sa.String(500)),
+             sa.Column("driver_pid", sa.Integer),
+             sa.Column("idempotency_key", sa.String(200), unique=True))
+    sa.Table("trials", meta, sa.Column("study_id", sa.String(36), primary_key=True),
+             sa.Column("trial_id", sa.String(64), primary_key=True),
+             sa.Column("budget_steps", sa.Integer), sa.Column("status", sa.String(16)),
+             sa.Column("params", sa.JSON), sa.Column("step", sa.Integer),
+             sa.Column("metrics", sa.JSON), sa.Column("value", sa.Float),
+             sa.Column("error", sa.Text), sa.Column("updated_at", sa.DateTime(timezone=True)))
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO studies (id, status, spec, created_at) VALUES "
+                             "('old', 'succeeded', '{}', '2025-01-01 00:00:00')"))
+    engine.dispose()
+
+    store = Store(url)
+    assert schema_revision(store.engine) == HEAD
+    old = store.get_study("old")
+    assert old.status == "succeeded" and old.launches == 0
+    cols = {c["name"] for c in sa.inspect(store.engine).get_columns("trials")}
+    assert "node_ip" in cols
+    assert VERSION_TABLE in sa.inspect(store.engine).get_table_names()
+
+
+def test_concurrent_startups_migrate_once(url):
+    """API replicas starting together: both end at head, neither fails."""
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            Store(url).ping()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert schema_revision(Store(url).engine) == HEAD
