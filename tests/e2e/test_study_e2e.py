@@ -125,3 +125,25 @@ def test_study_whose_trials_all_fail_ends_failed_with_reason(server):
         with pytest.raises(PhiTuneError) as err:
             client.best(study.id)
         assert err.value.status_code == 409
+
+
+def test_budget_study_with_baselines_through_the_api(server):
+    url, data_dir = server
+    spec = {**SPEC, "name": "e2e budgets", "budget": {"steps": 60, "fractions": [0.5, 1.0]},
+            "num_trials": 2, "eval_every": 15, "compare": ["cosine"], "seeds": 1,
+            "target": 0.5}
+    with PhiTuneClient(url) as client:
+        study = client.submit(spec)
+        final = client.wait(study.id, timeout=480, poll=1.0)
+        assert final.status == "succeeded", (final.error, driver_log(data_dir, study.id))
+        budgets = client.budgets(study.id)
+        png = client.plot(study.id, "budgets")
+        phi_png = client.plot(study.id, "phi")
+        trials = client.trials(study.id).data
+    assert [row["budget_steps"] for row in budgets.curve] == [30, 60]
+    assert {b["schedule"] for b in budgets.baselines} == {"uba", "cosine"}
+    assert all(row["best_baseline"] == "cosine" for row in budgets.curve)
+    assert budgets.target is not None and budgets.target["kind"] in (
+        "measured", "interpolated", "not_reached")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and phi_png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {t.params["kind"] for t in trials} == {"search", "compare"}
