@@ -11,9 +11,11 @@ Why these choices:
 * **Exact resume.** A checkpoint holds model, optimizer, scheduler, the global and data RNG
   states, the current permutation and position in it, and the step, so a restored trial
   continues with the identical batches and schedule position (tested bit-for-bit on CPU).
-* **Few host syncs.** Per-step losses go into a small device buffer that is read every
-  ``_LOSS_CHECK_EVERY`` steps, which is also when NaN/inf divergence is detected; the
-  exact diverging step is still known.
+* **Few host syncs, little per-step work.** Per-step losses stay on the device and are read
+  together every ``_LOSS_CHECK_EVERY`` steps, which is also when NaN/inf divergence is
+  detected (the exact diverging step is still known). Un-augmented uint8 data is
+  normalised once on the device when the float copy is small (``_PRENORMALIZE_MAX_BYTES``),
+  as a hand-written loop would, instead of per batch.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 import torch
@@ -38,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: Host reads of the per-step loss buffer (and NaN checks) happen at most this many steps apart.
 _LOSS_CHECK_EVERY = 16
+#: Normalise un-augmented data once on the device when its float copy is at most this big.
+_PRENORMALIZE_MAX_BYTES = 1 << 30
 CHECKPOINT_VERSION = 1
 
 Report = Callable[[dict[str, float], "dict[str, Any] | None"], None]
@@ -332,7 +336,7 @@ def _prepare(cfg: TrainConfig, bundle: DataBundle | None) -> _Prepared:
     steps_per_epoch(bundle, cfg.batch_size)  # validates batch_size against the data
     if cfg.metric == "val_perplexity" and bundle.task != "lm":
         raise ConfigError(f"metric 'val_perplexity' needs an lm dataset, {cfg.dataset!r} is not")
-    bundle = bundle.to(device)
+    bundle = _prenormalize(bundle.to(device))
     torch.manual_seed(cfg.seed)  # model init (and dropout) come from the global RNG
     model = build_model(cfg.model, bundle, **cfg.model_kwargs).to(device)
     if cfg.channels_last:
@@ -347,6 +351,26 @@ def _prepare(cfg: TrainConfig, bundle: DataBundle | None) -> _Prepared:
     generator.manual_seed(cfg.seed)
     sampler = EpochSampler(bundle.num_train, cfg.batch_size, generator)
     return _Prepared(cfg, bundle, device, model, forward, optimizer, scheduler, sampler, generator)
+
+
+def _prenormalize(bundle: DataBundle) -> DataBundle:
+    """Apply ``preprocess`` to the whole (device-resident) data once when that is cheap.
+
+    Per-batch normalisation costs a few small kernels every step, which is measurable for
+    tiny models (bench/trainer_overhead.py). Augmented data stays raw: crop padding must be
+    black in pixel space, so it is normalised after augmentation, per batch.
+    """
+    if bundle.preprocess is None or bundle.augment is not None:
+        return bundle
+    n_elem = bundle.train_x.numel() + bundle.val_x.numel()
+    if n_elem * 4 > _PRENORMALIZE_MAX_BYTES:
+        return bundle
+    return replace(
+        bundle,
+        train_x=bundle.preprocess(bundle.train_x),
+        val_x=bundle.preprocess(bundle.val_x),
+        preprocess=None,
+    )
 
 
 def _is_report_step(step: int, cfg: TrainConfig) -> bool:
@@ -424,7 +448,7 @@ def run_training(
         window_steps = int(resume_state.get("window_steps", 0))
         logger.info("resuming %s/%s at step %d", cfg.model, cfg.dataset, start_step)
 
-    buf = torch.zeros(_LOSS_CHECK_EVERY, device=p.device, dtype=torch.float32)
+    buf: list[torch.Tensor] = []  # detached per-step losses, still on the device
     buf_lrs: list[float] = []
     buf_first_step = start_step + 1
     last_lr = p.optimizer.param_groups[0]["lr"]
@@ -441,13 +465,14 @@ def run_training(
         k = upto - buf_first_step + 1
         if k <= 0:
             return
-        values = buf[:k].tolist()
+        values = torch.stack(buf).float().tolist()  # one host sync per drain
         for i, v in enumerate(values):
             if not math.isfinite(v):
                 raise DivergedError(buf_first_step + i, v, buf_lrs[i])
         window_loss += math.fsum(values)
         window_steps += k
         buf_first_step = upto + 1
+        buf.clear()
         buf_lrs.clear()
 
     t0 = time.perf_counter()
@@ -465,12 +490,12 @@ def run_training(
         loss.backward()
         p.optimizer.step()
         p.scheduler.step()
-        buf[step - buf_first_step].copy_(loss.detach())
+        buf.append(loss.detach())
         buf_lrs.append(last_lr)
         n_samples += cfg.batch_size
 
         report_now = _is_report_step(step, cfg)
-        if report_now or step - buf_first_step + 1 == _LOSS_CHECK_EVERY:
+        if report_now or len(buf) == _LOSS_CHECK_EVERY:
             drain(step)
         if not report_now:
             continue

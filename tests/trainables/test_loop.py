@@ -212,3 +212,30 @@ def test_missing_required_keys_and_nesterov_rule():
     with pytest.raises(ConfigError, match="nesterov"):
         TrainConfig.from_mapping({**BASE, "optimizer": "adamw", "nesterov": True})
     assert TrainConfig.from_mapping({**BASE, "nesterov": True}).nesterov
+
+
+def test_bf16_autocast_and_channels_last_on_cpu_and_exact_resume():
+    cfg = {
+        **BASE,
+        "model": "cnn",
+        "model_kwargs": {"width": 4},
+        "amp": "bf16",
+        "channels_last": True,
+        "total_steps": 12,
+        "eval_every": 6,
+    }
+    full = Recorder()
+    run_training(cfg, full)
+    assert all(math.isfinite(m["val_loss"]) for m in full.metrics)
+    first = Recorder(stop_after=6)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, first)
+    resumed = Recorder()
+    run_training(cfg, resumed, resume_state=first.states[-1])
+    assert resumed.metrics[-1]["val_loss"] == full.metrics[-1]["val_loss"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_cuda_requested_without_gpu_is_a_clear_error():
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        run_training({**BASE, "device": "cuda"}, Recorder())

@@ -94,10 +94,13 @@ def test_worker_failure_resumes_at_the_identical_schedule_position(ray_local, tm
 
     reference: list[tuple[dict, dict | None]] = []
     run_training(space, lambda m, s: reference.append((m, s)))  # uninterrupted, in-process
+    # Depending on timing, Tune's progress log of a restarted trial holds the whole history
+    # or only what came after the restore; the post-restore steps must be there and match.
     df = result.metrics_dataframe.drop_duplicates("step", keep="last").set_index("step")
-    assert list(df.index) == [5, 10, 15, 20]
-    assert df["lr"].tolist() == [m["lr"] for m, _ in reference]
-    assert df["val_loss"].tolist() == [m["val_loss"] for m, _ in reference]
+    ref = {int(m["step"]): m for m, _ in reference}
+    assert {15, 20} <= set(df.index) <= set(ref)
+    for step, row in df.iterrows():
+        assert row["lr"] == ref[step]["lr"] and row["val_loss"] == ref[step]["val_loss"], step
     with result.checkpoint.as_directory() as d:
         resumed = load_state(d)["model"]
     final = reference[-1][1]["model"]
