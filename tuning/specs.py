@@ -152,6 +152,8 @@ class StudySpec:
     seeds: int = 1
     compare_eta_max: tuple[float, ...] = ()
     target: float | None = None
+    curvature: bool = False
+    history: tuple[Any, ...] = ()  # tuning.curvature.HistoryPoint of finished studies
 
     def __post_init__(self) -> None:
         if self.total_steps < 1:

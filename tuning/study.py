@@ -6,8 +6,10 @@ refuses worker threads). The service's driver process does exactly that; so can 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import ray
 
@@ -69,6 +71,19 @@ def run_study(
     logger.info("study %s: cluster resources %s", spec.study_id, total)
     sink.on_start(dashboard_url=dashboard_url)
 
+    report, suggestions = None, []
+    if spec.curvature or spec.history:
+        from tuning.curvature_job import measure_curvature_on_ray, suggestions_for
+
+        if spec.curvature:
+            report = measure_curvature_on_ray(spec.train, spec.resources)
+            logger.info("study %s: curvature %s", spec.study_id,
+                        [(k.definition, k.value) for k in report.kappas])
+        suggestions = suggestions_for(spec, report, spec.history)
+        # every suggestion is evaluated as an Optuna starting point, so its gap is measured
+        points = [{PHI: s["phi"]} for s in suggestions]
+        spec = dataclasses.replace(spec, extra_points=(*spec.extra_points, *points))
+
     budgets: list[BudgetResult] = []
     baselines: list[dict] = []
     warm: list[dict] = []
@@ -87,6 +102,8 @@ def run_study(
             )
         best = budget.best
         warm = [{PHI: best.phi, PHASES: best.phases, LR: best.eta_max}]
+        if suggestions:
+            _add_gaps(spec, steps, suggestions, results, best.value)
         if spec.compare or spec.seeds > 1:
             logger.info("study %s: comparing %s over %d seeds at %d steps", spec.study_id,
                         ["uba", *spec.compare], spec.seeds, steps)
@@ -100,6 +117,22 @@ def run_study(
         target = smallest_budget_reaching(
             [(row["budget_steps"], row["uba_mean"]) for row in curve], spec.target, spec.mode)
     result = StudyResult(metric=spec.metric, mode=spec.mode, budgets=budgets,
-                         baselines=baselines, budget_curve=curve, target=target)
+                         baselines=baselines, budget_curve=curve, target=target,
+                         curvature=report.to_dict() if report is not None else None,
+                         suggestions=suggestions)
     sink.on_finish(result)
     return result
+
+
+def _add_gaps(spec: StudySpec, steps: int, suggestions: list[dict[str, Any]], results: Any,
+              best_value: float) -> None:
+    """Attach to each suggestion how far its φ's metric was from the tuned best at ``steps``."""
+    from tuning.curvature_job import suggestion_gaps
+
+    trials = [{"phi": float(r.config[PHI]), "step": int((r.metrics or {}).get("step", 0)),
+               "value": (r.metrics or {}).get(spec.metric)}
+              for r in results if r.error is None and PHI in r.config]
+    gaps = suggestion_gaps(suggestions, steps, trials, best_value, spec.mode,
+                           (spec.search.phi_min, spec.search.phi_max))
+    for s, gap in zip(suggestions, gaps, strict=True):
+        s.setdefault("gaps", []).append(gap)

@@ -61,3 +61,29 @@ def test_budgets_run_smallest_first_with_baselines_and_target(local_ray, tmp_pat
 def test_gpu_request_on_a_cpu_cluster_is_refused_not_left_pending(local_ray, tmp_path):
     with pytest.raises(InsufficientResourcesError, match="GPU=0"):
         run_study(spec(tmp_path, resources=Resources(cpu=1, gpu=1)), NullSink())
+
+
+def test_curvature_suggestions_warm_start_the_search_and_report_their_gap(local_ray, tmp_path):
+    from tuning.curvature import HistoryPoint
+
+    history = (HistoryPoint(model="mlp", dataset="digits", optimizer="sgd", budget_steps=50,
+                            tuned_phi=3.0, study_id="earlier"),)
+    s = spec(tmp_path, budget_fractions=(1.0,), total_steps=40, num_trials=4, compare=(),
+             seeds=1, curvature=True, history=history, early_stopping=False)
+    sink = NullSink()
+    result = run_study(s, sink)
+
+    assert result.curvature is not None
+    assert result.curvature["lambda_max"] > 0 and result.curvature["kappas"]
+    sources = {sg["source"] for sg in result.suggestions}
+    assert {"theory", "paper_default", "history"} <= sources, sources
+    evaluated_phis = {round(t.params["phi"], 6) for t in sink.trials.values()}
+    for sg in result.suggestions:
+        (gap,) = sg["gaps"]
+        assert gap["budget_steps"] == 40
+        if gap["status"] == "evaluated":
+            assert round(gap["phi_evaluated"], 6) in evaluated_phis
+            assert gap["gap"] >= 0  # nothing beats the tuned best
+    history_gap = next(sg for sg in result.suggestions if sg["source"] == "history")["gaps"][0]
+    assert history_gap["phi_evaluated"] == pytest.approx(3.0)
+    assert history_gap["status"] == "evaluated"
