@@ -22,6 +22,7 @@ from service.schemas import (
     TERMINAL_STATUSES,
     BestSchedule,
     BudgetsPublic,
+    Recommendation,
     StudiesPublic,
     StudyCreate,
     StudyPublic,
@@ -123,6 +124,15 @@ class PhiTuneClient:
             raise PhiTuneError(f"{response.status_code}: {_error_message(response)}",
                                response.status_code)
         return response.content
+
+    def recommend_phi(self, model: str, dataset: str, optimizer: str = "sgd",
+                      budget: int | None = None) -> Recommendation:
+        """The φ to start from for this model/dataset/optimizer/budget, with its evidence."""
+        params: dict[str, Any] = {"model": model, "dataset": dataset, "optimizer": optimizer}
+        if budget is not None:
+            params["budget"] = budget
+        return Recommendation.model_validate(
+            self._request("GET", "/v1/recommendations", params=params))
 
     def cancel(self, study_id: str) -> StudyPublic:
         return StudyPublic.model_validate(self._request("DELETE", f"/v1/studies/{study_id}"))

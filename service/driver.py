@@ -8,6 +8,7 @@ study ends in a terminal state: a driver never leaves it ``running``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -110,6 +111,11 @@ def run(study_id: str, settings: Settings) -> int:
     try:
         request = StudyCreate.model_validate(row.spec)
         spec = spec_from_study(study_id, request, settings, total_steps_of(request, settings))
+        if request.curvature:
+            from service.history import history_points
+
+            spec = dataclasses.replace(spec, history=tuple(history_points(store,
+                                                                          exclude=study_id)))
         dashboard_url = init_ray(settings)
         store.update_study(study_id, status="running", started_at=row.started_at or utcnow(),
                            dashboard_url=dashboard_url)

@@ -71,12 +71,14 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         seeds=spec.seeds,
         compare_eta_max=tuple(spec.compare_eta_max),
         target=spec.target,
+        curvature=spec.curvature,
     )
 
 
 def driver_env(settings: Settings) -> dict[str, str]:
     """The environment a driver inherits: the service's own settings, explicitly."""
     env = dict(os.environ)
+    env.pop("PHITUNE_API_TOKEN", None)  # a driver never calls the API; don't hand it the key
     env["PHITUNE_DATA_DIR"] = str(settings.data_dir.absolute())
     env["PHITUNE_DATABASE_URL"] = settings.sqlalchemy_url
     if settings.dataset_dir is not None:

@@ -238,3 +238,18 @@ class BudgetsPublic(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: Any
+
+
+class Recommendation(BaseModel):
+    """``GET /v1/recommendations``: the φ to start from, and every suggestion with its source,
+    κ definition, rationale and validity. ``phi`` is the most specific suggestion available."""
+
+    model: str
+    dataset: str
+    optimizer: str
+    budget: int | None
+    phi: float
+    source: str
+    suggestions: list[dict[str, Any]]
+    curvature_measured: bool
+    history_studies: int

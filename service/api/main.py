@@ -11,7 +11,7 @@ from datetime import timedelta
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from service.api.routes import budgets, health, schedules, studies
+from service.api.routes import budgets, health, recommendations, schedules, studies
 from service.auth import BodySizeLimitMiddleware, authorize
 from service.config import Settings, get_settings
 from service.errors import PhituneError
@@ -110,4 +110,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(studies.router)
     app.include_router(schedules.router)
     app.include_router(budgets.router)
+    app.include_router(recommendations.router)
     return app

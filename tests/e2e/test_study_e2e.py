@@ -92,6 +92,25 @@ def test_study_end_to_end(server):
         max(t.metrics["val_accuracy"] for t in trials if "val_accuracy" in t.metrics))
 
 
+def test_recommendation_learns_from_the_finished_study(server):
+    url, _ = server
+    with PhiTuneClient(url) as client:
+        (study,) = client.list(status="succeeded").data
+        best = client.best(study.id)
+        rec = client.recommend_phi("mlp", "digits", "sgd", budget=120)
+        assert rec.source == "history" and rec.history_studies == 1
+        assert rec.phi == pytest.approx(best.phi, rel=1e-6)
+        assert study.id in str(rec.suggestions[0])
+        assert {s["source"] for s in rec.suggestions} >= {"history", "paper_default"}
+        # SGD history is no evidence for AdamW: a history-free source leads
+        adamw = client.recommend_phi("mlp", "digits", "adamw")
+        assert adamw.source in ("calibrated", "paper_default")
+        assert "history" not in {s["source"] for s in adamw.suggestions}
+        with pytest.raises(PhiTuneError) as err:
+            client.recommend_phi("mlp", "digits", "lion")
+        assert err.value.status_code == 422 and "optimizer" in str(err.value)
+
+
 def test_cli_reads_the_finished_study(server, tmp_path):
     url, _ = server
     with PhiTuneClient(url) as client:
