@@ -91,6 +91,9 @@ _BUILTIN_DATASETS: dict[str, Entry] = {
     )
 }
 
+#: Names of the datasets that ship with phitune (plugins cannot take these names).
+BUILTIN_DATASETS = frozenset(_BUILTIN_DATASETS)
+
 _runtime_models: dict[str, Entry] = {}
 _runtime_datasets: dict[str, Entry] = {}
 
