@@ -22,6 +22,8 @@ from service.schemas import (
     TERMINAL_STATUSES,
     BestSchedule,
     BudgetsPublic,
+    CurvatureCreate,
+    CurvatureJobPublic,
     Recommendation,
     StudiesPublic,
     StudyCreate,
@@ -99,8 +101,16 @@ class PhiTuneClient:
             params["status"] = status
         return StudiesPublic.model_validate(self._request("GET", "/v1/studies", params=params))
 
-    def trials(self, study_id: str) -> TrialsPublic:
-        return TrialsPublic.model_validate(self._request("GET", f"/v1/studies/{study_id}/trials"))
+    def trials(self, study_id: str, *, status: str | None = None,
+               budget_steps: int | None = None, limit: int = 1000,
+               offset: int = 0) -> TrialsPublic:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status:
+            params["status"] = status
+        if budget_steps is not None:
+            params["budget_steps"] = budget_steps
+        return TrialsPublic.model_validate(
+            self._request("GET", f"/v1/studies/{study_id}/trials", params=params))
 
     def result(self, study_id: str) -> StudyResultPublic:
         return StudyResultPublic.model_validate(
@@ -133,6 +143,21 @@ class PhiTuneClient:
             params["budget"] = budget
         return Recommendation.model_validate(
             self._request("GET", "/v1/recommendations", params=params))
+
+    def curvature(self, spec: CurvatureCreate | Mapping[str, Any], *, wait: bool = True,
+                  timeout: float | None = 600, poll: float = 1.0) -> CurvatureJobPublic:
+        """Queue a Hessian-spectrum estimate (runs on Ray); by default wait for its report."""
+        body = spec.model_dump(mode="json", exclude_unset=True) if isinstance(
+            spec, CurvatureCreate) else dict(spec)
+        job = CurvatureJobPublic.model_validate(self._request("POST", "/v1/curvature", json=body))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while wait and job.status not in TERMINAL_STATUSES:
+            if deadline is not None and time.monotonic() > deadline:
+                raise PhiTuneError(f"curvature job {job.id} still {job.status} after {timeout} s")
+            time.sleep(poll)
+            job = CurvatureJobPublic.model_validate(
+                self._request("GET", f"/v1/curvature/{job.id}"))
+        return job
 
     def cancel(self, study_id: str) -> StudyPublic:
         return StudyPublic.model_validate(self._request("DELETE", f"/v1/studies/{study_id}"))

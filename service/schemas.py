@@ -253,3 +253,34 @@ class Recommendation(BaseModel):
     suggestions: list[dict[str, Any]]
     curvature_measured: bool
     history_studies: int
+
+
+class CurvatureCreate(_Strict):
+    """A Hessian-spectrum estimate of a registered model at initialisation on its data.
+
+    Cost ≈ ``num_batches × num_probes × lanczos_steps`` Hessian-vector products."""
+
+    model: str = Field(..., min_length=1, max_length=100)
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    dataset: str = Field(..., min_length=1, max_length=100)
+    dataset_kwargs: dict[str, Any] = Field(default_factory=dict)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    num_batches: int = Field(4, ge=1, le=64)
+    batch_size: int = Field(128, ge=1, le=8192)
+    lanczos_steps: int = Field(30, ge=2, le=200)
+    num_probes: int = Field(4, ge=1, le=64)
+    ggn: bool = Field(False, description="Gauss-Newton matrix (PSD) instead of the Hessian")
+    seed: int = Field(0, ge=0)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+
+
+class CurvatureJobPublic(BaseModel):
+    id: str
+    status: StudyStatus
+    spec: CurvatureCreate
+    created_at: datetime
+    finished_at: datetime | None = None
+    error: str | None = None
+    report: dict[str, Any] | None = None
+    suggestions: list[dict[str, Any]] | None = None
+    links: dict[str, Link] = Field(default_factory=dict)

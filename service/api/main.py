@@ -11,7 +11,14 @@ from datetime import timedelta
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from service.api.routes import budgets, health, recommendations, schedules, studies
+from service.api.routes import (
+    budgets,
+    curvature,
+    health,
+    recommendations,
+    schedules,
+    studies,
+)
 from service.auth import BodySizeLimitMiddleware, authorize
 from service.config import Settings, get_settings
 from service.errors import PhituneError
@@ -111,4 +118,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(schedules.router)
     app.include_router(budgets.router)
     app.include_router(recommendations.router)
+    app.include_router(curvature.router)
     return app

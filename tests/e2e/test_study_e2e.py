@@ -166,3 +166,29 @@ def test_budget_study_with_baselines_through_the_api(server):
         "measured", "interpolated", "not_reached")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and phi_png[:8] == b"\x89PNG\r\n\x1a\n"
     assert {t.params["kind"] for t in trials} == {"search", "compare"}
+
+
+def test_curvature_job_runs_on_ray_and_returns_report_suggestions_and_density(server):
+    url, data_dir = server
+    with PhiTuneClient(url) as client:
+        job = client.curvature({"model": "mlp", "dataset": "digits", "num_batches": 2,
+                                "batch_size": 64, "lanczos_steps": 12, "num_probes": 2},
+                               timeout=300)
+        assert job.status == "succeeded", (job.error, (data_dir / "logs").glob("curv*"))
+        report = job.report
+        assert report["lambda_max"] > 0 and report["trace"] is not None
+        definitions = {k["definition"] for k in report["kappas"]}
+        assert definitions, report
+        sources = {s["source"] for s in job.suggestions}
+        assert {"theory", "paper_default"} <= sources
+        theory = next(s for s in job.suggestions if s["source"] == "theory")
+        assert "quadratic" in theory["valid_for"] or "Prop" in theory["rationale"]
+        png = client._http.get(f"/v1/curvature/{job.id}/density.png")
+        assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+        with pytest.raises(PhiTuneError) as err:
+            client.curvature({"model": "nope", "dataset": "digits"})
+        assert err.value.status_code == 422 and "model" in str(err.value)
+        with pytest.raises(PhiTuneError) as err:
+            client.curvature({"model": "mlp", "dataset": "digits", "num_probes": 0})
+        assert err.value.status_code == 422 and "num_probes" in str(err.value)
+        assert client._http.get("/v1/curvature/unknown-id").status_code == 404

@@ -39,16 +39,20 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 
 
-def validate_names(spec: StudyCreate) -> None:
+def validate_model_and_dataset(model: str, dataset: str) -> None:
     """Models and datasets come from the registry (plugins via entry points), never from an
     import path in the request."""
     from trainables.registry import list_datasets, list_models
 
     models, datasets = list(list_models()), list(list_datasets())
-    if spec.model not in models:
-        raise UnknownNameError("model", spec.model, models)
-    if spec.dataset not in datasets:
-        raise UnknownNameError("dataset", spec.dataset, datasets)
+    if model not in models:
+        raise UnknownNameError("model", model, models)
+    if dataset not in datasets:
+        raise UnknownNameError("dataset", dataset, datasets)
+
+
+def validate_names(spec: StudyCreate) -> None:
+    validate_model_and_dataset(spec.model, spec.dataset)
     from tuning.compare import resolve_baseline
 
     for name in spec.compare:
@@ -163,13 +167,27 @@ def get_study(study_id: str, store: StoreDep) -> StudyPublic:
 
 @router.get("/{study_id}/trials", response_model=TrialsPublic,
             responses={404: {"description": "unknown study"}})
-def list_trials(study_id: str, store: StoreDep) -> TrialsPublic:
+def list_trials(
+    study_id: str,
+    store: StoreDep,
+    status_filter: Annotated[
+        Literal["pending", "running", "terminated", "stopped_early", "error"] | None,
+        Query(alias="status"),
+    ] = None,
+    budget_steps: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> TrialsPublic:
+    """A study's trials ordered by budget then trial id; ``count`` is the total matching the
+    filters (not the page size)."""
     _get(store, study_id)
-    rows = store.list_trials(study_id)
+    rows = store.list_trials(study_id, status=status_filter, budget_steps=budget_steps,
+                             limit=limit, offset=offset)
     data = [TrialPublic(trial_id=t.trial_id, budget_steps=t.budget_steps, status=t.status,
                         params=t.params, step=t.step, metrics=t.metrics, error=t.error,
                         updated_at=t.updated_at) for t in rows]
-    return TrialsPublic(data=data, count=len(data))
+    total = store.count_trials(study_id, status=status_filter, budget_steps=budget_steps)
+    return TrialsPublic(data=data, count=total)
 
 
 @router.get("/{study_id}/result", response_model=StudyResultPublic,
