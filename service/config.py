@@ -26,6 +26,12 @@ class Settings(BaseSettings):
         None, description="where datasets that are not system packages live (default data_dir/data)"
     )
     ray_address: str | None = Field(None, description="Ray cluster to run on; None = local Ray")
+    ray_dashboard_address: str | None = Field(
+        None, description="http://host:8265 of the cluster's dashboard/Jobs API (ray-job runner)"
+    )
+    ray_job_python: str | None = Field(
+        None, description="python on the cluster for the ray-job runner (default: ours)"
+    )
     ray_auth_mode: str = Field(
         "auto", description="token | disabled | auto (token when a Ray auth token is available)"
     )

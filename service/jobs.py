@@ -1,0 +1,124 @@
+"""Run each study's driver as a Ray Job (``PHITUNE_RUNNER=ray-job``).
+
+On a real cluster the API should not host drivers: a Ray Job runs ``python -m service.driver
+<id>`` on the cluster (head node by default), survives the API, and is stopped with
+``stop_job`` (SIGTERM, then SIGKILL after Ray's grace period). The Jobs API runs arbitrary
+commands, so the cluster must use token auth (``RAY_AUTH_MODE=token``) and its dashboard port
+must never be reachable by untrusted clients; we send the cluster token as a bearer header.
+
+The job needs the store and the storage path too: ``PHITUNE_DATABASE_URL`` must be a database
+the cluster can reach (PostgreSQL, not an API-local SQLite file) and ``PHITUNE_DATA_DIR`` a
+path every node shares (NFS/EFS/a PVC), because Tune's ``storage_path`` lives under it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from service.config import Settings
+from service.runner import driver_env
+from service.store import Store
+
+logger = logging.getLogger(__name__)
+
+#: Environment a job's driver gets (the rest of the API's environment stays with the API).
+FORWARDED_PREFIXES = ("PHITUNE_", "TUNE_", "RAY_AUTH_MODE", "PYTHONUNBUFFERED")
+ACTIVE_JOB_STATES = frozenset({"PENDING", "RUNNING"})
+
+
+def ray_auth_headers() -> dict[str, str]:
+    """``Authorization: Bearer <token>`` for a token-auth cluster: ``RAY_AUTH_TOKEN``, else the
+    file ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` (what ``ray start`` uses)."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if not token:
+        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+        try:
+            token = path.read_text().strip()
+        except OSError:
+            token = ""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def job_env(settings: Settings) -> dict[str, str]:
+    """The driver's settings, explicitly; Ray itself sets ``RAY_ADDRESS`` inside a job, so the
+    driver connects with ``address="auto"``."""
+    env = {k: v for k, v in driver_env(settings).items() if k.startswith(FORWARDED_PREFIXES)}
+    env["PHITUNE_RAY_ADDRESS"] = "auto"
+    env.pop("PHITUNE_RAY_NUM_CPUS", None)
+    return env
+
+
+class RayJobRunner:
+    """:class:`service.runner.Runner` over the Ray Jobs API (``JobSubmissionClient``)."""
+
+    def __init__(self, settings: Settings, store: Store, client: Any | None = None) -> None:
+        if not settings.ray_dashboard_address:
+            raise ValueError("PHITUNE_RUNNER=ray-job needs PHITUNE_RAY_DASHBOARD_ADDRESS "
+                             "(http://<head>:8265)")
+        self.settings = settings
+        self.store = store
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            self._client = JobSubmissionClient(self.settings.ray_dashboard_address,
+                                               headers=ray_auth_headers())
+        return self._client
+
+    def launch(self, study_id: str) -> str:
+        row = self.store.get_study(study_id)
+        attempt = (row.launches if row else 0) + 1
+        python = self.settings.ray_job_python or sys.executable
+        job_id = self.client.submit_job(
+            entrypoint=f"{shlex.quote(python)} -m service.driver {shlex.quote(study_id)}",
+            submission_id=f"phitune-{study_id}-{attempt}",
+            runtime_env={"env_vars": job_env(self.settings)},
+            metadata={"phitune_study": study_id},
+        )
+        self.store.record_launch(study_id, job_id=job_id)
+        logger.info("study %s: driver submitted as Ray Job %s", study_id, job_id)
+        return str(job_id)
+
+    def cancel(self, study_id: str, pid: int | None, job_id: str | None = None) -> None:
+        if job_id is None:
+            return
+        try:
+            self.client.stop_job(job_id)
+        except Exception:  # the job may be gone already; the study is cancelled either way
+            logger.exception("study %s: stop_job(%s) failed", study_id, job_id)
+
+    def driver_alive(self, pid: int | None, job_id: str | None) -> bool:
+        """A job that is pending or running; an unreachable Jobs API counts as alive so a
+        dashboard blip never launches a second driver."""
+        if job_id is None:
+            return False
+        try:
+            status = self.client.get_job_status(job_id)
+        except RuntimeError as exc:
+            if "does not exist" in str(exc):
+                return False
+            logger.warning("cannot read Ray Job %s: %s", job_id, exc)
+            return True
+        except Exception as exc:  # noqa: BLE001 - connection errors: assume alive
+            logger.warning("cannot read Ray Job %s: %s", job_id, exc)
+            return True
+        return str(getattr(status, "value", status)) in ACTIVE_JOB_STATES
+
+    def cleanup(self, pid: int | None, job_id: str | None) -> None:
+        """Ray tears a finished job's processes down itself."""
+
+    def log_tail(self, study_id: str, job_id: str | None, chars: int = 2000) -> str:
+        if job_id is None:
+            return ""
+        try:
+            return str(self.client.get_job_logs(job_id))[-chars:]
+        except Exception:  # noqa: BLE001
+            return ""

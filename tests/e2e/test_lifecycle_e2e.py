@@ -1,0 +1,181 @@
+"""Lifecycle against real processes: cancel within 10 s, kill -9 of the API and of the driver
+mid-study (the study still completes, nothing finished is re-run), diverging trials recorded
+with their reason. Real uvicorn, real driver, real local Ray, real training on digits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.client import PhiTuneClient
+from service.demo import _stop, start_api
+from service.runner import kill_session, session_pids
+from service.store import Store
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "lifecycle-test-token"
+SPEC: dict[str, Any] = {
+    "model": "mlp",
+    "dataset": "digits",
+    "optimizer": {"name": "sgd", "lr": 0.2, "momentum": 0.9},
+    "batch_size": 64,
+    "budget": {"steps": 120},
+    "search": {"phi": {"min": 0.2, "max": 40.0}, "phases": {"min": 1, "max": 2}},
+    "num_trials": 4,
+    "max_concurrent_trials": 2,
+    "eval_every": 30,
+    "early_stopping": False,
+    "seed": 3,
+}
+
+
+class Api:
+    """One API server process over a data dir; restartable (the data dir survives)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.env = {"PHITUNE_RAY_NUM_CPUS": "2", "PHITUNE_RAY_DASHBOARD": "false",
+                    "PHITUNE_API_TOKEN": TOKEN, "PHITUNE_RECONCILE_INTERVAL_S": "0",
+                    "PHITUNE_CANCEL_GRACE_S": "4",
+                    "PHITUNE_DATASET_DIR": os.environ.get("PHITUNE_DATASET_DIR",
+                                                          str(data_dir / "data"))}
+        self.proc, self.url = start_api(data_dir, None, data_dir / "api.log", extra_env=self.env)
+
+    def client(self) -> PhiTuneClient:
+        return PhiTuneClient(self.url, token=TOKEN)
+
+    def kill9(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def restart(self) -> None:
+        self.proc, self.url = start_api(self.data_dir, None, self.data_dir / "api.log",
+                                        extra_env=self.env)
+
+    def store(self) -> Store:
+        return Store(f"sqlite:///{self.data_dir / 'phitune.db'}", migrate=False)
+
+
+@pytest.fixture()
+def api(tmp_path):
+    server = Api(tmp_path)
+    yield server
+    _stop(server.proc)
+    # never leave drivers or local Rays behind
+    for row in server.store().list_studies(limit=100)[0]:
+        if row.driver_pid:
+            kill_session(row.driver_pid)
+
+
+def log_of(api: Api, study_id: str) -> str:
+    path = api.data_dir / "logs" / f"{study_id}.log"
+    return path.read_text()[-5000:] if path.exists() else "(no driver log)"
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_cancel_stops_driver_and_trials_within_10s(api):
+    spec = {**SPEC, "budget": {"steps": 20_000}, "eval_every": 50}
+    with api.client() as client:
+        study = client.submit(spec)
+        wait_for(lambda: client.get(study.id).progress.trials_running >= 1, 180,
+                 "a running trial")
+        pid = api.store().get_study(study.id).driver_pid
+        assert pid and len(session_pids(pid)) > 3, "driver + local Ray + trial workers"
+        t0 = time.monotonic()
+        cancelled = client.cancel(study.id)
+        assert cancelled.status == "cancelled"
+        wait_for(lambda: not session_pids(pid), 10, "driver, Ray and trials to exit", 0.1)
+        elapsed = time.monotonic() - t0
+        final = client.get(study.id)
+        trials = client.trials(study.id).data
+    assert elapsed < 10
+    assert final.status == "cancelled" and final.error == "cancelled by user"
+    assert trials, "trials recorded before the cancel are kept"
+    # a late report from the dying driver must not resurrect it
+    time.sleep(1)
+    assert api.store().get_study(study.id).status == "cancelled"
+    print(f"cancel: all driver processes gone {elapsed:.2f} s after DELETE")
+
+
+def test_api_kill9_mid_study_then_restart(api):
+    with api.client() as client:
+        study = client.submit(SPEC)
+        wait_for(lambda: client.get(study.id).progress.trials_total >= 1, 180, "first trial")
+    api.kill9()
+    pid = api.store().get_study(study.id).driver_pid
+    assert session_pids(pid), "the driver survives its API (own session)"
+    api.restart()
+    with api.client() as client:
+        final = client.wait(study.id, timeout=400, poll=1.0)
+        assert final.status == "succeeded", (final.error, log_of(api, study.id))
+        assert client.best(study.id).total_steps == 120
+    row = api.store().get_study(study.id)
+    assert row.launches == 1 and row.driver_pid == pid, "a live driver is not relaunched"
+
+
+def test_driver_kill9_mid_study_resumes_without_rerunning(api):
+    with api.client() as client:
+        study = client.submit(SPEC)
+    store = api.store()
+
+    def some_finished() -> bool:
+        trials = store.list_trials(study.id)
+        return (any(t.status == "terminated" for t in trials)
+                and any(t.status == "running" for t in trials))
+
+    wait_for(some_finished, 300, "one finished and one running trial", 0.2)
+    time.sleep(1.5)  # > TUNE_GLOBAL_CHECKPOINT_S: Tune has saved the experiment state
+    pid = store.get_study(study.id).driver_pid
+    before = {t.trial_id: (t.status, t.step, t.updated_at) for t in store.list_trials(study.id)}
+    assert kill_session(pid) > 0  # the driver and its local Ray die together, like a node
+    wait_for(lambda: not session_pids(pid), 10, "driver session to die")
+    assert store.get_study(study.id).status == "running"
+
+    api.kill9()
+    api.restart()  # reconcile: driver dead → relaunch → Tuner.restore
+    with api.client() as client:
+        final = client.wait(study.id, timeout=400, poll=1.0)
+        assert final.status == "succeeded", (final.error, log_of(api, study.id))
+        result = client.result(study.id)
+    row = store.get_study(study.id)
+    assert row.launches == 2 and row.driver_pid != pid
+    log = (api.data_dir / "logs" / f"{study.id}.log").read_text()
+    assert "restoring budget 120" in log, log[-3000:]
+
+    after = {t.trial_id: (t.status, t.step, t.updated_at) for t in store.list_trials(study.id)}
+    assert set(before) <= set(after), "no trial lost"
+    assert len(after) == SPEC["num_trials"], f"no extra trial sampled: {sorted(after)}"
+    finished_before = {k: v for k, v in before.items() if v[0] == "terminated"}
+    assert finished_before
+    for trial_id, state in finished_before.items():
+        assert after[trial_id] == state, f"finished trial {trial_id} was re-run"
+    assert result.budgets[0].num_trials == SPEC["num_trials"]
+
+
+def test_diverging_trials_are_errors_with_the_reason(api):
+    spec = {**SPEC, "optimizer": {"name": "sgd", "lr": 10.0, "momentum": 0.99},
+            "search": {"phi": {"min": 0.2, "max": 0.3}, "phases": {"min": 1, "max": 1}},
+            "num_trials": 2, "budget": {"steps": 60}, "eval_every": 20}
+    with api.client() as client:
+        study = client.submit(spec)
+        final = client.wait(study.id, timeout=300, poll=1.0)
+        trials = client.trials(study.id).data
+    assert final.status == "failed", log_of(api, study.id)
+    assert "diverged" in (final.error or ""), final.error
+    assert trials and all(t.status == "error" for t in trials), trials
+    assert all("diverged" in (t.error or "") for t in trials), [t.error for t in trials]
