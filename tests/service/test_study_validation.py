@@ -22,7 +22,7 @@ VALID: dict[str, Any] = {
 
 @pytest.fixture()
 def client(tmp_path):
-    settings = Settings(data_dir=tmp_path, max_trials=10, max_budget_steps=100_000)
+    settings = Settings(data_dir=tmp_path, max_trials=10, max_budget_steps=100_000, ray_num_cpus=2)
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -62,6 +62,11 @@ BAD_SPECS = [
     ("optimizer name", with_change("optimizer.name", "lion"), "name"),
     ("negative lr", with_change("optimizer.lr", -0.1), "lr"),
     ("negative gpu", with_change("resources.gpu", -1), "gpu"),
+    ("more gpus than the machine", with_change("resources.gpu", 16), "resources.gpu"),
+    ("more cpus than the machine", with_change("resources.cpu", 64), "resources.cpu"),
+    ("unknown baseline", with_change("compare", ["cosine", "sgdr"]), "compare"),
+    ("too many seeds", with_change("seeds", 11), "seeds"),
+    ("bad baseline eta_max", with_change("compare_eta_max", [0.1, -1]), "compare_eta_max"),
 ]
 
 

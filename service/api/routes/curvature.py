@@ -9,6 +9,7 @@ from service.api.deps import SettingsDep, StoreDep
 from service.api.routes.studies import validate_model_and_dataset
 from service.curvature_jobs import CurvatureJobRow, create_job, get_job, launch_job
 from service.errors import PhituneError, ResultNotReadyError
+from service.resources import check_trial_resources
 from service.schemas import CurvatureCreate, CurvatureJobPublic, Link
 from tuning.curvature import CurvatureReport, hessian_density_plot
 
@@ -42,6 +43,7 @@ def _get(store: StoreDep, job_id: str) -> CurvatureJobRow:
 def create_curvature_job(spec: CurvatureCreate, store: StoreDep,
                          settings: SettingsDep) -> CurvatureJobPublic:
     validate_model_and_dataset(spec.model, spec.dataset)
+    check_trial_resources(spec.resources, settings)
     row = create_job(store, spec.model_dump(mode="json"))
     launch_job(settings, store, row.id)
     return _public(_get(store, row.id))

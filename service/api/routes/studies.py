@@ -21,6 +21,7 @@ from service.errors import (
     TooManyStudiesError,
     UnknownNameError,
 )
+from service.resources import check_trial_resources
 from service.schemas import (
     TERMINAL_STATUSES,
     BestSchedule,
@@ -129,6 +130,7 @@ def create_study(
     request with the same ``Idempotency-Key`` header returns the first study (200)."""
     validate_names(spec)
     check_caps(spec, settings)
+    check_trial_resources(spec.resources, settings)
     if idempotency_key is not None:
         existing = store.find_by_idempotency_key(idempotency_key)
         if existing is not None:
