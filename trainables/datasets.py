@@ -130,6 +130,23 @@ class DataBundle:
         )
 
 
+def steps_per_epoch(bundle: DataBundle, batch_size: int) -> int:
+    """Optimizer steps in one pass over the training set (incomplete last batch dropped).
+
+    Dropping the remainder keeps every batch the same size (stable statistics, and one
+    shape for ``torch.compile``); the dropped examples differ from epoch to epoch. The
+    budget logic uses this to turn epochs into the step budget UBA's T is defined on.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size > bundle.num_train:
+        raise ConfigError(
+            f"batch_size {batch_size} exceeds the {bundle.num_train} training examples of "
+            f"{bundle.name!r}"
+        )
+    return bundle.num_train // batch_size
+
+
 # ---------------------------------------------------------------------------- helpers
 
 

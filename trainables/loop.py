@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import math
+import numbers
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -33,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainables.datasets import DataBundle
+from trainables.datasets import DataBundle, steps_per_epoch
 from trainables.errors import ConfigError, DivergedError
 from trainables.registry import BUILTIN_DATASETS, build_model, get_dataset
 
@@ -45,23 +46,9 @@ _LOSS_CHECK_EVERY = 16
 _PRENORMALIZE_MAX_BYTES = 1 << 30
 CHECKPOINT_VERSION = 1
 
+__all__ = ["EpochSampler", "TrainConfig", "build_scheduler", "run_training", "steps_per_epoch"]
+
 Report = Callable[[dict[str, float], "dict[str, Any] | None"], None]
-
-
-def steps_per_epoch(bundle: DataBundle, batch_size: int) -> int:
-    """Optimizer steps in one pass over the training set (incomplete last batch dropped).
-
-    Dropping the remainder keeps every batch the same size (stable statistics, and one
-    shape for ``torch.compile``); the dropped examples differ from epoch to epoch.
-    """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    if batch_size > bundle.num_train:
-        raise ConfigError(
-            f"batch_size {batch_size} exceeds the {bundle.num_train} training examples of "
-            f"{bundle.name!r}"
-        )
-    return bundle.num_train // batch_size
 
 
 # --------------------------------------------------------------------------- config
@@ -127,14 +114,14 @@ class TrainConfig:
         def bad(name: str, allowed: str) -> ConfigError:
             return ConfigError(f"{name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
 
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
+        def is_int(v: Any) -> bool:  # numpy integers from a search space count too
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
         if not is_int(self.total_steps) or self.total_steps < 1:
             raise bad("total_steps", "integer >= 1")
         if not is_int(self.batch_size) or self.batch_size < 1:
             raise bad("batch_size", "integer >= 1")
-        if not isinstance(self.lr, int | float) or not (self.lr > 0 and math.isfinite(self.lr)):
+        if not isinstance(self.lr, numbers.Real) or not (self.lr > 0 and math.isfinite(self.lr)):
             raise bad("lr", "finite number > 0")
         if self.optimizer not in ("sgd", "adamw"):
             raise bad("optimizer", "'sgd' or 'adamw'")

@@ -26,10 +26,21 @@ import torch.nn as nn
 
 from trainables import datasets as ds
 from trainables import models as mdl
-from trainables.datasets import DataBundle
+from trainables.datasets import DataBundle, steps_per_epoch
 from trainables.errors import ConfigError, TrainablesError, UnknownNameError
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "build_model",
+    "get_dataset",
+    "list_datasets",
+    "list_models",
+    "register_dataset",
+    "register_model",
+    "steps_per_epoch",
+]
 
 MODEL_GROUP = "phitune.models"
 DATASET_GROUP = "phitune.datasets"
