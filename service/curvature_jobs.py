@@ -35,6 +35,7 @@ class CurvatureJobRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     suggestions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    timeline: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     driver_pid: Mapped[int | None] = mapped_column(Integer)
 
 

@@ -272,6 +272,25 @@ class CurvatureCreate(_Strict):
     ggn: bool = Field(False, description="Gauss-Newton matrix (PSD) instead of the Hessian")
     seed: int = Field(0, ge=0)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    at_steps: list[int] = Field(
+        default_factory=list, max_length=16,
+        description="also measure at these steps of a real UBA run of train_steps steps "
+        "(e.g. each phase boundary, for per-phase φ)")
+    train_steps: int | None = Field(None, ge=1, le=1_000_000)
+    lr: float = Field(0.1, gt=0, le=10, description="η_max of that run")
+    phi: float = Field(5.0, ge=0, le=1e4, description="φ of that run")
+    phases: int = Field(1, ge=1, le=64)
+    train_batch_size: int = Field(128, ge=1, le=65536)
+
+    @model_validator(mode="after")
+    def _timeline(self) -> CurvatureCreate:
+        if any(s > 0 for s in self.at_steps):
+            if self.train_steps is None:
+                raise ValueError("at_steps after 0 need train_steps (the run's length)")
+            bad = [s for s in self.at_steps if not 0 <= s <= self.train_steps]
+            if bad:
+                raise ValueError(f"at_steps {bad} outside [0, train_steps={self.train_steps}]")
+        return self
 
 
 class CurvatureJobPublic(BaseModel):
@@ -283,4 +302,6 @@ class CurvatureJobPublic(BaseModel):
     error: str | None = None
     report: dict[str, Any] | None = None
     suggestions: list[dict[str, Any]] | None = None
+    timeline: list[dict[str, Any]] | None = Field(
+        None, description="[{step, phase, report, suggestions}] along the run (at_steps)")
     links: dict[str, Link] = Field(default_factory=dict)

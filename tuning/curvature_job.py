@@ -40,20 +40,13 @@ class CurvatureSpec:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-def measure_curvature(train: TrainSpec, curv: CurvatureSpec = CurvatureSpec()) -> CurvatureReport:
-    """Hessian spectrum of ``train.model`` at initialisation (seeded) on ``train.dataset``."""
-    from trainables.registry import build_model, get_dataset
-
-    torch.manual_seed(curv.seed)
-    bundle = get_dataset(train.dataset, data_dir=train.data_dir or None, **train.dataset_kwargs)
-    model = build_model(train.model, bundle, **train.model_kwargs)
-    device = torch.device("cuda" if torch.cuda.is_available() and train.device != "cpu"
-                          else "cpu")
-    model.to(device)
-    gen = torch.Generator().manual_seed(curv.seed)
+def _fixed_batches(bundle: Any, curv: CurvatureSpec,
+                   device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The same seeded training batches for every measurement, so reports are comparable."""
     n = bundle.num_train
     if n == 0:
-        raise ValueError(f"dataset {train.dataset!r} has no training examples")
+        raise ValueError("the dataset has no training examples")
+    gen = torch.Generator().manual_seed(curv.seed)
     batches = []
     for _ in range(curv.num_batches):
         idx = torch.randint(0, n, (min(curv.batch_size, n),), generator=gen)
@@ -61,12 +54,91 @@ def measure_curvature(train: TrainSpec, curv: CurvatureSpec = CurvatureSpec()) -
         if bundle.preprocess is not None:
             x = bundle.preprocess(x)
         batches.append((x.to(device), y.to(device)))
+    return batches
 
-    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
 
-    return estimate_curvature(model, loss_fn, batches, lanczos_steps=curv.lanczos_steps,
+def _loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+
+def _estimate(model: torch.nn.Module, batches: list, curv: CurvatureSpec) -> CurvatureReport:
+    return estimate_curvature(model, _loss_fn, batches, lanczos_steps=curv.lanczos_steps,
                               num_probes=curv.num_probes, ggn=curv.ggn, seed=curv.seed)
+
+
+def _device(train: TrainSpec) -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() and train.device != "cpu"
+                        else "cpu")
+
+
+def measure_curvature(train: TrainSpec, curv: CurvatureSpec = CurvatureSpec()) -> CurvatureReport:
+    """Hessian spectrum of ``train.model`` at initialisation (seeded) on ``train.dataset``."""
+    from trainables.registry import build_model, get_dataset
+
+    torch.manual_seed(curv.seed)
+    bundle = get_dataset(train.dataset, data_dir=train.data_dir or None, **train.dataset_kwargs)
+    model = build_model(train.model, bundle, **train.model_kwargs).to(_device(train))
+    return _estimate(model, _fixed_batches(bundle, curv, _device(train)), curv)
+
+
+class _Done(Exception):
+    """Raised from the report callback once the last requested step was measured."""
+
+
+def measure_curvature_during_training(
+    train: TrainSpec, total_steps: int, at_steps: Sequence[int], *, phi: float,
+    phases: int = 1, variant: str = "restart", curv: CurvatureSpec = CurvatureSpec(),
+) -> list[dict[str, Any]]:
+    """Curvature at several points of a real UBA-scheduled run of ``total_steps`` (e.g. the
+    start and each phase boundary, for per-phase φ): ``[{"step", "phase", "report"}]``.
+
+    The run is the same as a trial's (same loop, schedule over the whole T); it stops after the
+    last requested step. Every measurement uses the same fixed batches.
+    """
+    from trainables.loop import run_training
+    from trainables.registry import build_model, get_dataset
+    from tuning.schedules import equal_boundaries
+
+    steps = sorted(set(int(s) for s in at_steps))
+    if not steps or steps[0] < 0 or steps[-1] > total_steps:
+        raise ValueError(f"at_steps must lie in [0, {total_steps}], got {list(at_steps)}")
+    bounds = equal_boundaries(total_steps, phases)
+    device = _device(train)
+    bundle = get_dataset(train.dataset, data_dir=train.data_dir or None, **train.dataset_kwargs)
+    batches = _fixed_batches(bundle, curv, device)
+
+    def phase_of(step: int) -> int:
+        return max(k for k in range(phases) if bounds[k] <= step) + 1 if step < total_steps \
+            else phases
+
+    def measure(state_dict: dict | None, step: int) -> dict[str, Any]:
+        torch.manual_seed(train_seed)
+        model = build_model(train.model, bundle, **train.model_kwargs)
+        if state_dict is not None:
+            model.load_state_dict(state_dict)
+        report = _estimate(model.to(device), batches, curv)
+        return {"step": step, "phase": phase_of(step), "report": report}
+
+    train_seed = curv.seed
+    out = [measure(None, 0)] if steps[0] == 0 else []
+    later = [s for s in steps if s > 0]
+    if later:
+        config = train.trial_config(total_steps, train_seed)
+        config.update(eval_every=math.gcd(*later), checkpoint_every=0, phi=phi, phases=phases,
+                      schedule_params={"eta_min": train.eta_min, "variant": variant})
+
+        def report(metrics: dict[str, float], state: dict | None) -> None:
+            step = int(metrics["step"])
+            if step in later and state is not None:
+                out.append(measure(state["model"], step))
+            if step >= later[-1]:
+                raise _Done
+
+        try:
+            run_training(config, report, bundle=bundle)
+        except _Done:
+            pass
+    return out
 
 
 def measure_curvature_on_ray(train: TrainSpec, resources: Resources,

@@ -172,7 +172,9 @@ def test_curvature_job_runs_on_ray_and_returns_report_suggestions_and_density(se
     url, data_dir = server
     with PhiTuneClient(url) as client:
         job = client.curvature({"model": "mlp", "dataset": "digits", "num_batches": 2,
-                                "batch_size": 64, "lanczos_steps": 12, "num_probes": 2},
+                                "batch_size": 64, "lanczos_steps": 12, "num_probes": 2,
+                                "at_steps": [0, 20, 40], "train_steps": 40, "phases": 2,
+                                "lr": 0.2, "train_batch_size": 64},
                                timeout=300)
         assert job.status == "succeeded", (job.error, (data_dir / "logs").glob("curv*"))
         report = job.report
@@ -183,6 +185,11 @@ def test_curvature_job_runs_on_ray_and_returns_report_suggestions_and_density(se
         assert {"theory", "paper_default"} <= sources
         theory = next(s for s in job.suggestions if s["source"] == "theory")
         assert "quadratic" in theory["valid_for"] or "Prop" in theory["rationale"]
+        # measured along a real 2-phase run: start, phase boundary, end; per-phase φ
+        assert [(p["step"], p["phase"]) for p in job.timeline] == [(0, 1), (20, 2), (40, 2)]
+        for point in job.timeline:
+            assert point["report"]["lambda_max"] > 0
+            assert "theory" in {s["source"] for s in point["suggestions"]}
         png = client._http.get(f"/v1/curvature/{job.id}/density.png")
         assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
         with pytest.raises(PhiTuneError) as err:
@@ -191,4 +198,7 @@ def test_curvature_job_runs_on_ray_and_returns_report_suggestions_and_density(se
         with pytest.raises(PhiTuneError) as err:
             client.curvature({"model": "mlp", "dataset": "digits", "num_probes": 0})
         assert err.value.status_code == 422 and "num_probes" in str(err.value)
+        with pytest.raises(PhiTuneError) as err:
+            client.curvature({"model": "mlp", "dataset": "digits", "at_steps": [10]})
+        assert err.value.status_code == 422 and "train_steps" in str(err.value)
         assert client._http.get("/v1/curvature/unknown-id").status_code == 404

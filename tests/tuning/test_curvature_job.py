@@ -37,3 +37,20 @@ def test_gaps_are_measured_only_for_trials_that_ran_the_whole_budget():
         "evaluated", "evaluated", "stopped early by ASHA at step 25", "not evaluated"]
     assert gaps[0]["phi_evaluated"] == 50.0
     assert gaps[0]["gap"] == pytest.approx(0.12) and gaps[1]["gap"] == pytest.approx(0.02)
+
+
+def test_curvature_at_phase_boundaries_of_a_real_run():
+    from tuning.curvature_job import measure_curvature_during_training
+
+    torch.set_num_threads(1)
+    train = TrainSpec(model="mlp", dataset="digits", lr=0.2, batch_size=64)
+    points = measure_curvature_during_training(
+        train, 40, [0, 20, 40], phi=5.0, phases=2,
+        curv=CurvatureSpec(num_batches=1, batch_size=64, lanczos_steps=8, num_probes=1))
+    assert [p["step"] for p in points] == [0, 20, 40]
+    assert [p["phase"] for p in points] == [1, 2, 2]
+    lams = [p["report"].lambda_max for p in points]
+    assert all(math.isfinite(v) and v > 0 for v in lams)
+    assert lams[0] != lams[1], "training changed the curvature"
+    with pytest.raises(ValueError, match="at_steps"):
+        measure_curvature_during_training(train, 40, [50], phi=5.0)

@@ -28,7 +28,7 @@ def _public(row: CurvatureJobRow) -> CurvatureJobPublic:
     return CurvatureJobPublic(
         id=row.id, status=row.status, spec=CurvatureCreate.model_validate(row.spec),  # type: ignore[arg-type]
         created_at=row.created_at, finished_at=row.finished_at, error=row.error,
-        report=row.report, suggestions=row.suggestions,
+        report=row.report, suggestions=row.suggestions, timeline=row.timeline,
         links={"self": Link(href=base), "density": Link(href=f"{base}/density.png")})
 
 

@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("error", sa.Text),
         sa.Column("report", sa.JSON),
         sa.Column("suggestions", sa.JSON),
+        sa.Column("timeline", sa.JSON),
         sa.Column("driver_pid", sa.Integer),
     )
 
