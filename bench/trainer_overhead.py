@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", default="small", choices=sorted(CASES))
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--case", default="", help="only cases whose label contains this")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--data-dir", default=os.environ.get("PHITUNE_DATASET_DIR", ".phitune/data"))
     ap.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for label, model, mkw, dataset, dkw, bs in CASES[args.scale]:
+        if args.case not in label:
+            continue
         try:
             bundle = get_dataset(dataset, data_dir=args.data_dir, **dkw)
         except FileNotFoundError as exc:
