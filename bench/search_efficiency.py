@@ -98,9 +98,10 @@ class MemoObjective:
     """The deterministic objective: final validation accuracy of one fixed training run per
     (snapped φ, phases); every call is logged so the table lists each real evaluation once."""
 
-    def __init__(self, base: dict[str, Any], bundle: Any) -> None:
+    def __init__(self, base: dict[str, Any], bundle: Any, train_seeds: int = 1) -> None:
         self.base = base
         self.bundle = bundle
+        self.seeds = [int(base["seed"]) + i for i in range(train_seeds)]
         self.lattice = phi_lattice()
         self.cache: dict[tuple[float, int], float] = {}
         self.evals: list[dict[str, Any]] = []
@@ -110,11 +111,12 @@ class MemoObjective:
         if key not in self.cache:
             cfg = {**self.base, "schedule": "uba", "phi": key[0], "phases": key[1],
                    "schedule_params": {"eta_min": 0.0, "variant": "restart"}}
-            m = train_final(cfg, self.bundle)
-            self.cache[key] = m["val_accuracy"]
-            self.evals.append({"phi": key[0], "phases": key[1],
-                               "val_accuracy": m["val_accuracy"], "val_loss": m["val_loss"],
-                               "seconds": m["seconds"]})
+            ms = [train_final({**cfg, "seed": s}, self.bundle) for s in self.seeds]
+            acc = statistics.fmean(m["val_accuracy"] for m in ms)
+            self.cache[key] = acc
+            self.evals.append({"phi": key[0], "phases": key[1], "val_accuracy": acc,
+                               "val_loss": statistics.fmean(m["val_loss"] for m in ms),
+                               "seconds": sum(m["seconds"] for m in ms)})
         return self.cache[key]
 
 
@@ -165,8 +167,10 @@ class _StudyLoop:
 
 
 def run(preset: str, out_dir: Path, *, search_seeds: int | None = None,
-        max_trials: int | None = None) -> dict[str, Any]:
-    p = dict(PRESETS[preset])
+        max_trials: int | None = None, train_seeds: int = 1) -> dict[str, Any]:
+    """Run every search and write the files; ``train_seeds > 1`` makes the objective the mean
+    over that many training seeds (a smoother landscape; files get a ``_seeds<k>`` suffix)."""
+    p = dict(PRESETS[preset], train_seeds=train_seeds)
     if search_seeds is not None:
         p["search_seeds"] = search_seeds
     if max_trials is not None:
@@ -177,7 +181,7 @@ def run(preset: str, out_dir: Path, *, search_seeds: int | None = None,
     base = {"model": p["model"], "model_kwargs": p["model_kwargs"], "dataset": p["dataset"],
             "optimizer": "sgd", "momentum": 0.9, "lr": p["lr"], "batch_size": p["batch_size"],
             "total_steps": steps, "seed": p["train_seed"], "device": "cpu"}
-    objective = MemoObjective(base, bundle)
+    objective = MemoObjective(base, bundle, train_seeds)
 
     grid = [(phi, ph, objective(phi, ph)) for ph in PAPER_GRID_PHASES for phi in PAPER_GRID_PHI]
     grid_best = max(v for _, _, v in grid)
@@ -194,7 +198,8 @@ def run(preset: str, out_dir: Path, *, search_seeds: int | None = None,
                             method, seed, r["trials_to_reach"], len(objective.evals))
     wall = time.perf_counter() - t0
     summary = summarise(rows, p["max_trials"])
-    suffix = "" if preset == "cpu" else f"_{preset}"
+    suffix = ("" if preset == "cpu" else f"_{preset}") + (
+        f"_seeds{train_seeds}" if train_seeds > 1 else "")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / f"{NAME}{suffix}.csv", rows)
     write_csv(out_dir / f"{NAME}{suffix}_evals.csv", objective.evals)
@@ -241,7 +246,7 @@ def plot(objective: MemoObjective, grid: list[tuple[float, int, float]],
     ax.set_xscale("log")
     ax.set_xlabel("φ")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("objective (fixed training seed)", fontsize="medium")
+    ax.set_title("objective (fixed training seed(s))", fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     ks = list(range(1, max_trials + 1))
@@ -268,13 +273,17 @@ def markdown(preset: str, p: dict[str, Any], bundle: Any, steps: int,
              grid: list[tuple[float, int, float]], grid_best: float,
              summary: dict[tuple[str, str], dict], objective: MemoObjective, wall: float) -> str:
     info = machine_info("cpu")
-    cmd = "python -m bench.search_efficiency" + ("" if preset == "cpu" else f" --{preset}")
+    cmd = "python -m bench.search_efficiency" + ("" if preset == "cpu" else f" --{preset}") + (
+        f" --train-seeds {p['train_seeds']}" if p["train_seeds"] > 1 else "")
     n = p["search_seeds"]
+    ts = p["train_seeds"]
+    seeds_txt = (f"training seed {p['train_seed']} for every trial" if ts == 1 else
+                 f"training seeds {p['train_seed']}..{p['train_seed'] + ts - 1} for every "
+                 "trial (objective = their mean accuracy)")
     lines = [
         f"# Search efficiency ({preset})\n",
-        provenance_md(info, cmd, f"training seed {p['train_seed']} for every trial; sampler "
-                      f"seeds 0..{n - 1} per method"),
-        f"Objective: final validation accuracy of `{p['model']}` {p['model_kwargs']} on "
+        provenance_md(info, cmd, f"{seeds_txt}; sampler seeds 0..{n - 1} per method"),
+        f"Objective: final validation accuracy{' (mean over seeds)' if ts > 1 else ''} of `{p['model']}` {p['model_kwargs']} on "
         f"`{p['dataset']}` {p['dataset_kwargs'] or ''} ({bundle.num_train} train, "
         f"{bundle.num_val} validation), SGD momentum 0.9, η_max = {p['lr']}, batch "
         f"{p['batch_size']}, {steps} steps, UBA restart variant. φ snapped to a log lattice "
@@ -324,12 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--search-seeds", type=int)
     parser.add_argument("--max-trials", type=int)
+    parser.add_argument("--train-seeds", type=int, default=1,
+                        help="objective = mean accuracy over this many training seeds")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     res = run("smoke" if args.smoke else "cpu", args.out, search_seeds=args.search_seeds,
-              max_trials=args.max_trials)
+              max_trials=args.max_trials, train_seeds=args.train_seeds)
     logger.info("done in %.1f s; wrote %s", res["wall_s"], args.out)
     return 0
 
