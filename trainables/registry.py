@@ -175,6 +175,9 @@ def _call(kind: str, entry: Entry, args: tuple[Any, ...], kwargs: dict[str, Any]
             for p in params
             if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         ]
+        if "data_dir" in kwargs and "data_dir" not in accepted:
+            # a loader that reads nothing from the data dir need not declare it
+            kwargs = {k: v for k, v in kwargs.items() if k != "data_dir"}
         unknown = sorted(set(kwargs) - set(accepted))
         if unknown:
             raise ConfigError(

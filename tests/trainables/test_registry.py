@@ -74,8 +74,8 @@ PLUGIN = textwrap.dedent(
         raise AssertionError("a plugin must never replace a built-in")
 
 
-    def abc_text(*, data_dir=None, block_size=4):
-        """Repeated alphabet as an LM set (test plugin)."""
+    def abc_text(*, block_size=4):
+        """Repeated alphabet as an LM set (test plugin; takes no data_dir)."""
         return char_lm_bundle("abc_text", "abcdefgh" * 50, block_size=block_size)
     '''
 )
