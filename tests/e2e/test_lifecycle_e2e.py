@@ -168,8 +168,9 @@ def test_driver_kill9_mid_study_resumes_without_rerunning(api):
 
 
 def test_diverging_trials_are_errors_with_the_reason(api):
-    spec = {**SPEC, "optimizer": {"name": "sgd", "lr": 10.0, "momentum": 0.99},
-            "search": {"phi": {"min": 0.2, "max": 0.3}, "phases": {"min": 1, "max": 1}},
+    # η_max searched in [1e3, 1e4]: the loss is NaN within 5 steps (DivergedError)
+    spec = {**SPEC, "search": {"phi": {"min": 0.2, "max": 0.3}, "phases": {"min": 1, "max": 1},
+                               "eta_max": {"min": 1e3, "max": 1e4}},
             "num_trials": 2, "budget": {"steps": 60}, "eval_every": 20}
     with api.client() as client:
         study = client.submit(spec)

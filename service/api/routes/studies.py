@@ -38,6 +38,8 @@ from service.store import Store, StudyRow
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
+#: Databases store offsets in 64-bit integers; larger values would be a 500, not a 422.
+MAX_OFFSET = 1_000_000_000
 
 
 def validate_model_and_dataset(model: str, dataset: str) -> None:
@@ -155,7 +157,7 @@ def list_studies(
         Query(alias="status"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> StudiesPublic:
     rows, total = store.list_studies(status=status_filter, limit=limit, offset=offset)
     return StudiesPublic(data=[to_public(store, r) for r in rows], count=total)
@@ -176,9 +178,9 @@ def list_trials(
         Literal["pending", "running", "terminated", "stopped_early", "error"] | None,
         Query(alias="status"),
     ] = None,
-    budget_steps: Annotated[int | None, Query(ge=1)] = None,
+    budget_steps: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> TrialsPublic:
     """A study's trials ordered by budget then trial id; ``count`` is the total matching the
     filters (not the page size)."""
