@@ -252,6 +252,11 @@ def markdown(preset: str, p: dict[str, Any], rows: list[dict[str, Any]], wall: f
             f"{kappa} | {r['phi']:.3g} | {r['phi_factor_vs_tuned']:.3g} | "
             f"{100 * r['val_accuracy_mean']:.2f} ± {100 * r['val_accuracy_std']:.2f} | "
             f"{r['gap_points']:+.2f} |")
+    edge = [r["case"] for r in rows if r["source"] == "tuned"
+            and r["phi"] in (TUNE_GRID[0], TUNE_GRID[-1])]
+    if edge:
+        lines += ["", f"Note: the tuned φ of {edge} is at the edge of the grid; the best φ may "
+                  "lie beyond it, so gaps to it are lower bounds.\n"]
     lines += ["", "## Mean gap per source over the cases\n", "| source | cases | mean gap (pt) | "
               "worst gap (pt) | median × from tuned φ |", "|---|---|---|---|---|"]
     for src in ("history", "calibrated", "paper_default", "theory"):

@@ -102,9 +102,17 @@ def arm_config(arm: str, best: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def run(preset: str, out_dir: Path, *, seeds: int | None = None, tune_trials: int | None = None,
-        full_epochs: int | None = None) -> dict[str, Any]:
-    """Run the benchmark and write its files; returns the summary (also used by the test)."""
+        full_epochs: int | None = None, lr: float | None = None) -> dict[str, Any]:
+    """Run the benchmark and write its files; returns the summary (also used by the test).
+
+    A non-default ``lr`` (η_max of every arm) adds ``_lr<value>`` to the file names, so an
+    η_max sensitivity run sits next to the main result instead of replacing it.
+    """
     p = dict(PRESETS[preset])
+    lr_suffix = ""
+    if lr is not None and lr != p["lr"]:
+        p["lr"] = lr
+        lr_suffix = f"_lr{lr:g}"
     if seeds is not None:
         p["seeds"] = seeds
     if tune_trials is not None:
@@ -165,12 +173,13 @@ def run(preset: str, out_dir: Path, *, seeds: int | None = None, tune_trials: in
                              "seconds": m["seconds"]})
     wall = time.perf_counter() - t_start
     summary = summarise(rows, budgets)
-    suffix = "" if preset == "cpu" else f"_{preset}"
+    suffix = ("" if preset == "cpu" else f"_{preset}") + lr_suffix
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / f"{NAME}{suffix}.csv", rows)
     write_csv(out_dir / f"{NAME}{suffix}_tuning.csv", tune_rows)
     plot(rows, budgets, best_by_budget, out_dir / f"{NAME}{suffix}.png", base["lr"])
-    md = markdown(preset, p, bundle, full_steps, budgets, best_by_budget, summary, wall)
+    md = markdown(preset, p, bundle, full_steps, budgets, best_by_budget, summary, wall,
+                  extra_args=f" --lr {p['lr']:g}" if lr_suffix else "")
     (out_dir / f"{NAME}{suffix}.md").write_text(md)
     return {"summary": summary, "best": best_by_budget, "rows": rows, "tune_rows": tune_rows,
             "wall_s": wall}
@@ -239,9 +248,10 @@ def plot(rows: list[dict[str, Any]], budgets: list[int], best: dict[int, dict[st
 
 def markdown(preset: str, p: dict[str, Any], bundle: Any, full_steps: int, budgets: list[int],
              best: dict[int, dict[str, Any]], summary: dict[int, dict[str, Any]],
-             wall: float) -> str:
+             wall: float, extra_args: str = "") -> str:
     info = machine_info(p["device"])
-    cmd = "python -m bench.schedule_quality" + ("" if preset == "cpu" else f" --preset {preset}")
+    cmd = "python -m bench.schedule_quality" + (
+        "" if preset == "cpu" else f" --preset {preset}") + extra_args
     seeds = (f"evaluation seeds 0..{p['seeds'] - 1} (init + batch order, shared by all arms); "
              f"tuning seed {TUNE_SEED}, TPE sampler seed 0")
     lines = [
@@ -270,7 +280,8 @@ def markdown(preset: str, p: dict[str, Any], bundle: Any, full_steps: int, budge
         lines.append(f"| {LABELS[arm]} | " + " | ".join(cells) + " |")
     lines += ["", "Tuned (φ, phases) per budget: " + ", ".join(
         f"{b}: φ={best[b]['phi']:.3g}, {best[b]['phases']} phase(s) (held-out acc "
-        f"{100 * best[b]['holdout_accuracy']:.2f} %)" for b in budgets) + ".\n",
+        f"{100 * best[b]['holdout_accuracy']:.2f} %)" for b in budgets) + "."
+        + _edge_note(best, budgets) + "\n",
         "## Paired per seed: tuned UBA − arm (accuracy points; wins/ties/losses of tuned UBA; "
         "exact sign-flip p)\n",
         "| vs | " + " | ".join(f"{b} steps" for b in budgets) + " |",
@@ -278,12 +289,25 @@ def markdown(preset: str, p: dict[str, Any], bundle: Any, full_steps: int, budge
     for arm in ARMS[1:]:
         lines.append(f"| {LABELS[arm]} | " + " | ".join(
             summary[b]["paired_vs_tuned"][arm].fmt() for b in budgets) + " |")
+    n = summary[budgets[0]]["paired_vs_tuned"]["cosine"].n
+    lines += ["", f"With {n} seeds the smallest possible two-sided p is 2/2^{n} = "
+              f"{2 / 2 ** n:.3g}: 'p = {2 / 2 ** n:.3g}' means every seed agreed.\n"]
     lines += ["", "Rank by mean test accuracy: " + "; ".join(
         f"{b} steps: " + " > ".join(LABELS[a] for a in summary[b]["rank"][:4]) + " > …"
         for b in budgets) + ".\n",
         f"Files: `{NAME}*.csv` (one row per arm × budget × seed), `{NAME}*_tuning.csv` "
         "(every tuning trial), `.png` (accuracy per arm; LR curves at the full budget).\n"]
     return "\n".join(lines)
+
+
+def _edge_note(best: dict[int, dict[str, Any]], budgets: list[int]) -> str:
+    """Say so when a tuned φ sits near the edge of phitune's search range [0.1, 50]: the
+    optimum may lie outside it."""
+    edge = [b for b in budgets if best[b]["phi"] < 0.1 * 1.25 or best[b]["phi"] > 50 / 1.25]
+    if not edge:
+        return ""
+    return (f" Note: the tuned φ at {edge} steps is within 25 % of the search range's edge "
+            "(φ ∈ [0.1, 50]); the best φ may lie beyond it (φ → 0 is a constant LR).")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,13 +318,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--tune-trials", type=int)
     parser.add_argument("--full-epochs", type=int)
+    parser.add_argument("--lr", type=float, help="η_max of every arm (default: the preset's)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     preset = "smoke" if args.smoke else args.preset
     res = run(preset, args.out, seeds=args.seeds, tune_trials=args.tune_trials,
-              full_epochs=args.full_epochs)
+              full_epochs=args.full_epochs, lr=args.lr)
     logger.info("done in %.1f s; wrote %s", res["wall_s"], args.out)
     return 0
 
