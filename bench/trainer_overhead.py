@@ -116,6 +116,34 @@ def trainer(config: dict, bundle) -> float:
     return out["samples_per_s"]
 
 
+def cpu_time_ratio(config: dict, bundle, device: torch.device, steps: int, repeats: int) -> float:
+    """Hand-loop CPU seconds per step / trainer CPU seconds per step (higher = trainer cheaper).
+
+    Process CPU time (one torch thread) is far less sensitive than wall time to other jobs on
+    a shared machine. Each side runs ``steps`` and ``2 * steps`` steps; the difference is
+    the cost of ``steps`` training steps alone (model build, data and the final evaluation
+    cancel out). Median over ``repeats``.
+    """
+
+    def cost(fn, n: int) -> float:
+        c0 = time.process_time()
+        fn({**config, "total_steps": n, "eval_every": n})
+        return time.process_time() - c0
+
+    def run_trainer(cfg: dict) -> None:
+        trainer(cfg, bundle)
+
+    def run_hand(cfg: dict) -> None:
+        hand_loop(cfg, bundle, device)
+
+    ratios = []
+    for _ in range(repeats):
+        t = cost(run_trainer, 2 * steps) - cost(run_trainer, steps)
+        h = cost(run_hand, 2 * steps) - cost(run_hand, steps)
+        ratios.append(h / t)
+    return statistics.median(ratios)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -123,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--case", default="", help="only cases whose label contains this")
+    ap.add_argument(
+        "--cpu-repeats", type=int, default=3, help="repeats of the CPU-time measure (0 = off)"
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--data-dir", default=os.environ.get("PHITUNE_DATASET_DIR", ".phitune/data"))
     ap.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
@@ -164,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             h_runs.append(hand_loop(config, bundle, device))
         t_med, h_med = statistics.median(t_runs), statistics.median(h_runs)
         paired = statistics.median(t / h for t, h in zip(t_runs, h_runs, strict=True))
+        cpu_ratio = float("nan")
+        if device.type == "cpu" and args.cpu_repeats > 0:
+            cpu_ratio = cpu_time_ratio(config, bundle, device, args.steps, args.cpu_repeats)
         rows.append(
             {
                 "case": label,
@@ -174,12 +208,14 @@ def main(argv: list[str] | None = None) -> int:
                 "hand_samples_per_s": round(h_med, 1),
                 "ratio": round(t_med / h_med, 3),
                 "paired_ratio": round(paired, 3),
+                "cpu_time_ratio": round(cpu_ratio, 3),
                 "trainer_runs": " ".join(f"{v:.0f}" for v in t_runs),
                 "hand_runs": " ".join(f"{v:.0f}" for v in h_runs),
             }
         )
         print(
             f"{label:28s} trainer {t_med:10.1f}/s  hand {h_med:10.1f}/s  ratio {t_med / h_med:.3f}"
+            f"  cpu-time ratio {cpu_ratio:.3f}"
         )
 
     out = Path(args.out_dir)
@@ -204,19 +240,23 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine}; Python {platform.python_version()}, torch {torch.__version__}. "
         f"{args.steps} steps per run, median of {args.repeats} alternating runs after one "
         "warm-up each. Goal: ratio >= 0.95. `ratio` = median trainer / median hand loop; "
-        "`paired` = median of the per-repeat ratios (each pair ran back to back).",
+        "`paired` = median of the per-repeat ratios (each pair ran back to back); "
+        "`cpu-time` = hand-loop / trainer process CPU seconds per training step (runs of N "
+        "and 2N steps differenced, so setup and the final evaluation cancel), the measure "
+        "least disturbed by other jobs on a shared CPU.",
         "",
         f"Load average when it finished (1/5/15 min): {load}. The CPU is shared with other "
         "jobs, so single runs vary; read the runs column for the spread.",
         "",
-        "| case | batch | trainer samples/s | hand loop samples/s | ratio | paired "
+        "| case | batch | trainer samples/s | hand loop samples/s | ratio | paired | cpu-time "
         "| runs (trainer / hand) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['case']} | {r['batch_size']} | {r['trainer_samples_per_s']} | "
             f"{r['hand_samples_per_s']} | **{r['ratio']}** | {r['paired_ratio']} | "
+            f"{r['cpu_time_ratio']} | "
             f"{r['trainer_runs']} / {r['hand_runs']} |"
         )
     lines += [

@@ -21,7 +21,18 @@ def test_trainer_overhead_bench_runs_on_cpu(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     rc = mod.main(
-        ["--steps", "4", "--repeats", "1", "--case", "mlp/digits", "--out-dir", str(tmp_path)]
+        [
+            "--steps",
+            "4",
+            "--repeats",
+            "1",
+            "--cpu-repeats",
+            "1",
+            "--case",
+            "mlp/digits",
+            "--out-dir",
+            str(tmp_path),
+        ]
     )
     assert rc == 0
     rows = list(csv.DictReader(open(tmp_path / "trainer_overhead.csv")))
