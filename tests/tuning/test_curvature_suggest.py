@@ -117,6 +117,24 @@ def test_calibrated_extrapolation_is_flagged():
     assert "outside the calibrated range" in c.rationale and "clipped" in c.rationale
 
 
+def test_calibrated_skips_noisy_kappa(ls_report):
+    """A kappa with > 50 % spread over probes is not fed to the calibration."""
+    import dataclasses
+
+    rep, _ = ls_report
+    noisy = [dataclasses.replace(k, spread=k.value) for k in rep.kappas]
+    rep2 = dataclasses.replace(rep, kappas=noisy)
+    (c,) = _by_source(suggest_phi(rep2, "sgd"), "calibrated")
+    assert c.kappa_definition is None
+    assert "skipped (relative spread 100% > 50%)" in c.rationale
+    assert c.phi == pytest.approx(load_calibration()["families"]["sgd"]["constant_phi"])
+    only_trace = [dataclasses.replace(k, spread=k.value) if k.definition != "trace" else k
+                  for k in rep.kappas]
+    (c,) = _by_source(suggest_phi(dataclasses.replace(rep, kappas=only_trace), "sgd"),
+                      "calibrated")
+    assert c.kappa_definition == "trace"
+
+
 def test_history_nearest_neighbours(ls_report):
     rep, kappa = ls_report
     hist = [

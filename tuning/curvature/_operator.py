@@ -9,10 +9,12 @@ the batches (for linear least squares with ``0.5 * mean((Xw - y)^2)`` it is ``X^
 
 Why the graphs are built once and kept: every product ``H v`` then costs one backward pass
 through the stored first-order graph per batch instead of a forward, a backward and a double
-backward (PyHessian's per-product cost). Several vectors are pushed through the same
-backward at once with ``is_grads_batched`` (vmap over the backward), which is what lets
-stochastic Lanczos quadrature run all probes in lock-step. If an op has no batching rule we
-fall back to one backward per vector, with the same result.
+backward (PyHessian's per-product cost in its data-loader mode). With ``batched=True``
+several vectors go through the same backward at once with ``is_grads_batched`` (vmap over
+the backward), so stochastic Lanczos quadrature runs all probes in one call; that pays on
+CUDA, while on CPU it measured no faster than a loop (bench/results/curvature_bench.md), so
+the default is batched on CUDA only. If an op has no batching rule we fall back to one
+backward per vector, with the same result.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class CurvatureOperator:
         batches: Sequence[tuple[object, object]],
         *,
         ggn: bool = False,
+        batched: bool | None = None,
     ) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
@@ -94,7 +97,7 @@ class CurvatureOperator:
         self.n = sum(p.numel() for p in self.params)
         self.hvp_count = 0
         self.backward_calls = 0
-        self._batched = True
+        self._batched = (self.device.type == "cuda") if batched is None else bool(batched)
 
         sizes = []
         for i, batch in enumerate(batches):

@@ -74,6 +74,7 @@ def estimate_curvature(
     density_quantile: float = 0.1,
     grid_points: int = 256,
     positive_threshold: float | None = None,
+    batched_hvp: bool | None = None,
 ) -> CurvatureReport:
     """Estimate the spectrum of the loss Hessian (``ggn=False``) or Gauss-Newton matrix.
 
@@ -93,6 +94,7 @@ def estimate_curvature(
         density_quantile: ``q`` of the ``slq_quantile``/``ggn`` definitions.
         positive_threshold: eigenvalues above ``positive_threshold * lambda_max`` count as
             positive; default ``100 * eps(dtype)`` (the float round-off floor of H v).
+        batched_hvp: push all probes through one vmapped backward (default: on CUDA only).
 
     Raises:
         ValueError: no trainable parameters, no batches, an empty batch, a non-finite loss or
@@ -113,7 +115,7 @@ def estimate_curvature(
         raise ValueError(f"density_quantile must be in (0, 1), got {density_quantile}")
 
     t_start = time.perf_counter()
-    op = CurvatureOperator(model, loss_fn, batches, ggn=ggn)
+    op = CurvatureOperator(model, loss_fn, batches, ggn=ggn, batched=batched_hvp)
     gen = torch.Generator().manual_seed(int(seed))
     warnings: list[str] = []
 
@@ -217,7 +219,7 @@ def estimate_curvature(
             ))
         elif method == "ggn":
             kappas.append(_ggn_kappa(model, loss_fn, batches, lanczos_steps, num_probes,
-                                     seed, rel, density_quantile, warnings))
+                                     seed, rel, density_quantile, warnings, batched_hvp))
 
     seconds = time.perf_counter() - t_start
     extra_hvp = sum(k.hvp_count for k in kappas if k.definition == "ggn" and not ggn)
@@ -256,7 +258,7 @@ def estimate_curvature(
             "num_probes": num_probes, "power_iters": power_iters, "tol": tol, "ggn": ggn,
             "seed": seed, "density_quantile": density_quantile,
             "smallest_ritz_residual": bottom_res, "device": str(op.device),
-            "dtype": str(op.dtype).replace("torch.", ""),
+            "dtype": str(op.dtype).replace("torch.", ""), "batched_hvp": op._batched,
         },
     )
     logger.info(
@@ -277,6 +279,7 @@ def _ggn_kappa(
     rel: float,
     q: float,
     warnings: list[str],
+    batched: bool | None,
 ) -> KappaEstimate:
     """kappa of the Gauss-Newton matrix: lambda_max(G) / q-quantile of G's positive density.
 
@@ -284,7 +287,7 @@ def _ggn_kappa(
     most (samples x outputs), so its bottom is an exact (numerically noisy) zero block.
     """
     t0 = time.perf_counter()
-    op = CurvatureOperator(model, loss_fn, batches, ggn=True)
+    op = CurvatureOperator(model, loss_fn, batches, ggn=True, batched=batched)
     gen = torch.Generator().manual_seed(int(seed) + 1)
     lz = lanczos(op.matvec, op.n, probes, steps, generator=gen, device=op.device,
                  dtype=op.dtype)

@@ -22,14 +22,14 @@ KAPPA_DEFINITIONS: dict[str, str] = {
 }
 
 
-def _clean(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     """JSON-safe copy: non-finite floats become None (strict JSON has no NaN/inf)."""
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -108,7 +108,7 @@ class CurvatureReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (NaN/inf -> None); inverse of :meth:`from_dict`."""
-        return _clean(asdict(self))
+        return json_safe(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CurvatureReport:

@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from tuning.curvature.report import CurvatureReport
+from tuning.curvature.report import CurvatureReport, json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,8 @@ class PhiSuggestion:
     evidence: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-serialisable dict (NaN/inf -> None)."""
+        return json_safe(asdict(self))
 
 
 def optimizer_family(optimizer: str) -> str:
@@ -132,6 +133,23 @@ def _theory(report: CurvatureReport | None) -> list[PhiSuggestion]:
     return out
 
 
+def _unreliable(report: CurvatureReport | None, definition: str) -> str | None:
+    """Why a report's kappa should not be fed to the calibration, or None.
+
+    A kappa whose relative spread over probes exceeds 50 % (typical of the bottom of a
+    network spectrum, where the smallest positive Ritz values sit in the noise floor) would
+    turn estimator noise into a confident-looking phi.
+    """
+    if report is None:
+        return "no report"
+    k = report.kappa(definition)
+    if math.isfinite(k.spread) and k.spread > 0.5 * k.value:
+        return f"relative spread {k.spread / k.value:.0%} > 50%"
+    if definition == "lanczos" and any("smallest positive Ritz" in w for w in report.warnings):
+        return "smallest positive Ritz value not converged"
+    return None
+
+
 def _calibrated(
     report: CurvatureReport | None, family: str, calibration: Mapping[str, Any] | None
 ) -> list[PhiSuggestion]:
@@ -147,8 +165,13 @@ def _calibrated(
     order = sorted(fits, key=lambda d: (round(fits[d]["loo"].get("mean_log_regret", 0.0), 3),
                                         robust.get(d, 9)))
     const_err = fam["constant_loo"].get("mean_log_regret", float("nan"))
+    skipped: list[str] = []
     for name in order:
         if name not in kappas:
+            continue
+        why = _unreliable(report, name)
+        if why:
+            skipped.append(f"{name} kappa skipped ({why})")
             continue
         fit, kappa = fits[name], kappas[name]
         lo, hi = fit["clip"]
@@ -178,8 +201,8 @@ def _calibrated(
             f"(paper default: {fam['paper_default']['median_regret']:.1%}, 2 kappa: "
             f"{fam['theory_2kappa']['median_regret']:.1%})"
         )
-        if notes:
-            rationale += "; " + "; ".join(notes)
+        if notes or skipped:
+            rationale += "; " + "; ".join(skipped + notes)
         return [PhiSuggestion(
             "calibrated", phi, name, rationale,
             "noisy quadratic problems like the calibration set; unverified on networks unless "
@@ -187,12 +210,13 @@ def _calibrated(
             {"a": fit["a"], "b": fit["b"], "kappa": kappa, "loo": loo,
              "calibration": calibration.get("data"), "created": calibration.get("created")},
         )]
-    # No usable kappa: the calibrated constant (median tuned phi, kappa ignored).
+    # No usable kappa: the calibrated constant (the best kappa-free phi of the calibration).
+    why = "; ".join(skipped) if skipped else "no finite kappa available"
     return [PhiSuggestion(
         "calibrated", fam["constant_phi"], None,
-        f"no finite kappa available: median tuned phi over {fam['n_points']} calibration "
-        f"problems of {src}; leave-one-out median factor "
-        f"{fam['constant_loo']['median_factor']:.2f}",
+        f"{why}: the best single phi over the {fam['n_points']} calibration problems of "
+        f"{src}; leave-one-out median loss regret "
+        f"{fam['constant_loo'].get('median_regret', float('nan')):.1%}",
         "noisy quadratic problems like the calibration set",
         {"loo": fam["constant_loo"], "calibration": calibration.get("data")},
     )]
