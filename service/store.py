@@ -13,6 +13,7 @@ import fcntl
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,15 @@ def _as_utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+@dataclass
+class TrialSummary:
+    """Per-study trial counts by status and the extreme finite values (for progress)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    max_value: float | None = None
+    min_value: float | None = None
 
 
 def _fix_times(row: StudyRow) -> StudyRow:
@@ -239,6 +249,29 @@ class Store:
                 query = query.where(TrialRow.budget_steps == budget_steps)
             return int(s.scalar(query) or 0)
 
+    def trial_summaries(self, study_ids: list[str]) -> dict[str, TrialSummary]:
+        """Counts per status and max/min value of several studies' trials in one query (a
+        list page must not cost one trial query per study)."""
+        if not study_ids:
+            return {}
+        out: dict[str, TrialSummary] = {}
+        with self.session() as s:
+            rows = s.execute(
+                select(TrialRow.study_id, TrialRow.status, func.count(),
+                       func.max(TrialRow.value), func.min(TrialRow.value))
+                .where(TrialRow.study_id.in_(study_ids))
+                .group_by(TrialRow.study_id, TrialRow.status))
+            for study_id, status, count, hi, lo in rows:
+                summary = out.setdefault(study_id, TrialSummary())
+                summary.counts[status] = int(count)
+                if hi is not None:
+                    summary.max_value = hi if summary.max_value is None else max(
+                        summary.max_value, hi)
+                if lo is not None:
+                    summary.min_value = lo if summary.min_value is None else min(
+                        summary.min_value, lo)
+        return out
+
     def record_launch(self, study_id: str, *, pid: int | None = None,
                       job_id: str | None = None) -> int:
         """Remember who runs the study now and count launches (reconcile caps relaunches so a
@@ -293,6 +326,15 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def head_revision() -> str:
+    """The newest revision in ``service/migrations`` (what :func:`upgrade_schema` reaches)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert head is not None
+    return head
 
 
 def schema_revision(engine: Engine) -> str | None:

@@ -8,9 +8,20 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from service.store import VERSION_TABLE, Store, schema_revision
+from service.store import VERSION_TABLE, Store, head_revision, schema_revision
 
-HEAD = "0002"
+HEAD = head_revision()
+
+
+def test_migrations_form_one_ordered_chain():
+    from alembic.script import ScriptDirectory
+
+    from service.store import MIGRATIONS
+
+    script = ScriptDirectory(str(MIGRATIONS))
+    assert len(script.get_heads()) == 1, "two migrations branch from the same parent"
+    revisions = [r.revision for r in script.walk_revisions("base", "heads")][::-1]
+    assert revisions[:2] == ["0001", "0002"] and revisions[-1] == HEAD
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -7,6 +7,7 @@ the runner. No training and no Ray inside a request.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -34,7 +35,7 @@ from service.schemas import (
     TrialPublic,
     TrialsPublic,
 )
-from service.store import Store, StudyRow
+from service.store import Store, StudyRow, TrialSummary
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
@@ -42,12 +43,27 @@ router = APIRouter(prefix="/v1/studies", tags=["studies"])
 MAX_OFFSET = 1_000_000_000
 
 
+#: Registry listings scan the installed packages' entry points (~30 ms); a plugin installed
+#: while the API runs shows up after this many seconds.
+REGISTRY_TTL_S = 30.0
+_registry_cache: tuple[float, list[str], list[str]] | None = None
+
+
+def registry_names() -> tuple[list[str], list[str]]:
+    """(models, datasets) of the registry, cached for :data:`REGISTRY_TTL_S`."""
+    global _registry_cache
+    now = time.monotonic()
+    if _registry_cache is None or now - _registry_cache[0] > REGISTRY_TTL_S:
+        from trainables.registry import list_datasets, list_models
+
+        _registry_cache = (now, list(list_models()), list(list_datasets()))
+    return _registry_cache[1], _registry_cache[2]
+
+
 def validate_model_and_dataset(model: str, dataset: str) -> None:
     """Models and datasets come from the registry (plugins via entry points), never from an
     import path in the request."""
-    from trainables.registry import list_datasets, list_models
-
-    models, datasets = list(list_models()), list(list_datasets())
+    models, datasets = registry_names()
     if model not in models:
         raise UnknownNameError("model", model, models)
     if dataset not in datasets:
@@ -65,27 +81,28 @@ def validate_names(spec: StudyCreate) -> None:
             raise InvalidSpecError(str(exc), field="compare") from None
 
 
-def progress_of(store: Store, row: StudyRow) -> Progress:
-    trials = store.list_trials(row.id)
+def progress_of(store: Store, row: StudyRow, summary: TrialSummary | None = None) -> Progress:
+    """Trial counts and the best value, from one aggregate query (or a page's ``summary``)."""
+    if summary is None:
+        summary = store.trial_summaries([row.id]).get(row.id, TrialSummary())
     mode = "max" if row.spec.get("metric", "val_accuracy").endswith("accuracy") else "min"
-    values = [t.value for t in trials if t.value is not None]
-    best = (max(values) if mode == "max" else min(values)) if values else None
+    counts = summary.counts
     return Progress(
-        trials_total=len(trials),
-        trials_running=sum(t.status == "running" for t in trials),
-        trials_finished=sum(t.status in ("terminated", "stopped_early") for t in trials),
-        trials_failed=sum(t.status == "error" for t in trials),
-        best_value=best,
+        trials_total=sum(counts.values()),
+        trials_running=counts.get("running", 0),
+        trials_finished=counts.get("terminated", 0) + counts.get("stopped_early", 0),
+        trials_failed=counts.get("error", 0),
+        best_value=summary.max_value if mode == "max" else summary.min_value,
     )
 
 
-def to_public(store: Store, row: StudyRow) -> StudyPublic:
+def to_public(store: Store, row: StudyRow, summary: TrialSummary | None = None) -> StudyPublic:
     base = f"/v1/studies/{row.id}"
     return StudyPublic(
         id=row.id, name=row.name, status=row.status,  # type: ignore[arg-type]
         spec=StudyCreate.model_validate(row.spec), created_at=row.created_at,
         started_at=row.started_at, finished_at=row.finished_at, error=row.error,
-        dashboard_url=row.dashboard_url, progress=progress_of(store, row),
+        dashboard_url=row.dashboard_url, progress=progress_of(store, row, summary),
         links={"self": Link(href=base), "trials": Link(href=f"{base}/trials"),
                "best": Link(href=f"{base}/best"), "result": Link(href=f"{base}/result")},
     )
@@ -160,7 +177,9 @@ def list_studies(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> StudiesPublic:
     rows, total = store.list_studies(status=status_filter, limit=limit, offset=offset)
-    return StudiesPublic(data=[to_public(store, r) for r in rows], count=total)
+    summaries = store.trial_summaries([r.id for r in rows])  # one query for the whole page
+    return StudiesPublic(data=[to_public(store, r, summaries.get(r.id, TrialSummary()))
+                               for r in rows], count=total)
 
 
 @router.get("/{study_id}", response_model=StudyPublic,
