@@ -292,7 +292,7 @@ def markdown(preset: str, p: dict[str, Any], bundle: Any, full_steps: int, budge
     n = summary[budgets[0]]["paired_vs_tuned"]["cosine"].n
     lines += ["", f"With {n} seeds the smallest possible two-sided p is 2/2^{n} = "
               f"{2 / 2 ** n:.3g}: 'p = {2 / 2 ** n:.3g}' means every seed agreed.\n"]
-    lines += ["", "Rank by mean test accuracy: " + "; ".join(
+    lines += ["Rank by mean test accuracy: " + "; ".join(
         f"{b} steps: " + " > ".join(LABELS[a] for a in summary[b]["rank"][:4]) + " > …"
         for b in budgets) + ".\n",
         f"Files: `{NAME}*.csv` (one row per arm × budget × seed), `{NAME}*_tuning.csv` "
