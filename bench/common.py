@@ -242,9 +242,11 @@ def train_final(config: Mapping[str, Any], bundle: DataBundle) -> dict[str, floa
 def phitune_spec(model: str, dataset: str, total_steps: int, *, optimizer: str = "sgd",
                  lr: float = 0.05, num_trials: int = 8, seed: int = 0,
                  phi_min: float = 0.1, phi_max: float = 50.0, phases_min: int = 1,
-                 phases_max: int = 3, variant: str = "restart") -> Any:
+                 phases_max: int = 3, variant: str = "restart",
+                 eta_max_range: tuple[float, float] | None = None) -> Any:
     """A :class:`tuning.specs.StudySpec` carrying the search settings a benchmark uses
-    (default range = phitune's defaults: φ in [0.1, 50] log-uniform, phases 1..3)."""
+    (default range = phitune's defaults: φ in [0.1, 50] log-uniform, phases 1..3; with
+    ``eta_max_range`` phitune also searches η_max, log-uniform, as the ``lr`` parameter)."""
     from tuning.specs import SearchSpace, StudySpec, TrainSpec
 
     return StudySpec(
@@ -252,7 +254,9 @@ def phitune_spec(model: str, dataset: str, total_steps: int, *, optimizer: str =
                                           lr=lr),
         total_steps=total_steps, num_trials=num_trials, seed=seed,
         search=SearchSpace(phi_min=phi_min, phi_max=phi_max, phases_min=phases_min,
-                           phases_max=phases_max, variant=variant),  # type: ignore[arg-type]
+                           phases_max=phases_max, variant=variant,  # type: ignore[arg-type]
+                           eta_max_min=eta_max_range[0] if eta_max_range else None,
+                           eta_max_max=eta_max_range[1] if eta_max_range else None),
     )
 
 

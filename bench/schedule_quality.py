@@ -102,17 +102,24 @@ def arm_config(arm: str, best: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def run(preset: str, out_dir: Path, *, seeds: int | None = None, tune_trials: int | None = None,
-        full_epochs: int | None = None, lr: float | None = None) -> dict[str, Any]:
+        full_epochs: int | None = None, lr: float | None = None,
+        lr_grid: tuple[float, ...] | None = None) -> dict[str, Any]:
     """Run the benchmark and write its files; returns the summary (also used by the test).
 
     A non-default ``lr`` (η_max of every arm) adds ``_lr<value>`` to the file names, so an
     η_max sensitivity run sits next to the main result instead of replacing it.
+
+    ``lr_grid`` tunes η_max for *every* arm on the held-out split (files ``_tunedlr``): each
+    baseline (and UBA at the paper default) takes the best η_max of the grid; phitune's study
+    searches η_max log-uniformly over the grid's range together with φ and phases.
     """
     p = dict(PRESETS[preset])
     lr_suffix = ""
     if lr is not None and lr != p["lr"]:
         p["lr"] = lr
         lr_suffix = f"_lr{lr:g}"
+    if lr_grid:
+        lr_suffix += "_tunedlr"
     if seeds is not None:
         p["seeds"] = seeds
     if tune_trials is not None:
@@ -138,11 +145,13 @@ def run(preset: str, out_dir: Path, *, seeds: int | None = None, tune_trials: in
     warm: list[dict[str, Any]] = []
     for frac, steps in zip(p["budgets"], budgets, strict=True):
         spec = phitune_spec(p["model"], p["dataset"], steps, lr=p["lr"],
-                            num_trials=p["tune_trials"], seed=0)
+                            num_trials=p["tune_trials"], seed=0,
+                            eta_max_range=(min(lr_grid), max(lr_grid)) if lr_grid else None)
 
         def objective(params: dict[str, Any], steps: int = steps) -> float:
             cfg = {**base, "total_steps": steps, "seed": TUNE_SEED, "schedule": "uba",
                    "phi": params["phi"], "phases": params["phases"],
+                   "lr": params.get("lr", base["lr"]),
                    "schedule_params": {"eta_min": 0.0, "variant": "restart"}}
             return train_final(cfg, tune_bundle)["val_accuracy"]
 
@@ -151,23 +160,37 @@ def run(preset: str, out_dir: Path, *, seeds: int | None = None, tune_trials: in
         finite = [(prm, v) for prm, v in trials if math.isfinite(v)]
         best_params, best_val = max(finite, key=lambda t: t[1])
         best = {"phi": float(best_params["phi"]), "phases": int(best_params["phases"]),
-                "holdout_accuracy": best_val}
+                "lr": float(best_params.get("lr", base["lr"])), "holdout_accuracy": best_val}
         best_by_budget[steps] = best
-        warm = [{"phi": best["phi"], "phases": best["phases"]}]
+        warm = [{k: best[k] for k in ("phi", "phases", "lr")}]
         for i, (prm, v) in enumerate(trials):
-            tune_rows.append({"budget_fraction": frac, "budget_steps": steps, "trial": i,
-                              "phi": prm["phi"], "phases": prm["phases"],
+            tune_rows.append({"budget_fraction": frac, "budget_steps": steps,
+                              "arm": "uba_tuned", "trial": i, "phi": prm["phi"],
+                              "phases": prm["phases"], "lr": prm.get("lr", base["lr"]),
                               "holdout_val_accuracy": v})
+        arm_lr = {arm: base["lr"] for arm in ARMS} | {"uba_tuned": best["lr"]}
+        for arm in ARMS[1:] if lr_grid else ():
+            scores = {}
+            for i, lr_i in enumerate(lr_grid or ()):
+                cfg = {**base, **arm_config(arm, best), "lr": lr_i, "total_steps": steps,
+                       "seed": TUNE_SEED}
+                scores[lr_i] = train_final(cfg, tune_bundle)["val_accuracy"]
+                tune_rows.append({"budget_fraction": frac, "budget_steps": steps, "arm": arm,
+                                  "trial": i, "lr": lr_i, "holdout_val_accuracy": scores[lr_i]})
+            arm_lr[arm] = max(scores, key=lambda k: scores[k] if math.isfinite(scores[k])
+                              else -1.0)
+        best["arm_lr"] = arm_lr
         logger.info("budget %d: tuned phi=%.3g phases=%d (holdout acc %.4f)", steps,
                     best["phi"], best["phases"], best_val)
 
         for arm in ARMS:
             for seed in range(p["seeds"]):
-                cfg = {**base, **arm_config(arm, best), "total_steps": steps, "seed": seed}
+                cfg = {**base, **arm_config(arm, best), "lr": arm_lr[arm],
+                       "total_steps": steps, "seed": seed}
                 m = train_final(cfg, bundle)
                 rows.append({"budget_fraction": frac, "budget_steps": steps, "arm": arm,
                              "seed": seed, "phi": cfg.get("phi", ""),
-                             "phases": cfg.get("phases", ""),
+                             "phases": cfg.get("phases", ""), "lr": arm_lr[arm],
                              "test_accuracy": m["val_accuracy"], "test_loss": m["val_loss"],
                              "train_loss": m.get("train_loss", math.nan),
                              "seconds": m["seconds"]})
@@ -178,8 +201,10 @@ def run(preset: str, out_dir: Path, *, seeds: int | None = None, tune_trials: in
     write_csv(out_dir / f"{NAME}{suffix}.csv", rows)
     write_csv(out_dir / f"{NAME}{suffix}_tuning.csv", tune_rows)
     plot(rows, budgets, best_by_budget, out_dir / f"{NAME}{suffix}.png", base["lr"])
+    extra = (f" --lr {p['lr']:g}" if lr is not None and lr != PRESETS[preset]["lr"] else "") + (
+        " --lr-grid " + ",".join(f"{x:g}" for x in lr_grid) if lr_grid else "")
     md = markdown(preset, p, bundle, full_steps, budgets, best_by_budget, summary, wall,
-                  extra_args=f" --lr {p['lr']:g}" if lr_suffix else "")
+                  extra_args=extra, lr_grid=lr_grid)
     (out_dir / f"{NAME}{suffix}.md").write_text(md)
     return {"summary": summary, "best": best_by_budget, "rows": rows, "tune_rows": tune_rows,
             "wall_s": wall}
@@ -231,7 +256,7 @@ def plot(rows: list[dict[str, Any]], budgets: list[int], best: dict[int, dict[st
     steps = budgets[-1]
     for arm in ARMS:
         cfg = arm_config(arm, best[steps])
-        params = {**cfg["schedule_params"], "eta_max": lr}
+        params = {**cfg["schedule_params"], "eta_max": best[steps].get("arm_lr", {}).get(arm, lr)}
         if cfg["schedule"] == "uba":
             params.update(phi=cfg["phi"], phases=cfg["phases"])
         values = create_schedule(cfg["schedule"], steps, **params).values()
@@ -248,8 +273,13 @@ def plot(rows: list[dict[str, Any]], budgets: list[int], best: dict[int, dict[st
 
 def markdown(preset: str, p: dict[str, Any], bundle: Any, full_steps: int, budgets: list[int],
              best: dict[int, dict[str, Any]], summary: dict[int, dict[str, Any]],
-             wall: float, extra_args: str = "") -> str:
+             wall: float, extra_args: str = "",
+             lr_grid: tuple[float, ...] | None = None) -> str:
     info = machine_info(p["device"])
+    lr_text = (f"η_max = {p['lr']} for every arm" if not lr_grid else
+               f"η_max tuned for every arm on the held-out split (baselines and UBA φ=5: best "
+               f"of {list(lr_grid)}; tuned UBA: searched log-uniformly in "
+               f"[{min(lr_grid)}, {max(lr_grid)}] with φ and phases)")
     cmd = "python -m bench.schedule_quality" + (
         "" if preset == "cpu" else f" --preset {preset}") + extra_args
     seeds = (f"evaluation seeds 0..{p['seeds'] - 1} (init + batch order, shared by all arms); "
@@ -259,7 +289,7 @@ def markdown(preset: str, p: dict[str, Any], bundle: Any, full_steps: int, budge
         provenance_md(info, cmd, seeds),
         f"Setup: `{p['model']}` {p['model_kwargs'] or ''} on `{p['dataset']}` "
         f"{p['dataset_kwargs'] or ''} ({bundle.num_train} train, {bundle.num_val} test), SGD "
-        f"momentum 0.9, η_max = {p['lr']} for every arm, η_min = 0, weight decay "
+        f"momentum 0.9, {lr_text}, η_min = 0, weight decay "
         f"{p['weight_decay']}, batch {p['batch_size']}; full budget {p['full_epochs']} epochs "
         f"= {full_steps} steps; budgets {budgets} steps (25/50/100 %), each from scratch. "
         f"Tuned UBA: {p['tune_trials']} Optuna TPE trials per budget with phitune's search "
@@ -282,6 +312,7 @@ def markdown(preset: str, p: dict[str, Any], bundle: Any, full_steps: int, budge
         f"{b}: φ={best[b]['phi']:.3g}, {best[b]['phases']} phase(s) (held-out acc "
         f"{100 * best[b]['holdout_accuracy']:.2f} %)" for b in budgets) + "."
         + _edge_note(best, budgets) + "\n",
+        *(_lr_table(best, budgets) if lr_grid else []),
         "## Paired per seed: tuned UBA − arm (accuracy points; wins/ties/losses of tuned UBA; "
         "exact sign-flip p)\n",
         "| vs | " + " | ".join(f"{b} steps" for b in budgets) + " |",
@@ -298,6 +329,17 @@ def markdown(preset: str, p: dict[str, Any], bundle: Any, full_steps: int, budge
         f"Files: `{NAME}*.csv` (one row per arm × budget × seed), `{NAME}*_tuning.csv` "
         "(every tuning trial), `.png` (accuracy per arm; LR curves at the full budget).\n"]
     return "\n".join(lines)
+
+
+def _lr_table(best: dict[int, dict[str, Any]], budgets: list[int]) -> list[str]:
+    """η_max each arm used per budget (chosen on the held-out split)."""
+    out = ["η_max chosen on the held-out split:\n",
+           "| arm | " + " | ".join(f"{b} steps" for b in budgets) + " |",
+           "|---|" + "---|" * len(budgets)]
+    for arm in ARMS:
+        out.append(f"| {LABELS[arm]} | " + " | ".join(
+            f"{best[b]['arm_lr'][arm]:.3g}" for b in budgets) + " |")
+    return [*out, ""]
 
 
 def _edge_note(best: dict[int, dict[str, Any]], budgets: list[int]) -> str:
@@ -319,13 +361,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-trials", type=int)
     parser.add_argument("--full-epochs", type=int)
     parser.add_argument("--lr", type=float, help="η_max of every arm (default: the preset's)")
+    parser.add_argument("--lr-grid", type=lambda v: tuple(float(x) for x in v.split(",")),
+                        help="tune η_max of every arm on the held-out split, e.g. "
+                             "0.025,0.05,0.1,0.2 (files get a _tunedlr suffix)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     preset = "smoke" if args.smoke else args.preset
     res = run(preset, args.out, seeds=args.seeds, tune_trials=args.tune_trials,
-              full_epochs=args.full_epochs, lr=args.lr)
+              full_epochs=args.full_epochs, lr=args.lr, lr_grid=args.lr_grid)
     logger.info("done in %.1f s; wrote %s", res["wall_s"], args.out)
     return 0
 

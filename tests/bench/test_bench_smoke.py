@@ -124,3 +124,23 @@ def test_phi_suggestions_smoke(tmp_path) -> None:
         default = next(r for r in rows if r["case"] == case and r["source"] == "paper_default")
         assert float(default["phi"]) == 5.0
     assert (tmp_path / "phi_suggestions_smoke.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_schedule_quality_tunes_eta_max_of_every_arm(tmp_path) -> None:
+    """--lr-grid: each baseline evaluates at the η_max that won on the held-out split."""
+    grid = (0.02, 0.1)
+    schedule_quality.run("smoke", tmp_path, seeds=1, tune_trials=2, lr_grid=grid)
+    rows = read_csv(tmp_path / "schedule_quality_smoke_tunedlr.csv")
+    tuning = read_csv(tmp_path / "schedule_quality_smoke_tunedlr_tuning.csv")
+    for r in rows:
+        steps, arm, lr = r["budget_steps"], r["arm"], float(r["lr"])
+        trials = [t for t in tuning if t["budget_steps"] == steps and t["arm"] == arm]
+        if arm == "uba_tuned":
+            assert min(grid) <= lr <= max(grid)  # searched log-uniformly over the range
+            assert lr in {float(t["lr"]) for t in trials}
+        else:
+            assert {float(t["lr"]) for t in trials} == set(grid)
+            best = max(trials, key=lambda t: float(t["holdout_val_accuracy"]))
+            assert lr == float(best["lr"])
+    assert "η_max chosen on the held-out split" in (
+        tmp_path / "schedule_quality_smoke_tunedlr.md").read_text()
