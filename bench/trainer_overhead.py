@@ -137,9 +137,13 @@ def cpu_time_ratio(config: dict, bundle, device: torch.device, steps: int, repea
         hand_loop(cfg, bundle, device)
 
     ratios = []
-    for _ in range(repeats):
-        t = cost(run_trainer, 2 * steps) - cost(run_trainer, steps)
-        h = cost(run_hand, 2 * steps) - cost(run_hand, steps)
+    for i in range(repeats):
+        if i % 2 == 0:
+            t = cost(run_trainer, 2 * steps) - cost(run_trainer, steps)
+            h = cost(run_hand, 2 * steps) - cost(run_hand, steps)
+        else:
+            h = cost(run_hand, 2 * steps) - cost(run_hand, steps)
+            t = cost(run_trainer, 2 * steps) - cost(run_trainer, steps)
         ratios.append(h / t)
     return statistics.median(ratios)
 
@@ -190,9 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         trainer(config, bundle)  # warm-up (allocator, kernels) for both
         hand_loop(config, bundle, device)
         t_runs, h_runs = [], []
-        for _ in range(args.repeats):
-            t_runs.append(trainer(config, bundle))
-            h_runs.append(hand_loop(config, bundle, device))
+        for i in range(args.repeats):  # ABBA order: neither side always runs first
+            if i % 2 == 0:
+                t_runs.append(trainer(config, bundle))
+                h_runs.append(hand_loop(config, bundle, device))
+            else:
+                h_runs.append(hand_loop(config, bundle, device))
+                t_runs.append(trainer(config, bundle))
         t_med, h_med = statistics.median(t_runs), statistics.median(h_runs)
         paired = statistics.median(t / h for t, h in zip(t_runs, h_runs, strict=True))
         cpu_ratio = float("nan")
@@ -238,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Trainer overhead: `run_training` vs a hand-written PyTorch loop",
         "",
         f"Machine: {machine}; Python {platform.python_version()}, torch {torch.__version__}. "
-        f"{args.steps} steps per run, median of {args.repeats} alternating runs after one "
+        f"{args.steps} steps per run, median of {args.repeats} runs in ABBA order after one "
         "warm-up each. Goal: ratio >= 0.95. `ratio` = median trainer / median hand loop; "
         "`paired` = median of the per-repeat ratios (each pair ran back to back); "
         "`cpu-time` = hand-loop / trainer process CPU seconds per training step (runs of N "
