@@ -133,6 +133,22 @@ def _theory(report: CurvatureReport | None) -> list[PhiSuggestion]:
     return out
 
 
+def _real_check(calibration: Mapping[str, Any], family: str) -> str:
+    """One sentence on the held-out real-network check of the calibration, if it was run."""
+    val = (calibration.get("validation_real") or {}).get(family)
+    if not val:
+        return "; not validated on real networks"
+    scores = val["scores"]
+    cal = next((v for k, v in scores.items() if k.startswith("calibrated (")), None)
+    default = scores.get("paper default")
+    if cal is None or default is None:
+        return ""
+    return (
+        f"; held-out check on {val['n_points']} real digits-MLP tunings: median regret "
+        f"{cal['median_regret']:.1%} (paper default {default['median_regret']:.1%})"
+    )
+
+
 def _unreliable(report: CurvatureReport | None, definition: str) -> str | None:
     """Why a report's kappa should not be fed to the calibration, or None.
 
@@ -201,6 +217,7 @@ def _calibrated(
             f"(paper default: {fam['paper_default']['median_regret']:.1%}, 2 kappa: "
             f"{fam['theory_2kappa']['median_regret']:.1%})"
         )
+        rationale += _real_check(calibration, family)
         if notes or skipped:
             rationale += "; " + "; ".join(skipped + notes)
         return [PhiSuggestion(
