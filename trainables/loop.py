@@ -455,6 +455,13 @@ def run_training(
         window_loss = float(resume_state.get("window_loss", 0.0))
         window_steps = int(resume_state.get("window_steps", 0))
         logger.info("resuming %s/%s at step %d", cfg.model, cfg.dataset, start_step)
+        if start_step >= cfg.total_steps:  # restored from the final checkpoint: nothing to do
+            return {
+                "step": start_step,
+                **evaluate(p.forward, p.model, p.bundle, cfg, p.device),
+                "lr": p.optimizer.param_groups[0]["lr"],
+                "done": True,
+            }
 
     buf: list[torch.Tensor] = []  # detached per-step losses, still on the device
     buf_lrs: list[float] = []

@@ -239,3 +239,12 @@ def test_bf16_autocast_and_channels_last_on_cpu_and_exact_resume():
 def test_cuda_requested_without_gpu_is_a_clear_error():
     with pytest.raises(ConfigError, match="CUDA is not available"):
         run_training({**BASE, "device": "cuda"}, Recorder())
+
+
+def test_resume_from_the_final_checkpoint_trains_no_further():
+    rec = Recorder()
+    final = run_training({**BASE, "total_steps": 10, "eval_every": 10}, rec)
+    again = Recorder()
+    out = run_training({**BASE, "total_steps": 10}, again, resume_state=rec.states[-1])
+    assert again.metrics == [] and out["done"] is True and out["step"] == 10
+    assert out["val_loss"] == final["val_loss"]
