@@ -36,7 +36,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-#: Alembic version table of phitune's schema (Optuna's RDB storage owns ``alembic_version``).
+#: Alembic version table of phitune's schema. Optuna's RDB storage, which may share the
+#: database, owns ``alembic_version`` and the tables ``studies``/``trials``, hence the prefixes.
 VERSION_TABLE = "phitune_alembic_version"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -50,7 +51,7 @@ class Base(DeclarativeBase):
 
 
 class StudyRow(Base):
-    __tablename__ = "studies"
+    __tablename__ = "phitune_studies"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200))
@@ -70,9 +71,9 @@ class StudyRow(Base):
 
 
 class TrialRow(Base):
-    __tablename__ = "trials"
+    __tablename__ = "phitune_trials"
 
-    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"), primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("phitune_studies.id"), primary_key=True)
     trial_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     budget_steps: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
@@ -112,9 +113,13 @@ class Store:
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            # a server may drop idle connections; a local SQLite file cannot (and a ping
+            # per checkout would be a third of a small read's cost)
+            kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -307,8 +312,11 @@ def upgrade_schema(engine: Engine) -> None:
             # API replicas may start together: one migrates, the others wait, then see head.
             connection.execute(text("SELECT pg_advisory_xact_lock(7472730)"))
         config = _alembic_config(connection)
-        tables = set(inspect(connection).get_table_names())
-        if "studies" in tables and VERSION_TABLE not in tables:
+        inspector = inspect(connection)
+        tables = set(inspector.get_table_names())
+        if VERSION_TABLE not in tables and "studies" in tables and "idempotency_key" in {
+                c["name"] for c in inspector.get_columns("studies")}:
+            # phitune's first release (``create_all``), not Optuna's table of the same name
             command.stamp(config, "0001")
         command.upgrade(config, "head")
 

@@ -98,14 +98,16 @@ def test_legacy_database_is_stamped_and_upgraded(url):
     engine = sa.create_engine(url)
     meta = sa.MetaData()
     sa.Table("studies", meta, sa.Column("id", sa.String(36), primary_key=True),
-             sa.Column("name", sa.String(200)), sa.Column("status", sa.String(16)),
+             sa.Column("name", sa.String(200)),
+             sa.Column("status", sa.String(16), index=True),
              sa.Column("spec", sa.JSON), sa.Column("created_at", sa.DateTime(timezone=True)),
              sa.Column("started_at", sa.DateTime(timezone=True)),
              sa.Column("finished_at", sa.DateTime(timezone=True)), sa.Column("error", sa.Text),
              sa.Column("result", sa.JSON), sa.Column("dashboard_url", sa.String(500)),
              sa.Column("driver_pid", sa.Integer),
              sa.Column("idempotency_key", sa.String(200), unique=True))
-    sa.Table("trials", meta, sa.Column("study_id", sa.String(36), primary_key=True),
+    sa.Table("trials", meta, sa.Column("study_id", sa.String(36), sa.ForeignKey("studies.id"),
+                                       primary_key=True),
              sa.Column("trial_id", sa.String(64), primary_key=True),
              sa.Column("budget_steps", sa.Integer), sa.Column("status", sa.String(16)),
              sa.Column("params", sa.JSON), sa.Column("step", sa.Integer),
@@ -121,9 +123,41 @@ def test_legacy_database_is_stamped_and_upgraded(url):
     assert schema_revision(store.engine) == HEAD
     old = store.get_study("old")
     assert old.status == "succeeded" and old.launches == 0
-    cols = {c["name"] for c in sa.inspect(store.engine).get_columns("trials")}
-    assert "node_ip" in cols
-    assert VERSION_TABLE in sa.inspect(store.engine).get_table_names()
+    inspector = sa.inspect(store.engine)
+    assert "node_ip" in {c["name"] for c in inspector.get_columns("phitune_trials")}
+    assert {"phitune_studies", "phitune_trials", VERSION_TABLE} <= set(
+        inspector.get_table_names())
+    assert not {"studies", "trials"} & set(inspector.get_table_names())
+    fks = inspector.get_foreign_keys("phitune_trials")
+    assert [fk["referred_table"] for fk in fks] == ["phitune_studies"]
+
+
+def test_optuna_search_state_lives_in_the_same_database(url):
+    """OptunaSearch with ``RDBStorage(<store url>)``: Optuna's tables (``studies``, ``trials``,
+    ``alembic_version``) sit next to phitune's, both schemas at their heads, and the searcher's
+    history survives a new process (a restarted driver) under ``<study id>-<budget>``."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    store = Store(url)
+    sid = store.create_study({"model": "mlp"}, "with optuna")[0].id
+    space = {"phi": optuna.distributions.FloatDistribution(0.1, 10, log=True)}
+    search = OptunaSearch(space=space, metric="val_accuracy", mode="max",
+                          storage=optuna.storages.RDBStorage(url), study_name=f"{sid}-120",
+                          sampler=optuna.samplers.TPESampler(seed=0))
+    for i in range(3):
+        config = search.suggest(f"t{i}")
+        search.on_trial_complete(f"t{i}", {"val_accuracy": 0.5 + i / 10, **config})
+
+    # what optuna-dashboard <url> reads
+    assert f"{sid}-120" in optuna.get_all_study_names(url)
+    study = optuna.load_study(study_name=f"{sid}-120", storage=url)
+    assert [round(t.value, 6) for t in study.trials] == [0.5, 0.6, 0.7]
+    tables = set(sa.inspect(store.engine).get_table_names())
+    assert {"studies", "trials", "alembic_version", "phitune_studies", VERSION_TABLE} <= tables
+    # phitune's rows and schema are untouched; a restart neither re-stamps nor fails
+    assert Store(url).get_study(sid).name == "with optuna"
+    assert schema_revision(store.engine) == HEAD
 
 
 def test_concurrent_startups_migrate_once(url):
