@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 class CurvatureJobRow(Base):
-    __tablename__ = "curvature_jobs"
+    __tablename__ = "phitune_curvature_jobs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     status: Mapped[str] = mapped_column(String(16), index=True)

@@ -16,7 +16,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
-        "curvature_jobs",
+        "phitune_curvature_jobs",
         sa.Column("id", sa.String(36), primary_key=True),
         sa.Column("status", sa.String(16), nullable=False, index=True),
         sa.Column("spec", sa.JSON, nullable=False),
@@ -31,4 +31,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("curvature_jobs")
+    op.drop_table("phitune_curvature_jobs")
