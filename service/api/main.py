@@ -91,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runner = make_runner(settings, store)
         app.state.settings, app.state.store, app.state.runner = settings, store, runner
         reconcile(store, runner, settings.max_launches)
+        # import the registries now, not in the first POST (seconds: torch, plugins)
+        await asyncio.to_thread(studies.registry_names)
         watcher = (asyncio.create_task(_reconcile_forever(store, runner, settings))
                    if settings.reconcile_interval_s > 0 else None)
         yield
