@@ -34,6 +34,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 #: Alembic version table of phitune's schema. Optuna's RDB storage, which may share the
@@ -148,16 +149,21 @@ class Store:
 
         Returns (row, created).
         """
-        with self.session() as s:
-            if idempotency_key:
-                existing = s.scalar(
-                    select(StudyRow).where(StudyRow.idempotency_key == idempotency_key)
-                )
-                if existing is not None:
-                    return existing, False
-            row = StudyRow(id=str(uuid.uuid4()), name=name, status="queued", spec=spec,
-                           created_at=utcnow(), idempotency_key=idempotency_key)
-            s.add(row)
+        if idempotency_key:
+            existing = self.find_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                return existing, False
+        row = StudyRow(id=str(uuid.uuid4()), name=name, status="queued", spec=spec,
+                       created_at=utcnow(), idempotency_key=idempotency_key)
+        try:
+            with self.session() as s:
+                s.add(row)
+        except IntegrityError:
+            # two requests with the same new key raced; the unique constraint picked one
+            existing = self.find_by_idempotency_key(idempotency_key) if idempotency_key else None
+            if existing is None:
+                raise
+            return existing, False
         return row, True
 
     def find_by_idempotency_key(self, key: str) -> StudyRow | None:

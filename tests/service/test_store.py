@@ -177,3 +177,24 @@ def test_concurrent_startups_migrate_once(url):
         t.join()
     assert not errors, errors
     assert schema_revision(Store(url).engine) == HEAD
+
+
+def test_idempotency_key_race_creates_one_study(url):
+    """Concurrent POSTs with the same new key: one study, every caller gets it."""
+    store = Store(url)
+    results: list[tuple[str, bool]] = []
+    barrier = threading.Barrier(6)
+
+    def submit() -> None:
+        barrier.wait()
+        row, created = store.create_study({"model": "mlp"}, "race", idempotency_key="same")
+        results.append((row.id, created))
+
+    threads = [threading.Thread(target=submit) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 6
+    assert len({r[0] for r in results}) == 1 and sum(r[1] for r in results) == 1
+    assert store.list_studies()[1] == 1
