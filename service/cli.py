@@ -63,8 +63,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port:
         overrides["port"] = args.port
     settings = Settings(**overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=args.log_level)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # e.g. a network address without an API token
+        raise CLIError(str(exc)) from None
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
     return 0
 
 

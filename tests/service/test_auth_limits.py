@@ -147,3 +147,17 @@ def test_client_sends_the_token(tmp_path):
             with pytest.raises(PhiTuneError) as err:
                 client.cancel("x")
             assert err.value.status_code == 404
+
+
+def test_cli_serve_refuses_network_bind_without_token(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PHITUNE_API_TOKEN", "PHITUNE_API_TOKEN_FILE")}
+    env["PHITUNE_DATA_DIR"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--host", "0.0.0.0",
+                          "--port", "1"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2
+    assert "no API token" in out.stderr and "Traceback" not in out.stderr
