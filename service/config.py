@@ -74,9 +74,6 @@ class Settings(BaseSettings):
     tune_checkpoint_s: float = Field(
         1.0, gt=0, description="Tune experiment-state save period of a driver (resume window)"
     )
-    optuna_storage: bool = Field(
-        True, description="keep OptunaSearch's study in the store's database (RDBStorage)"
-    )
 
     @property
     def sqlalchemy_url(self) -> str:
