@@ -16,9 +16,10 @@ from typing import Any
 KAPPA_DEFINITIONS: dict[str, str] = {
     "lanczos": "lambda_max / smallest positive Ritz value (Lanczos, all probes)",
     "trace": "lambda_max / (trace / n): top eigenvalue over the mean eigenvalue (Hutchinson)",
-    "slq_quantile": "lambda_max / q-quantile of the positive part of the SLQ spectral density",
-    "ggn": "lambda_max / q-quantile of the positive SLQ density of the Gauss-Newton matrix "
-    "(positive semi-definite)",
+    "slq_quantile": "lambda_max / q-quantile of the resolved positive part of the SLQ density "
+    "(Ritz values certified positive by their residual bound)",
+    "ggn": "lambda_max / q-quantile of the resolved positive SLQ density of the Gauss-Newton "
+    "matrix (positive semi-definite)",
 }
 
 

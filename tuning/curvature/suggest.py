@@ -140,6 +140,7 @@ def _real_check(calibration: Mapping[str, Any], family: str) -> str:
         return "; not validated on real networks"
     scores = val["scores"]
     cal = next((v for k, v in scores.items() if k.startswith("calibrated (")), None)
+    # (the entry is what suggest_phi itself returned for the real networks' reports)
     default = scores.get("paper default")
     if cal is None or default is None:
         return ""
