@@ -9,7 +9,9 @@ PIP := $(VENV)/bin/pip
 DATA_DIR ?= .phitune/data
 PYTEST_ARGS ?=
 
-.PHONY: venv data demo test lint serve bench-schedules bench-curvature bench-trainer clean
+.PHONY: venv data postgres demo test lint serve clean bench-schedules bench-curvature \
+	bench-trainer bench-quality bench-quality-lr bench-quality-gpu bench-search bench-phi \
+	bench-service bench-load
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +27,10 @@ $(DATA_DIR)/.installed: scripts/install_data.sh | venv
 
 data: $(DATA_DIR)/.installed
 
+# PostgreSQL server binaries for the store tests (they start a throwaway cluster themselves)
+postgres:
+	bash scripts/install_postgres.sh
+
 demo: venv data
 	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(VENV)/bin/phitune demo
 
@@ -32,7 +38,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-test: venv data lint
+test: venv data postgres lint
 	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) -m pytest -q $(PYTEST_ARGS)
 
 serve: venv data
@@ -47,6 +53,29 @@ bench-curvature: venv data
 
 bench-trainer: venv data
 	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) bench/trainer_overhead.py
+
+bench-quality: venv data
+	$(PY) -m bench.schedule_quality
+	$(PY) -m bench.schedule_quality --lr 0.1 --seeds 3
+
+bench-quality-lr: venv data
+	$(PY) -m bench.schedule_quality --lr-grid 0.025,0.05,0.1,0.2 --seeds 3 --tune-trials 16
+
+bench-quality-gpu: venv data
+	$(PY) -m bench.schedule_quality --preset gpu --threads 4
+
+bench-search: venv data
+	$(PY) -m bench.search_efficiency
+	$(PY) -m bench.search_efficiency --train-seeds 3
+
+bench-phi: venv data
+	$(PY) -m bench.phi_suggestions
+
+bench-service: venv data
+	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) bench/service_overhead.py
+
+bench-load: venv
+	$(PY) bench/load_api.py
 
 clean:
 	rm -rf .phitune .pytest_cache .ruff_cache

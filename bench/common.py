@@ -16,8 +16,8 @@ Why these helpers:
   and the arms are compared on the test set, so the tuned schedule is not selected on the very
   numbers it is judged by.
 * **phitune's search configuration** (:func:`phitune_sampler`, :func:`phitune_points`): the
-  space and warm-start points come from :mod:`tuning.search` itself, the sampler mirrors
-  ``tuning.search.build_tuner`` (seeded ``TPESampler``, ``n_startup_trials = min(4, n)``).
+  space and warm-start points come from :mod:`tuning.search` itself, the sampler is
+  ``tuning.search.make_sampler`` (seeded ``TPESampler``, ``n_startup_trials = min(4, n)``).
 """
 
 from __future__ import annotations
@@ -261,11 +261,10 @@ def phitune_spec(model: str, dataset: str, total_steps: int, *, optimizer: str =
 
 
 def phitune_sampler(spec: Any) -> Any:
-    """The sampler ``tuning.search.build_tuner`` gives OptunaSearch (kept in step with it)."""
-    import optuna
+    """The sampler ``tuning.search.build_tuner`` gives OptunaSearch (the same function)."""
+    from tuning.search import make_sampler
 
-    return optuna.samplers.TPESampler(seed=spec.seed,
-                                      n_startup_trials=min(4, spec.num_trials))
+    return make_sampler(spec)
 
 
 def phitune_points(spec: Any, warm_start: Sequence[Mapping[str, Any]] = ()) -> list[dict]:

@@ -225,4 +225,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m service.cli`: run the imported module's main so its exception classes are the
+    # ones other modules (service.cli_schedules) raise, not this __main__ copy's.
+    from service.cli import main as _main
+
+    sys.exit(_main())

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     )
     ray_num_cpus: int | None = Field(None, description="CPUs of a local Ray (None = all)")
     ray_dashboard: bool = Field(True, description="start the dashboard with a local Ray")
+    optuna_in_store: bool = Field(
+        True, description="keep each budget's Optuna study in the store's database "
+        "(optuna-dashboard <database_url> opens it)")
     host: str = Field("127.0.0.1", description="bind address; loopback unless a token is set")
     port: int = 8000
     # security ------------------------------------------------------------------------------

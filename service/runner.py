@@ -72,6 +72,7 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         compare_eta_max=tuple(spec.compare_eta_max),
         target=spec.target,
         curvature=spec.curvature,
+        optuna_storage_url=settings.sqlalchemy_url if settings.optuna_in_store else None,
     )
 
 

@@ -68,6 +68,17 @@ def initial_points(spec: StudySpec, warm_start: Sequence[dict[str, Any]] = ()) -
     return points[: spec.num_trials]
 
 
+def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """phitune's sampler: TPE, seeded; 4 random startup trials at most (the fixed starting
+    points — warm starts, suggestions, paper default — come before those)."""
+    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(4, spec.num_trials))
+
+
+def optuna_study_name(spec: StudySpec, budget_steps: int) -> str:
+    """Name of a budget's Optuna study in the RDB storage (what optuna-dashboard lists)."""
+    return f"{spec.study_id}-budget-{budget_steps}"
+
+
 class SinkCallback(tune.Callback):
     """Forwards Ray Tune trial events of one budget to a :class:`StudySink`."""
 
@@ -158,12 +169,17 @@ def build_tuner(
         return tune.Tuner.restore(path, trainable=wrapped, resume_unfinished=True,
                                   resume_errored=True, param_space=None)
 
+    storage = None
+    if spec.optuna_storage_url:
+        storage = optuna.storages.RDBStorage(spec.optuna_storage_url)
     searcher = OptunaSearch(
         space=optuna_space(spec),
         metric=spec.metric,
         mode=spec.mode,
         points_to_evaluate=initial_points(spec, warm_start),
-        sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(4, spec.num_trials)),
+        sampler=make_sampler(spec),
+        study_name=optuna_study_name(spec, budget_steps) if storage is not None else None,
+        storage=storage,
     )
     scheduler = None
     if spec.early_stopping:

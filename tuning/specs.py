@@ -153,6 +153,9 @@ class StudySpec:
     compare_eta_max: tuple[float, ...] = ()
     target: float | None = None
     curvature: bool = False
+    #: SQLAlchemy URL of an Optuna RDB storage: the search state of each budget is then an
+    #: Optuna study ``<study_id>-budget-<steps>`` that optuna-dashboard can open.
+    optuna_storage_url: str | None = None
     history: tuple[Any, ...] = ()  # tuning.curvature.HistoryPoint of finished studies
 
     def __post_init__(self) -> None:

@@ -87,3 +87,20 @@ def test_curvature_suggestions_warm_start_the_search_and_report_their_gap(local_
     history_gap = next(sg for sg in result.suggestions if sg["source"] == "history")["gaps"][0]
     assert history_gap["phi_evaluated"] == pytest.approx(3.0)
     assert history_gap["status"] == "evaluated"
+
+
+def test_search_state_lives_in_an_optuna_rdb_storage(local_ray, tmp_path):
+    import optuna
+
+    from tuning.search import optuna_study_name
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    s = spec(tmp_path, budget_fractions=(1.0,), total_steps=30, num_trials=2, compare=(),
+             seeds=1, optuna_storage_url=url, early_stopping=False)
+    result = run_study(s, NullSink())
+    study = optuna.load_study(study_name=optuna_study_name(s, 30), storage=url)
+    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trials) == 2
+    assert {"phi", "phases"} <= set(trials[0].params)
+    best = max(t.value for t in trials)
+    assert best == pytest.approx(result.best.value)
