@@ -79,6 +79,17 @@ def test_least_squares_more_params_than_steps_trace_and_lmax():
     assert math.isfinite(rep.lambda_max_spread) and rep.lambda_max_spread > 0
 
 
+def test_probe_groups_under_a_memory_cap():
+    """With a basis budget of two probes, 6 probes run in 3 groups; results stay exact."""
+    model, x, y, ev = _ls_problem(n=300, d=40, seed=2)
+    rep = estimate_curvature(model, half_mse, [(x, y)], num_probes=6, lanczos_steps=30,
+                             max_basis_bytes=25_000)
+    assert rep.settings["probe_groups"] == 3
+    assert rep.lambda_max == pytest.approx(ev.max(), rel=1e-2)
+    assert rep.trace == pytest.approx(ev.sum(), rel=5e-2)
+    assert len(rep.density_values) == 256 and rep.converged
+
+
 def test_ggn_operator_is_psd_and_equals_hessian_for_least_squares():
     model, x, y, ev = _ls_problem(d=8)
     rep = estimate_curvature(model, half_mse, [(x, y)], ggn=True, num_probes=2,

@@ -168,6 +168,67 @@ def lanczos(
 
 
 @dataclass
+class SpectrumSample:
+    """Per-probe Lanczos results merged over probe groups (what the estimator consumes)."""
+
+    ritz: list[np.ndarray]
+    weights: list[np.ndarray]
+    residuals: list[np.ndarray]
+    trace_estimates: np.ndarray  # deflated Hutchinson per probe
+    top_vector: Tensor  # Ritz vector of the largest Ritz value over all probes
+    steps: int
+    groups: int
+
+
+def lanczos_probes(
+    matvec: MatVec,
+    n: int,
+    k: int,
+    steps: int,
+    *,
+    generator: torch.Generator,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_basis_bytes: int,
+) -> SpectrumSample:
+    """:func:`lanczos` over ``k`` probes, in groups whose stored basis fits ``max_basis_bytes``.
+
+    Why groups: full re-orthogonalisation keeps ``(steps + 1) * n`` numbers per probe; for
+    an 11 M-parameter ResNet-18 with 30 steps and 8 probes that is 10 GB. Groups run one
+    after another (same products in total, fewer vectors per backward); each keeps >= 2
+    probes when it can, so the deflated trace still has a partner probe.
+    """
+    m = max(1, min(steps, n))
+    itemsize = 8 if n * (m + 1) * k <= _FLOAT64_BASIS_LIMIT else torch.finfo(dtype).bits // 8
+    per_probe = n * (m + 3) * itemsize
+    fit = max(1, int(max_basis_bytes // per_probe))
+    size = k if fit >= k else max(min(2, k), fit)
+    if size * per_probe > max_basis_bytes:
+        logger.warning("Lanczos basis of %d probe(s) needs %.2f GB > max_basis_bytes %.2f GB",
+                       size, size * per_probe / 1e9, max_basis_bytes / 1e9)
+    n_groups = -(-k // size)
+    sizes = [len(a) for a in np.array_split(np.arange(k), n_groups)]
+    ritz: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    residuals: list[np.ndarray] = []
+    traces = []
+    top_val, top_vec = -np.inf, None
+    for g in sizes:
+        res = lanczos(matvec, n, g, steps, generator=generator, device=device, dtype=dtype)
+        ritz += res.ritz
+        weights += res.weights
+        residuals += res.residuals
+        traces.append(res.deflated_trace())
+        p = int(np.argmax([r[-1] for r in res.ritz]))
+        if res.ritz[p][-1] > top_val:
+            top_val, top_vec = float(res.ritz[p][-1]), res.ritz_vector(p, -1)
+        del res
+    assert top_vec is not None
+    return SpectrumSample(ritz, weights, residuals, np.concatenate(traces), top_vec, m,
+                          len(sizes))
+
+
+@dataclass
 class PowerResult:
     value: float
     vector: Tensor
@@ -218,7 +279,7 @@ def power_iteration(
 
 
 def slq_density(
-    res: LanczosResult, grid: np.ndarray, sigma: float
+    res: LanczosResult | SpectrumSample, grid: np.ndarray, sigma: float
 ) -> np.ndarray:
     """Gaussian-smoothed SLQ spectral density on ``grid`` (integrates to ~1 over the spectrum).
 

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from tuning.curvature._lanczos import (
-    LanczosResult,
-    lanczos,
+    SpectrumSample,
+    lanczos_probes,
     power_iteration,
     slq_density,
     weighted_quantile,
@@ -40,7 +40,7 @@ def _sem(values: Sequence[float]) -> float:
     return float(arr.std(ddof=1) / math.sqrt(arr.size))
 
 
-def _positive_quantile(res: LanczosResult, thr: float, q: float) -> tuple[float, list[float]]:
+def _positive_quantile(res: SpectrumSample, thr: float, q: float) -> tuple[float, list[float]]:
     """q-quantile of the SLQ measure restricted to *resolved* positive eigenvalues.
 
     A Ritz value counts when ``theta > thr`` and ``theta > r`` (its residual bound ``r``:
@@ -84,6 +84,7 @@ def estimate_curvature(
     grid_points: int = 256,
     positive_threshold: float | None = None,
     batched_hvp: bool | None = None,
+    max_basis_bytes: int = 2 * 1024**3,
 ) -> CurvatureReport:
     """Estimate the spectrum of the loss Hessian (``ggn=False``) or Gauss-Newton matrix.
 
@@ -104,6 +105,8 @@ def estimate_curvature(
         positive_threshold: eigenvalues above ``positive_threshold * lambda_max`` count as
             positive; default ``100 * eps(dtype)`` (the float round-off floor of H v).
         batched_hvp: push all probes through one vmapped backward (default: on CUDA only).
+        max_basis_bytes: memory for the stored Lanczos vectors; probes beyond it run in
+            sequential groups (same number of products).
 
     Raises:
         ValueError: no trainable parameters, no batches, an empty batch, a non-finite loss or
@@ -128,8 +131,8 @@ def estimate_curvature(
     gen = torch.Generator().manual_seed(int(seed))
     warnings: list[str] = []
 
-    lz = lanczos(op.matvec, op.n, num_probes, lanczos_steps, generator=gen, device=op.device,
-                 dtype=op.dtype)
+    lz = lanczos_probes(op.matvec, op.n, num_probes, lanczos_steps, generator=gen,
+                        device=op.device, dtype=op.dtype, max_basis_bytes=max_basis_bytes)
     t_lanczos = time.perf_counter()
     hvp_lanczos = op.hvp_count
 
@@ -142,7 +145,7 @@ def estimate_curvature(
     shift = min(0.0, lambda_min_ritz)
     power = power_iteration(
         lambda v: op.matvec(v, per_batch=True),  # type: ignore[arg-type,return-value]
-        lz.ritz_vector(top_probe, -1).to(op.dtype),
+        lz.top_vector.to(op.dtype),
         shift=shift, max_iters=int(power_iters), tol=tol,
     )
     t_power = time.perf_counter()
@@ -162,7 +165,7 @@ def estimate_curvature(
 
     # --- trace (Hutchinson from the first Lanczos step, deflated by another probe's Krylov
     # space: no extra products, far lower variance when a few outliers dominate) -----------
-    hutch = lz.deflated_trace()
+    hutch = lz.trace_estimates
     trace = float(hutch.mean())
     trace_std = _sem(hutch.tolist())
 
@@ -228,7 +231,8 @@ def estimate_curvature(
             ))
         elif method == "ggn":
             kappas.append(_ggn_kappa(model, loss_fn, batches, lanczos_steps, num_probes,
-                                     seed, rel, density_quantile, warnings, batched_hvp))
+                                     seed, rel, density_quantile, warnings, batched_hvp,
+                                     max_basis_bytes))
 
     seconds = time.perf_counter() - t_start
     extra_hvp = sum(k.hvp_count for k in kappas if k.definition == "ggn" and not ggn)
@@ -264,7 +268,8 @@ def estimate_curvature(
         lambda_max_history=power.history,
         settings={
             "kappa_methods": list(kappa_methods), "lanczos_steps": lz.steps,
-            "num_probes": num_probes, "power_iters": power_iters, "tol": tol, "ggn": ggn,
+            "num_probes": num_probes, "probe_groups": lz.groups,
+            "power_iters": power_iters, "tol": tol, "ggn": ggn,
             "seed": seed, "density_quantile": density_quantile,
             "smallest_ritz_residual": bottom_res, "device": str(op.device),
             "dtype": str(op.dtype).replace("torch.", ""), "batched_hvp": op._batched,
@@ -289,6 +294,7 @@ def _ggn_kappa(
     q: float,
     warnings: list[str],
     batched: bool | None,
+    max_basis_bytes: int,
 ) -> KappaEstimate:
     """kappa of the Gauss-Newton matrix: lambda_max(G) / q-quantile of G's positive density.
 
@@ -298,8 +304,8 @@ def _ggn_kappa(
     t0 = time.perf_counter()
     op = CurvatureOperator(model, loss_fn, batches, ggn=True, batched=batched)
     gen = torch.Generator().manual_seed(int(seed) + 1)
-    lz = lanczos(op.matvec, op.n, probes, steps, generator=gen, device=op.device,
-                 dtype=op.dtype)
+    lz = lanczos_probes(op.matvec, op.n, probes, steps, generator=gen, device=op.device,
+                        dtype=op.dtype, max_basis_bytes=max_basis_bytes)
     tops = [float(r[-1]) for r in lz.ritz]
     lmax = max(tops)
     p = int(np.argmax(tops))
