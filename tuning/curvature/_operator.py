@@ -12,8 +12,9 @@ through the stored first-order graph per batch instead of a forward, a backward 
 backward (PyHessian's per-product cost in its data-loader mode). With ``batched=True``
 several vectors go through the same backward at once with ``is_grads_batched`` (vmap over
 the backward), so stochastic Lanczos quadrature runs all probes in one call; that pays on
-CUDA, while on CPU it measured no faster than a loop (bench/results/curvature_bench.md), so
-the default is batched on CUDA only. If an op has no batching rule we fall back to one
+CUDA, while on CPU it measured no faster than a loop (digits CNN, 2 164 params, 1 024
+samples, 1 thread: 8 vectors 0.85-1.04 s batched vs 0.57-0.82 s looped), so the default is
+batched on CUDA only. If an op has no batching rule we fall back to one
 backward per vector, with the same result.
 """
 
