@@ -9,13 +9,20 @@ from service.store import Store
 from tuning.curvature import HistoryPoint
 
 
+#: κ definitions in order of preference: the certified-positive SLQ quantile is seed-stable on
+#: networks; λmax/λmin⁺ (``lanczos``) is the noisiest.
+KAPPA_PREFERENCE = ("slq_quantile", "ggn", "trace", "lanczos")
+
+
 def _kappa(curvature: dict[str, Any] | None) -> tuple[float | None, str | None]:
+    """The past study's κ, preferring the definition ``suggest_phi`` compares by default."""
     if not curvature:
         return None, None
-    for k in curvature.get("kappas", []):
-        value = k.get("value")
+    found = {k.get("definition"): k.get("value") for k in curvature.get("kappas", [])}
+    for definition in KAPPA_PREFERENCE:
+        value = found.get(definition)
         if isinstance(value, int | float) and value > 0:
-            return float(value), k.get("definition")
+            return float(value), definition
     return None, None
 
 
