@@ -8,7 +8,6 @@ from typing import Any
 from service.store import Store
 from tuning.curvature import HistoryPoint
 
-
 #: κ definitions in order of preference: the certified-positive SLQ quantile is seed-stable on
 #: networks; λmax/λmin⁺ (``lanczos``) is the noisiest.
 KAPPA_PREFERENCE = ("slq_quantile", "ggn", "trace", "lanczos")
