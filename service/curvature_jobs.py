@@ -47,6 +47,14 @@ def create_job(store: Store, spec: dict[str, Any]) -> CurvatureJobRow:
     return row
 
 
+def count_active_jobs(store: Store) -> int:
+    from sqlalchemy import func, select
+
+    with store.session() as s:
+        return int(s.scalar(select(func.count()).select_from(CurvatureJobRow)
+                            .where(CurvatureJobRow.status.in_(("queued", "running")))) or 0)
+
+
 def get_job(store: Store, job_id: str) -> CurvatureJobRow | None:
     with store.session() as s:
         row = s.get(CurvatureJobRow, job_id)

@@ -76,9 +76,23 @@ def _stop(proc: subprocess.Popen, timeout: float = 20) -> None:
         proc.wait()
 
 
+def _ray_bin() -> str:
+    return shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+
+
+def ensure_ray_token() -> None:
+    """Create Ray's auth token (``~/.ray/auth_token``) if there is none yet, as ``ray start``
+    would; clients (the driver, the Jobs API, the dashboard) then read the same token."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    subprocess.run([_ray_bin(), "get-auth-token", "--generate"], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False)
+
+
 def start_ray_head(log: Path, num_cpus: int | None = None) -> tuple[subprocess.Popen, str, str]:
     """``ray start --head --block`` as a child process group; returns (proc, address, dashboard)."""
-    ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+    ray_bin = _ray_bin()
+    ensure_ray_token()
     port, dash = free_port(), free_port()
     cmd = [ray_bin, "start", "--head", "--block", f"--port={port}",
            f"--num-cpus={num_cpus or os.cpu_count() or 1}", "--dashboard-host=127.0.0.1",

@@ -83,7 +83,7 @@ class IntRange(_Strict):
 class SearchSpaceSpec(_Strict):
     """What Optuna searches. φ is log-uniform in (0, ∞); phases is an integer (= paper K − 1)."""
 
-    phi: PositiveRange = Field(default_factory=lambda: PositiveRange(min=0.1, max=50.0))
+    phi: PositiveRange = Field(default_factory=lambda: PositiveRange(min=0.01, max=50.0))
     phases: IntRange = Field(default_factory=IntRange)
     eta_max: PositiveRange | None = Field(None, description="also search η_max (log-uniform)")
     variant: Literal["cyclic", "restart"] = Field(
@@ -178,6 +178,7 @@ class TrialPublic(BaseModel):
     step: int
     metrics: dict[str, float]
     error: str | None = None
+    node_ip: str | None = Field(None, description="Ray node the trial ran on")
     updated_at: datetime
 
 

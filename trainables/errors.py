@@ -33,6 +33,10 @@ class UnknownNameError(TrainablesError, KeyError, ValueError):
     def __str__(self) -> str:  # KeyError would repr() the message; keep it readable
         return str(self.args[0])
 
+    def __reduce__(self) -> tuple:
+        # Ray pickles a trial's exception to record it; rebuild from the constructor's args
+        return (type(self), (self.kind, self.name, self.valid))
+
 
 class DatasetNotFoundError(TrainablesError, FileNotFoundError):
     """A dataset's files are not where they should be; the message names the expected layout."""
@@ -56,3 +60,7 @@ class DivergedError(TrainablesError, RuntimeError):
             f"training diverged: loss became {loss} at step {step} (lr={lr:.6g}); "
             "lower lr (eta_max) or use a faster-decaying schedule"
         )
+
+    def __reduce__(self) -> tuple:
+        # Ray pickles a trial's exception to record it; rebuild from the constructor's args
+        return (type(self), (self.step, self.loss, self.lr))

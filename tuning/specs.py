@@ -32,7 +32,7 @@ class SearchSpace:
     is a valid *schedule* but not a valid *log-range* bound).
     """
 
-    phi_min: float = 0.1
+    phi_min: float = 0.01
     phi_max: float = 50.0
     phases_min: int = 1
     phases_max: int = 3

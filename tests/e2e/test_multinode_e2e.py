@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from service.client import PhiTuneClient
-from service.demo import _stop, start_api, start_ray_head
+from service.demo import _stop, ensure_ray_token, start_api, start_ray_head
 from service.jobs import ray_auth_headers
 from service.store import Store
 
@@ -60,8 +60,8 @@ def alive_nodes(dashboard: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    if not ray_auth_headers():
-        pytest.skip("no Ray auth token (~/.ray/auth_token or RAY_AUTH_TOKEN)")
+    ensure_ray_token()  # a fresh machine has none until the first token-auth cluster starts
+    assert ray_auth_headers(), "no Ray auth token after `ray get-auth-token --generate`"
     logs = tmp_path_factory.mktemp("ray")
     head, address, dashboard = start_ray_head(logs / "head.log", num_cpus=1)
     worker = start_worker(address, logs / "worker.log")

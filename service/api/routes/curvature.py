@@ -7,8 +7,14 @@ from fastapi import APIRouter, Response, status
 
 from service.api.deps import SettingsDep, StoreDep
 from service.api.routes.studies import validate_model_and_dataset
-from service.curvature_jobs import CurvatureJobRow, create_job, get_job, launch_job
-from service.errors import PhituneError, ResultNotReadyError
+from service.curvature_jobs import (
+    CurvatureJobRow,
+    count_active_jobs,
+    create_job,
+    get_job,
+    launch_job,
+)
+from service.errors import PhituneError, ResultNotReadyError, TooManyStudiesError
 from service.resources import check_trial_resources
 from service.schemas import CurvatureCreate, CurvatureJobPublic, Link
 from tuning.curvature import CurvatureReport, hessian_density_plot
@@ -44,6 +50,8 @@ def create_curvature_job(spec: CurvatureCreate, store: StoreDep,
                          settings: SettingsDep) -> CurvatureJobPublic:
     validate_model_and_dataset(spec.model, spec.dataset)
     check_trial_resources(spec.resources, settings)
+    if count_active_jobs(store) >= settings.max_concurrent_studies:
+        raise TooManyStudiesError(settings.max_concurrent_studies)
     row = create_job(store, spec.model_dump(mode="json"))
     launch_job(settings, store, row.id)
     return _public(_get(store, row.id))

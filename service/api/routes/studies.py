@@ -208,7 +208,7 @@ def list_trials(
                              limit=limit, offset=offset)
     data = [TrialPublic(trial_id=t.trial_id, budget_steps=t.budget_steps, status=t.status,
                         params=t.params, step=t.step, metrics=t.metrics, error=t.error,
-                        updated_at=t.updated_at) for t in rows]
+                        node_ip=t.node_ip, updated_at=t.updated_at) for t in rows]
     total = store.count_trials(study_id, status=status_filter, budget_steps=budget_steps)
     return TrialsPublic(data=data, count=total)
 
