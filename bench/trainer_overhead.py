@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import platform
 import statistics
@@ -148,6 +149,35 @@ def cpu_time_ratio(config: dict, bundle, device: torch.device, steps: int, repea
     return statistics.median(ratios)
 
 
+def spread_note(rows: list[dict]) -> str:
+    """Say plainly whether the runs were steady enough to judge a 5 % goal."""
+    spreads = []
+    for r in rows:
+        for key in ("trainer_runs", "hand_runs"):
+            runs = [float(v) for v in r[key].split()]
+            spreads.append(max(runs) / min(runs))
+    worst = max(spreads)
+    ratios = [float(r[k]) for r in rows for k in ("ratio", "cpu_time_ratio") if r[k] != "nan"]
+    geo = math.exp(statistics.fmean(math.log(v) for v in ratios))
+    lean = (
+        "consistent with no systematic trainer overhead"
+        if 0.95 <= geo <= 1.05
+        else (
+            "leaning towards a trainer overhead"
+            if geo < 0.95
+            else "leaning in the trainer's favour"
+        )
+    )
+    if worst > 1.10:
+        return (
+            f"Reading: single runs of one side differ by up to {worst:.2f}x (max/min), more "
+            "than the 5 % the goal is about, so this run can neither confirm nor refute the "
+            f"0.95 goal; the geometric mean of all ratios is {geo:.3f}, {lean}. Re-run "
+            "on an idle machine (or a GPU) for a precise number."
+        )
+    return f"Reading: runs were steady (worst max/min spread {worst:.2f}x)."
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -268,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['trainer_runs']} / {r['hand_runs']} |"
         )
     lines += [
+        "",
+        spread_note(rows),
         "",
         f"Command: `python bench/trainer_overhead.py {' '.join(argv or sys.argv[1:])}`",
         "",
