@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .PHONY: venv data postgres demo test lint serve clean bench-schedules bench-curvature \
 	bench-trainer bench-quality bench-quality-lr bench-quality-gpu bench-search bench-phi \
-	bench-service bench-load
+	bench-service bench-load bench-warm-start
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,9 @@ bench-search: venv data
 
 bench-phi: venv data
 	$(PY) -m bench.phi_suggestions
+
+bench-warm-start: venv data
+	$(PY) -m bench.warm_start
 
 bench-service: venv data
 	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) bench/service_overhead.py
