@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="directory containing the unzipped pyhessian package")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="digits models only")
+    ap.add_argument("--out", type=Path, default=OUT, help="results directory")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
@@ -257,8 +258,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_outputs(rows: list[dict], plots: list, have_ph: bool, args) -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    with (OUT / "curvature_bench.csv").open("w", newline="") as fh:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "curvature_bench.csv").open("w", newline="") as fh:
         wr = csv.DictWriter(fh, fieldnames=list(rows[0]))
         wr.writeheader()
         for r in rows:
@@ -292,7 +294,7 @@ def write_outputs(rows: list[dict], plots: list, have_ph: bool, args) -> None:
         ax.set_ylim(1e-6, None)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(OUT / "curvature_bench.png", dpi=90)
+    fig.savefig(out / "curvature_bench.png", dpi=90)
 
     vers = {"python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__}
@@ -338,7 +340,7 @@ def write_outputs(rows: list[dict], plots: list, have_ph: bool, args) -> None:
                   "was measured."]
     lines += ["", "Density plot: curvature_bench.png (log scale; grey = exact eigenvalue "
               "histogram where the full Hessian is available).", ""]
-    (OUT / "curvature_bench.md").write_text("\n".join(lines))
+    (out / "curvature_bench.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 

@@ -1,0 +1,52 @@
+"""Every committed benchmark script runs at a tiny size here, writing into a temp dir, so none
+of them can rot (the full sizes run by hand: see bench/README.md)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+
+
+def run_script(*args: str, timeout: float = 300) -> None:
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=timeout, env={"PYHESSIAN_DIR": "", "PATH": "/usr/bin:/bin",
+                                               "HOME": str(Path.home())})
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_curvature_bench_quick(tmp_path):
+    run_script("-m", "bench.curvature_bench", "--quick", "--repeats", "1", "--out",
+               str(tmp_path))
+    data = rows(tmp_path / "curvature_bench.csv")
+    phitune = [r for r in data if r["tool"] == "phitune"]
+    assert phitune and all(float(r["lambda_max_max_rel_err"]) < 1e-3 for r in phitune)
+    assert (tmp_path / "curvature_bench.md").exists()
+
+
+def test_schedule_overhead_small(tmp_path):
+    run_script("bench/schedule_overhead.py", "--steps", "200", "--repeats", "1", "--out",
+               str(tmp_path))
+    assert any(tmp_path.glob("schedule_overhead.*"))
+
+
+def test_load_api_smoke(tmp_path):
+    run_script("-m", "bench.load_api", "--smoke", "--out", str(tmp_path))
+    assert any(tmp_path.glob("load_api_smoke.*"))
+
+
+@pytest.mark.e2e
+def test_service_overhead_smoke(tmp_path):
+    run_script("bench/service_overhead.py", "--smoke", "--out", str(tmp_path), timeout=600)
+    (row,) = rows(tmp_path / "service_overhead_smoke.csv")
+    assert 0 < float(row["post_s"]) <= float(row["first_trial_s"]) <= float(row["done_s"])
