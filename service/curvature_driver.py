@@ -83,18 +83,9 @@ def timeline_on_ray(req: CurvatureCreate, train: Any, curv: Any) -> list[dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m service.curvature_driver <job-id>", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings()
-    if settings.ray_address:
-        from service.driver import configure_ray_auth
+    from service.driver import driver_main
 
-        configure_ray_auth(settings.ray_auth_mode)
-    return run(args[0], settings)
+    return driver_main(argv, "python -m service.curvature_driver <job-id>", run)
 
 
 if __name__ == "__main__":

