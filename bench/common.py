@@ -7,8 +7,10 @@ suite runs (``tests/bench/test_bench_smoke.py``) so the code cannot rot.
 
 Why these helpers:
 
-* **Provenance in every result** (:func:`machine_info`): the issue requires machine, versions,
-  seeds and date next to every number, and a README number must come from a committed file.
+* **Provenance in every result** (:func:`provenance`, :func:`provenance_md`,
+  :func:`write_markdown`): command line, git commit + dirty flag, UTC date, machine, device,
+  load average before and after, library versions and seeds next to every number, written by
+  one helper (issue #14 item 1); a README number must come from a committed file.
 * **Paired statistics** (:func:`paired`): every arm of a comparison is trained on the same
   seeds (same init, same batch order), so per-seed differences remove most of the seed noise;
   the p-value is an exact sign-flip permutation test (no scipy, no normality assumption).
@@ -50,14 +52,32 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------------- provenance
 
+# When bench.common is first imported, i.e. at the start of a bench script: the "before" of
+# the load average and the start time of every result that does not call provenance() earlier.
+_IMPORTED_AT = (time.time(), os.getloadavg())
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
 
 def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=10, check=False)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    return (_git("rev-parse", "--short", "HEAD") or "").strip() or "unknown"
+
+
+def git_state() -> tuple[str, bool | None]:
+    """HEAD's short hash and whether tracked files differ from it (None when git is missing).
+
+    Why the dirty flag: a number produced from uncommitted code cannot be reproduced from the
+    hash alone, and the reader must be told so.
+    """
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return _git_commit(), (None if status is None else bool(status.strip()))
 
 
 def _cpu_model() -> str:
@@ -67,45 +87,141 @@ def _cpu_model() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _ram_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _version(module: str) -> str:
+    try:
+        return str(__import__(module).__version__)
+    except Exception:  # noqa: BLE001 - a missing optional library is recorded, not fatal
+        return "not installed"
+
+
+def _main_command() -> str:
+    """``python -m bench.x args`` for a module run, ``python path args`` for a script."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    head = (f"python -m {spec.name}" if spec is not None and spec.name != "__main__"
+            else f"python {os.path.relpath(sys.argv[0], REPO_ROOT)}")
+    return " ".join([head, *sys.argv[1:]])
+
+
+def gpu_name() -> str:
+    """The CUDA device name, or ``"no GPU"``: a GPU number is measured, never estimated."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return "no GPU"
+
+
+def provenance(command: str | None = None, seeds: str = "n/a", device: str = "cpu",
+               started: tuple[float, tuple[float, float, float]] | None = None
+               ) -> dict[str, Any]:
+    """Everything a reader needs to judge and redo a number (issue #14, item 1).
+
+    Call it once at the start of a benchmark (that records the load average *before*) and
+    render it with :func:`provenance_md` at the end (that adds the load average *after*)::
+
+        prov = provenance(seeds="training seeds 0..4; sampler seed 0")
+        rows = run_the_benchmark()
+        write_csv(out / "x.csv", rows)                      # raw per-seed rows
+        write_markdown(out / "x.md", "# X\\n", prov, body)  # header + body + x.provenance.json
+
+    ``command`` defaults to the running script's command line; ``started`` (time, loadavg)
+    defaults to now (or to the import of this module when :func:`machine_info` is used).
+    """
+    t0, load0 = started or (time.time(), os.getloadavg())
+    commit, dirty = git_state()
+    return {
+        "command": command or _main_command(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "date_utc": _dt.datetime.fromtimestamp(t0, _dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "ram_gib": _ram_gib(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "gpu": gpu_name(),
+        "load_before": [round(x, 2) for x in load0],
+        "load_after": None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": _version("ray"),
+        "optuna": _version("optuna"),
+        "numpy": _version("numpy"),
+        "platform": platform.platform(),
+        "seeds": seeds,
+    }
 
 
 def machine_info(device: str = "cpu") -> dict[str, Any]:
-    """What a reader needs to judge (and redo) a number: hardware, versions, date, commit."""
-    import numpy
-    import optuna
+    """:func:`provenance` started at this module's import (older call sites; the command and
+    seeds are passed to :func:`provenance_md`)."""
+    return provenance(device=device, started=_IMPORTED_AT)
 
-    info: dict[str, Any] = {
-        "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "git_commit": _git_commit(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "optuna": optuna.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": device,
-    }
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+
+def finish_provenance(info: dict[str, Any]) -> dict[str, Any]:
+    """Record the load average *after* the run (idempotent: the first call wins)."""
+    if info.get("load_after") is None:
+        info["load_after"] = [round(x, 2) for x in os.getloadavg()]
     return info
 
 
-def provenance_md(info: Mapping[str, Any], command: str, seeds: str) -> str:
-    """The markdown block every result file starts with."""
+def provenance_md(info: dict[str, Any], command: str | None = None,
+                  seeds: str | None = None) -> str:
+    """The markdown block every result file starts with (finishes ``info`` first)."""
+    finish_provenance(info)
+    if command is not None:
+        info["command"] = command
+    if seeds is not None:
+        info["seeds"] = seeds
+    dirty = {True: " (dirty: uncommitted changes)", False: " (clean)", None: ""}[
+        info.get("git_dirty")]
+    ram = f", {info['ram_gib']} GiB RAM" if info.get("ram_gib") else ""
+    gpu = info.get("gpu", "no GPU")
+    gpu_text = ("GPU: not measured (no device lent)" if gpu == "no GPU"
+                else f"GPU {gpu}")
     lines = [
-        f"- produced by: `{command}`",
-        f"- date: {info['date_utc']}, git commit {info['git_commit']}",
-        f"- machine: {info['cpu']} ({info['cpu_count']} CPUs visible, torch threads "
-        f"{info['torch_threads']}), device {info['device']}"
-        + (f" ({info['gpu']})" if "gpu" in info else ""),
-        f"- versions: Python {info['python']}, torch {info['torch']}, optuna "
-        f"{info['optuna']}, numpy {info['numpy']}; {info['platform']}",
-        f"- seeds: {seeds}",
+        f"- produced by: `{info['command']}`",
+        f"- date: {info['date_utc']}, git commit {info['git_commit']}{dirty}",
+        f"- machine: {info['cpu']} ({info['cpu_count']} CPUs visible{ram}, torch threads "
+        f"{info['torch_threads']}), device {info['device']}; {gpu_text}",
+        "- load average (1/5/15 min) before: "
+        + " / ".join(f"{x:.2f}" for x in info["load_before"])
+        + ", after: " + " / ".join(f"{x:.2f}" for x in info["load_after"]),
+        f"- versions: Python {info['python']}, torch {info['torch']}, ray {info['ray']}, "
+        f"optuna {info['optuna']}, numpy {info['numpy']}; {info['platform']}",
+        f"- seeds: {info['seeds']}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def sidecar_path(md_path: Path) -> Path:
+    """``x.md`` → ``x.provenance.json``."""
+    return md_path.with_name(md_path.stem + ".provenance.json")
+
+
+def write_markdown(path: Path, title: str, info: dict[str, Any], body: str) -> None:
+    """Write ``title`` + provenance header + ``body`` to ``path`` and the same provenance as
+    JSON next to it (machine-readable for the README renderer)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = provenance_md(info)
+    path.write_text(title.rstrip("\n") + "\n\n" + header + "\n" + body.lstrip("\n"))
+    sidecar_path(path).write_text(json.dumps(info, indent=2) + "\n")
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:

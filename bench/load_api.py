@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 
 from bench.common import machine_info, new_figure, provenance_md, write_csv
-from service.demo import _stop, start_api
+from service.cli.demo import _stop, start_api
 from service.store import Store
 
 RESULTS = Path(__file__).parent / "results"

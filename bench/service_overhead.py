@@ -25,8 +25,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from service.cli.demo import _stop, start_api, start_ray_head
 from service.client import PhiTuneClient
-from service.demo import _stop, start_api, start_ray_head
 
 SPEC = {"model": "mlp", "dataset": "digits", "budget": {"steps": 40}, "num_trials": 2,
         "max_concurrent_trials": 2, "eval_every": 20, "batch_size": 64}

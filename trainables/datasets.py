@@ -147,6 +147,38 @@ def steps_per_epoch(bundle: DataBundle, batch_size: int) -> int:
     return bundle.num_train // batch_size
 
 
+def split_validation(
+    bundle: DataBundle, eval_fraction: float = 0.5, *, seed: int = 0
+) -> tuple[DataBundle, DataBundle]:
+    """Two disjoint held-out sets from ``bundle``'s validation set: ``(tuning, evaluation)``.
+
+    Why: a φ picked on a validation set and scored on the same set is optimistically biased
+    (the pick selects noise), so benchmarks that compare tuned and suggested φ pick on the
+    first bundle's ``val_*`` and score on the second's. Both bundles share the training
+    tensors. Classification: a seeded random split. LM: validation windows are consecutive,
+    non-overlapping pieces of text, so the first part tunes and the rest evaluates (no text is
+    in both).
+    """
+    if not 0 < eval_fraction < 1:
+        raise ConfigError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    n = bundle.num_val
+    n_eval = int(round(n * eval_fraction))
+    if not 0 < n_eval < n:
+        raise ConfigError(f"{bundle.name}: {n} validation examples cannot be split "
+                          f"with eval_fraction={eval_fraction}")
+    if bundle.task == "lm":
+        tune_idx, eval_idx = torch.arange(n - n_eval), torch.arange(n - n_eval, n)
+    else:
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        tune_idx, eval_idx = perm[n_eval:].sort().values, perm[:n_eval].sort().values
+
+    def part(idx: torch.Tensor, split: str) -> DataBundle:
+        return replace(bundle, val_x=bundle.val_x[idx], val_y=bundle.val_y[idx],
+                       meta={**bundle.meta, "val_split": split})
+
+    return part(tune_idx, "tuning"), part(eval_idx, "evaluation")
+
+
 # ---------------------------------------------------------------------------- helpers
 
 

@@ -1,7 +1,7 @@
 """Frozen study specifications that `tuning` consumes.
 
 These are plain dataclasses in the spirit of Ray Tune's ``TuneConfig``/``RunConfig``: the
-service maps its pydantic request schema onto them once (``service.runner.spec_from_study``),
+service maps its pydantic request schema onto them once (``service.launch.runner.spec_from_study``),
 and everything below that line only reads them. Keeping them free of pydantic, SQLAlchemy and
 HTTP concerns is what lets `tuning` run from a notebook, a benchmark or a Ray Job alike.
 """

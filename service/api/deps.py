@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.config import Settings
-from service.runner import Runner
+from service.launch.runner import Runner
 from service.store import Store
 
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from service.api.auth import BodySizeLimitMiddleware, authorize
 from service.api.routes import (
     budgets,
     curvature,
@@ -19,10 +20,9 @@ from service.api.routes import (
     schedules,
     studies,
 )
-from service.auth import BodySizeLimitMiddleware, authorize
 from service.config import Settings, get_settings
 from service.errors import PhituneError
-from service.runner import Runner, make_runner
+from service.launch.runner import Runner, make_runner
 from service.schemas import TERMINAL_STATUSES
 from service.store import Store, utcnow
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from service.cli.demo import _stop, start_api
 from service.client import PhiTuneClient
-from service.demo import _stop, start_api
-from service.runner import kill_session, session_pids
+from service.launch.runner import kill_session, session_pids
 from service.store import Store
 
 pytestmark = pytest.mark.e2e

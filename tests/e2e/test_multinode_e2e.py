@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.cli.demo import _stop, ensure_ray_token, start_api, start_ray_head
 from service.client import PhiTuneClient
-from service.demo import _stop, ensure_ray_token, start_api, start_ray_head
-from service.jobs import ray_auth_headers
+from service.launch.ray_jobs import ray_auth_headers
 from service.store import Store
 
 pytestmark = pytest.mark.e2e
@@ -113,7 +113,7 @@ def test_study_as_ray_job_uses_both_nodes(cluster, tmp_path):
         _stop(api)
     assert job_id == f"phitune-{study.id}-1"
     assert job["status"] == "SUCCEEDED" and job["entrypoint"].endswith(
-        f"-m service.driver {study.id}")
+        f"-m service.launch.study_driver {study.id}")
     assert len(trials) == 2 and all(t.status == "terminated" for t in trials)
 
     # where did the trials run? the state API keeps finished actors with their node

@@ -8,8 +8,8 @@ import os
 import pytest
 import sqlalchemy as sa
 
+from service.cli.demo import _stop, start_api
 from service.client import PhiTuneClient
-from service.demo import _stop, start_api
 from service.store import Store, head_revision, schema_revision
 from tests.service.pg import fresh_database, throwaway_postgres
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from service.cli.demo import _stop, start_api
 from service.client import PhiTuneClient, PhiTuneError
-from service.demo import _stop, start_api
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from service.demo import _stop, start_api
+from service.cli.demo import _stop, start_api
 from service.store import Store
 
 schemathesis = pytest.importorskip("schemathesis", reason="pip install schemathesis==4.32.5")

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.auth import token_matches
 from service.api.main import create_app
-from service.auth import token_matches
 from service.config import Settings
 
 TOKEN = "s3cret-token-0123456789"

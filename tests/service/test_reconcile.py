@@ -11,7 +11,7 @@ import pytest
 
 from service.api.main import reconcile
 from service.config import Settings
-from service.runner import LocalProcessRunner, session_pids
+from service.launch.runner import LocalProcessRunner, session_pids
 from service.store import Store, utcnow
 
 

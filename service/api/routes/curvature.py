@@ -7,16 +7,16 @@ from fastapi import APIRouter, Response, status
 
 from service.api.deps import SettingsDep, StoreDep
 from service.api.routes.studies import validate_model_and_dataset
-from service.curvature_jobs import (
+from service.errors import PhituneError, ResultNotReadyError, TooManyStudiesError
+from service.launch.curvature_launch import launch_job
+from service.launch.resources import check_trial_resources
+from service.schemas import CurvatureCreate, CurvatureJobPublic, Link
+from service.store.curvature_jobs import (
     CurvatureJobRow,
     count_active_jobs,
     create_job,
     get_job,
-    launch_job,
 )
-from service.errors import PhituneError, ResultNotReadyError, TooManyStudiesError
-from service.resources import check_trial_resources
-from service.schemas import CurvatureCreate, CurvatureJobPublic, Link
 from tuning.curvature import CurvatureReport, hessian_density_plot
 
 router = APIRouter(prefix="/v1/curvature", tags=["curvature"])

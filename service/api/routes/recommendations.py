@@ -12,8 +12,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from service.api.deps import StoreDep
-from service.history import history_points, latest_curvature
 from service.schemas import Recommendation
+from service.store.history import history_points, latest_curvature
 from tuning.curvature import CurvatureReport, suggest_phi
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])

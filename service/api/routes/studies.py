@@ -22,7 +22,7 @@ from service.errors import (
     TooManyStudiesError,
     UnknownNameError,
 )
-from service.resources import check_trial_resources
+from service.launch.resources import check_trial_resources
 from service.schemas import (
     TERMINAL_STATUSES,
     BestSchedule,

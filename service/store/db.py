@@ -40,7 +40,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 #: Alembic version table of phitune's schema. Optuna's RDB storage, which may share the
 #: database, owns ``alembic_version`` and the tables ``studies``/``trials``, hence the prefixes.
 VERSION_TABLE = "phitune_alembic_version"
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent.parent / "migrations"
 
 
 def utcnow() -> datetime:

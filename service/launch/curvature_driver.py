@@ -1,4 +1,4 @@
-"""Driver of one curvature job: ``python -m service.curvature_driver <job-id>``."""
+"""Driver of one curvature job: ``python -m service.launch.curvature_driver <job-id>``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import sys
 from typing import Any
 
 from service.config import Settings
-from service.curvature_jobs import get_job, update_job
-from service.history import history_points
 from service.schemas import CurvatureCreate
 from service.store import Store, utcnow
+from service.store.curvature_jobs import get_job, update_job
+from service.store.history import history_points
 
-logger = logging.getLogger("service.curvature_driver")
+logger = logging.getLogger("service.launch.curvature_driver")
 
 
 def run(job_id: str, settings: Settings) -> int:
@@ -23,7 +23,7 @@ def run(job_id: str, settings: Settings) -> int:
         return 2
     import ray
 
-    from service.driver import init_ray
+    from service.launch.study_driver import init_ray
     from tuning.curvature import CurvatureReport, suggest_phi
     from tuning.curvature_job import CurvatureSpec, measure_curvature_on_ray
     from tuning.specs import Resources, TrainSpec
@@ -83,9 +83,9 @@ def timeline_on_ray(req: CurvatureCreate, train: Any, curv: Any) -> list[dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from service.driver import driver_main
+    from service.launch.study_driver import driver_main
 
-    return driver_main(argv, "python -m service.curvature_driver <job-id>", run)
+    return driver_main(argv, "python -m service.launch.curvature_driver <job-id>", run)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Launch studies: map the stored request onto `tuning`'s frozen specs and start a driver.
 
-A driver is a separate process per study (``python -m service.driver <id>``) because Ray Tune
+A driver is a separate process per study (``python -m service.launch.study_driver <id>``) because Ray Tune
 must own the main thread of its process, and because the API can then restart without killing
 studies. :func:`spec_from_study` is the single schema → spec mapping.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from service.config import Settings
+from service.launch.env import driver_env
 from service.schemas import StudyCreate
 from service.store import Store
 from tuning.specs import Resources, SearchSpace, StudySpec, TrainSpec
@@ -76,27 +77,6 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
     )
 
 
-def driver_env(settings: Settings) -> dict[str, str]:
-    """The environment a driver inherits: the service's own settings, explicitly."""
-    env = dict(os.environ)
-    env.pop("PHITUNE_API_TOKEN", None)  # a driver never calls the API; don't hand it the key
-    env["PHITUNE_DATA_DIR"] = str(settings.data_dir.absolute())
-    env["PHITUNE_DATABASE_URL"] = settings.sqlalchemy_url
-    if settings.dataset_dir is not None:
-        env["PHITUNE_DATASET_DIR"] = str(settings.dataset_dir.absolute())
-    if settings.ray_address:
-        env["PHITUNE_RAY_ADDRESS"] = settings.ray_address
-    if settings.ray_num_cpus is not None:
-        env["PHITUNE_RAY_NUM_CPUS"] = str(settings.ray_num_cpus)
-    env["PHITUNE_RAY_AUTH_MODE"] = settings.ray_auth_mode
-    env["PHITUNE_RAY_DASHBOARD"] = "true" if settings.ray_dashboard else "false"
-    # Tune saves its experiment state at most this often: a driver killed mid-study loses at
-    # most this much bookkeeping, so a restored run does not repeat a finished trial.
-    env["TUNE_GLOBAL_CHECKPOINT_S"] = f"{settings.tune_checkpoint_s:g}"
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
 class Runner(Protocol):
     """Starts, stops and watches study drivers (a local process or a Ray Job)."""
 
@@ -115,7 +95,7 @@ def make_runner(settings: Settings, store: Store) -> Runner:
     """``PHITUNE_RUNNER``: ``local`` (default) or ``ray-job`` (needs ``PHITUNE_RAY_ADDRESS``
     and the cluster's dashboard/Jobs address)."""
     if settings.runner == "ray-job":
-        from service.jobs import RayJobRunner
+        from service.launch.ray_jobs import RayJobRunner
 
         return RayJobRunner(settings, store)
     return LocalProcessRunner(settings, store)
@@ -136,7 +116,7 @@ class LocalProcessRunner:
         self.settings.logs_path.mkdir(parents=True, exist_ok=True)
         with open(self.log_path(study_id), "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "service.driver", study_id],
+                [sys.executable, "-m", "service.launch.study_driver", study_id],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.store import Store
+from service.store.db import Store
 from tuning.curvature import HistoryPoint
 
 #: κ definitions in order of preference: the certified-positive SLQ quantile is seed-stable on

@@ -126,7 +126,7 @@ def start_api(data_dir: Path, ray_address: str | None, log: Path,
 
 
 def run_demo(data_dir: Path, steps: int = 400, trials: int = 8) -> int:
-    from service.cli import format_best
+    from service.cli.format import format_best
     from service.client import PhiTuneClient
 
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,6 @@ the study lifecycle code stays small.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import uuid
 from datetime import datetime
 from typing import Any
@@ -17,9 +15,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.config import Settings
-from service.runner import driver_env
-from service.store import Base, Store, _as_utc, utcnow
+from service.store.db import Base, Store, _as_utc, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +67,3 @@ def update_job(store: Store, job_id: str, **fields: Any) -> None:
             raise KeyError(job_id)
         for key, value in fields.items():
             setattr(row, key, value)
-
-
-def launch_job(settings: Settings, store: Store, job_id: str) -> int:
-    settings.logs_path.mkdir(parents=True, exist_ok=True)
-    with open(settings.logs_path / f"curvature-{job_id}.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service.curvature_driver", job_id], stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=driver_env(settings),
-            start_new_session=True)
-    update_job(store, job_id, driver_pid=proc.pid)
-    return proc.pid

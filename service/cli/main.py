@@ -6,49 +6,21 @@ Errors are one line on stderr and exit status 2 (bad input) or 1 (failure), neve
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from service.cli import schedules
+from service.cli.format import CLIError, format_best, load_spec, print_json
+
 DEFAULT_URL = os.environ.get("PHITUNE_URL", "http://127.0.0.1:8000")
-
-
-class CLIError(Exception):
-    """A user-facing CLI failure: printed as ``phitune: error: ...``."""
-
-
-def _load_spec(path: str) -> dict[str, Any]:
-    import yaml
-
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as exc:
-        raise CLIError(f"cannot read spec {path!r}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise CLIError(f"spec {path!r} is not valid YAML/JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CLIError(f"spec {path!r} must be a mapping of fields, got {type(data).__name__}")
-    return data
 
 
 def _client(args: argparse.Namespace) -> Any:
     from service.client import PhiTuneClient
 
     return PhiTuneClient(args.url, token=args.token or os.environ.get("PHITUNE_TOKEN"))
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
-def format_best(best: Any) -> str:
-    return (f"best schedule: UBA φ={best.phi:.4g}, phases={best.phases}, η_max={best.eta_max:.4g}, "
-            f"η_min={best.eta_min:.4g}, variant={best.variant}, steps={best.total_steps}; "
-            f"{best.metric}={best.value:.4f} (trial {best.trial_id})")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -73,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        study = client.submit(_load_spec(args.spec), idempotency_key=args.idempotency_key)
+        study = client.submit(load_spec(args.spec), idempotency_key=args.idempotency_key)
         print(study.id)
         if args.watch:
             study = client.wait(study.id, progress=True, poll=args.poll)
@@ -95,7 +67,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         study = client.get(args.study_id)
         if args.json:
-            _print_json(study.model_dump(mode="json"))
+            print_json(study.model_dump(mode="json"))
         else:
             print(f"{study.id} {study.name or ''}".strip())
             print(format_progress(study))
@@ -119,7 +91,7 @@ def cmd_best(args: argparse.Namespace) -> int:
     with _client(args) as client:
         best = client.best(args.study_id)
     if args.json:
-        _print_json(best.model_dump(mode="json"))
+        print_json(best.model_dump(mode="json"))
     else:
         print(format_best(best))
     return 0
@@ -139,7 +111,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from service.demo import run_demo
+    from service.cli.demo import run_demo
 
     return run_demo(data_dir=Path(args.data_dir), steps=args.steps, trials=args.trials)
 
@@ -192,18 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=8)
     p.set_defaults(func=cmd_demo)
 
-    _add_optional_commands(sub)
+    schedules.register(sub)
     return parser
-
-
-def _add_optional_commands(sub: Any) -> None:
-    """Commands contributed by other modules (schedule plots, curvature) register here."""
-    for module in ("service.cli_schedules",):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ImportError:
-            continue
-        mod.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,11 +184,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("phitune: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    # `python -m service.cli`: run the imported module's main so its exception classes are the
-    # ones other modules (service.cli_schedules) raise, not this __main__ copy's.
-    from service.cli import main as _main
-
-    sys.exit(_main())

@@ -1,6 +1,6 @@
 """Run each study's driver as a Ray Job (``PHITUNE_RUNNER=ray-job``).
 
-On a real cluster the API should not host drivers: a Ray Job runs ``python -m service.driver
+On a real cluster the API should not host drivers: a Ray Job runs ``python -m service.launch.study_driver
 <id>`` on the cluster (head node by default), survives the API, and is stopped with
 ``stop_job`` (SIGTERM, then SIGKILL after Ray's grace period). The Jobs API runs arbitrary
 commands, so the cluster must use token auth (``RAY_AUTH_MODE=token``) and its dashboard port
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from service.config import Settings
-from service.runner import driver_env
+from service.launch.env import driver_env
 from service.store import Store
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def job_env(settings: Settings) -> dict[str, str]:
 
 
 class RayJobRunner:
-    """:class:`service.runner.Runner` over the Ray Jobs API (``JobSubmissionClient``)."""
+    """:class:`service.launch.runner.Runner` over the Ray Jobs API (``JobSubmissionClient``)."""
 
     def __init__(self, settings: Settings, store: Store, client: Any | None = None) -> None:
         if not settings.ray_dashboard_address:
@@ -78,7 +78,7 @@ class RayJobRunner:
         attempt = (row.launches if row else 0) + 1
         python = self.settings.ray_job_python or sys.executable
         job_id = self.client.submit_job(
-            entrypoint=f"{shlex.quote(python)} -m service.driver {shlex.quote(study_id)}",
+            entrypoint=f"{shlex.quote(python)} -m service.launch.study_driver {shlex.quote(study_id)}",
             submission_id=f"phitune-{study_id}-{attempt}",
             runtime_env={"env_vars": job_env(self.settings)},
             metadata={"phitune_study": study_id},

@@ -1,4 +1,4 @@
-"""Driver process of one study: ``python -m service.driver <study-id>``.
+"""Driver process of one study: ``python -m service.launch.study_driver <study-id>``.
 
 Reads the stored request, connects to Ray (``PHITUNE_RAY_ADDRESS``, else a local Ray sized by
 ``PHITUNE_RAY_NUM_CPUS``), runs :func:`tuning.study.run_study` in this process's main thread,
@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from service.config import Settings
-from service.runner import spec_from_study
+from service.launch.runner import spec_from_study
 from service.schemas import StudyCreate
 from service.store import Store, utcnow
 from tuning.results import StudyResult, TrialRecord
 
-logger = logging.getLogger("service.driver")
+logger = logging.getLogger("service.launch.study_driver")
 
 
 class StoreSink:
@@ -113,7 +113,7 @@ def run(study_id: str, settings: Settings) -> int:
         request = StudyCreate.model_validate(row.spec)
         spec = spec_from_study(study_id, request, settings, total_steps_of(request, settings))
         if request.curvature:
-            from service.history import history_points
+            from service.store.history import history_points
 
             spec = dataclasses.replace(spec, history=tuple(history_points(store,
                                                                           exclude=study_id)))
@@ -167,7 +167,7 @@ def driver_main(argv: list[str] | None, usage: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    return driver_main(argv, "python -m service.driver <study-id>", run)
+    return driver_main(argv, "python -m service.launch.study_driver <study-id>", run)
 
 
 if __name__ == "__main__":

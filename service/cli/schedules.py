@@ -28,7 +28,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.cli import CLIError
+from service.cli.format import CLIError
 
 #: Largest ``--steps`` (the same cap as ``GET /v1/schedules``: values are computed in full).
 MAX_STEPS = 200_000
