@@ -357,13 +357,18 @@ def train_final(config: Mapping[str, Any], bundle: DataBundle) -> dict[str, floa
 
 def phitune_spec(model: str, dataset: str, total_steps: int, *, optimizer: str = "sgd",
                  lr: float = 0.05, num_trials: int = 8, seed: int = 0,
-                 phi_min: float = 0.1, phi_max: float = 50.0, phases_min: int = 1,
+                 phi_min: float | None = None, phi_max: float | None = None, phases_min: int = 1,
                  phases_max: int = 3, variant: str = "restart",
                  eta_max_range: tuple[float, float] | None = None) -> Any:
     """A :class:`tuning.specs.StudySpec` carrying the search settings a benchmark uses
-    (default range = phitune's defaults: φ in [0.1, 50] log-uniform, phases 1..3; with
-    ``eta_max_range`` phitune also searches η_max, log-uniform, as the ``lr`` parameter)."""
+    (φ range left at None = :class:`tuning.specs.SearchSpace`'s defaults, read from there so a
+    bench cannot mislabel an old range as "phitune's default"; with ``eta_max_range`` phitune
+    also searches η_max, log-uniform, as the ``lr`` parameter)."""
     from tuning.specs import SearchSpace, StudySpec, TrainSpec
+
+    defaults = SearchSpace()
+    phi_min = defaults.phi_min if phi_min is None else phi_min
+    phi_max = defaults.phi_max if phi_max is None else phi_max
 
     return StudySpec(
         study_id="bench", train=TrainSpec(model=model, dataset=dataset, optimizer=optimizer,

@@ -43,7 +43,7 @@ def main() -> None:
     (args.out / "uba_vs_baselines.png").write_bytes(png)
 
     multi = [
-        create_schedule("uba", T, phi=5.0, phases=3),
+        create_schedule("uba", T, phi=5.0, phases=3, variant="cyclic"),
         create_schedule("uba", T, phi=5.0, phases=3, variant="restart"),
         create_schedule("uba", T, phi=[1.0, 10.0], boundaries=[T // 2], variant="restart"),
         create_schedule("uba", T, phi=[0.0, 0.0, 0.0], boundaries=[T // 2, 3 * T // 4],

@@ -16,7 +16,8 @@ Protocol (what makes the comparison fair, and what does not):
 * Budgets are 25 / 50 / 100 % of the full step count, each **trained from scratch** (the UBA
   curve depends on T; paper §4.1).
 * **Tuned UBA**: per budget, a small Optuna TPE study with phitune's configuration (its search
-  space φ ∈ [0.1, 50] log-uniform × phases 1..3, restart variant, seeded TPE, paper default
+  space: φ log-uniform over ``tuning.specs.SearchSpace``'s default range (0.01–50 now; the
+  committed results were made with the earlier [0.1, 50]) × phases 1..3, restart variant, seeded TPE, paper default
   φ = 5 enqueued first, the previous budget's best enqueued as warm start, as
   ``tuning.study`` does) directly on :func:`trainables.loop.run_training` (no Ray, no ASHA:
   every tuning trial runs its whole budget). Tuning trains on the training subset minus a
@@ -343,13 +344,16 @@ def _lr_table(best: dict[int, dict[str, Any]], budgets: list[int]) -> list[str]:
 
 
 def _edge_note(best: dict[int, dict[str, Any]], budgets: list[int]) -> str:
-    """Say so when a tuned φ sits near the edge of phitune's search range [0.1, 50]: the
-    optimum may lie outside it."""
-    edge = [b for b in budgets if best[b]["phi"] < 0.1 * 1.25 or best[b]["phi"] > 50 / 1.25]
+    """Say so when a tuned φ sits near the edge of the search range (SearchSpace's default):
+    the optimum may lie outside it."""
+    from tuning.specs import SearchSpace
+
+    lo, hi = SearchSpace().phi_min, SearchSpace().phi_max
+    edge = [b for b in budgets if best[b]["phi"] < lo * 1.25 or best[b]["phi"] > hi / 1.25]
     if not edge:
         return ""
     return (f" Note: the tuned φ at {edge} steps is within 25 % of the search range's edge "
-            "(φ ∈ [0.1, 50]); the best φ may lie beyond it (φ → 0 is a constant LR).")
+            f"(φ ∈ [{lo:g}, {hi:g}]); the best φ may lie beyond it (φ → 0 is a constant LR).")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,11 @@ Method (what makes it exact and affordable):
   start; ``random`` = Optuna's ``RandomSampler``. A search stops when it reaches the grid's
   best (≥ for accuracy) or after ``--max-trials``.
 * **Two search spaces**: ``grid_span`` (φ ∈ [0.25, 10] log-uniform × phases 1..2, what the
-  grid covers) and ``phitune_default`` (φ ∈ [0.1, 50] × phases 1..3, what a user gets).
+  grid covers) and ``phitune_default`` (φ ∈ [0.1, 50] × phases 1..3: phitune's default before
+  it became 0.01–50; the key keeps its name so old result files stay readable).
+
+Superseded by :mod:`bench.search_bench` (issue #11): it counts trials, not compute, and tests
+full-budget TPE only; kept for its committed results.
 * The grid needs all 12 trials to know its best; that is the yardstick.
 
 Writes ``bench/results/search_efficiency{,_evals}.csv``, ``.md`` and ``.png``.

@@ -123,7 +123,8 @@ def run(preset: str, out_dir: Path, search_seeds: int | None = None) -> dict[str
                         f"training seed {p['train_seed']}; search seeds 0..{seeds - 1}")
         + f"\nObjective as in `search_efficiency.md` ({p['model']} on {p['dataset']} "
         f"{p['dataset_kwargs']}, SGD, η_max = {p['lr']}); half budget {half} steps, full "
-        f"budget {full} steps, phitune's default space φ ∈ [0.1, 50], phases 1–3. At the half "
+        f"budget {full} steps, φ ∈ [0.1, 50] (phitune's default before 0.01–50), phases 1–3. "
+        f"At the half "
         f"budget phitune's TPE runs {small_trials} trials; at the full budget each arm searches "
         f"until it reaches the paper grid's best ({target * 100:.2f} %) or {p['max_trials']} "
         f"trials. Wall time {wall:.0f} s.\n\n"

@@ -1,4 +1,4 @@
-"""Python client for the phitune API: ``httpx`` + the service's pydantic schemas only.
+"""Python clients for the phitune API: ``httpx`` + the service's pydantic schemas only.
 
     >>> from service.client import PhiTuneClient
     >>> client = PhiTuneClient("http://127.0.0.1:8000")
@@ -6,17 +6,27 @@
     >>> client.wait(study.id, progress=True)
     >>> client.best(study.id).phi
 
-Installing ``phitune[client]`` is enough: this module never imports torch, Ray or SQLAlchemy.
+``AsyncPhiTuneClient`` has the same methods as coroutines (``httpx.AsyncClient``). The base
+``pip install phitune`` is enough: this module never imports torch, Ray or SQLAlchemy.
+
+Errors: every failure is a :class:`PhiTuneClientError`; the HTTP status picks the subclass
+(:class:`NotFound`, :class:`Conflict`, :class:`Validation`, ...) and ``detail`` carries the
+server's ``detail`` unchanged (a message, or FastAPI's list of field errors). ``wait`` (and the
+CLI's ``--watch``) retries connection errors and 5xx answers with exponential backoff, so a
+restarting server or a proxy blip does not end a long wait; other calls fail at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 from service.schemas import (
     TERMINAL_STATUSES,
@@ -32,35 +42,259 @@ from service.schemas import (
     TrialsPublic,
 )
 
+__all__ = [
+    "AsyncPhiTuneClient",
+    "Backoff",
+    "Conflict",
+    "NotFound",
+    "PhiTuneClient",
+    "PhiTuneClientError",
+    "ServerError",
+    "TooManyRequests",
+    "Unauthorized",
+    "Unreachable",
+    "Validation",
+    "WaitTimeout",
+    "format_progress",
+]
 
-class PhiTuneError(Exception):
-    """An API call failed; ``status_code`` is the HTTP status (0 when unreachable)."""
 
-    def __init__(self, message: str, status_code: int = 0) -> None:
+# ----------------------------------------------------------------------------- errors
+
+class PhiTuneClientError(Exception):
+    """Base of every client failure (the server's own hierarchy is ``service.errors``).
+
+    ``status_code`` is the HTTP status (0: no response), ``detail`` the server's ``detail``
+    field as sent (a string, or a list of ``{"loc", "msg", "type"}`` field errors).
+    """
+
+    def __init__(self, message: str, status_code: int = 0, detail: Any = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.detail = detail
 
 
-def _error_message(response: httpx.Response) -> str:
+class Unreachable(PhiTuneClientError):
+    """No HTTP answer: connection refused or reset, DNS, timeout."""
+
+
+class Validation(PhiTuneClientError):
+    """400/422: the request (usually the spec) is invalid; :attr:`errors` names the fields."""
+
+    @property
+    def errors(self) -> list[tuple[str, str]]:
+        """``[(field path, message), ...]`` from the server's detail (``body.`` dropped)."""
+        if not isinstance(self.detail, list):
+            return [("", str(self.detail))]
+        return [(".".join(str(p) for p in item.get("loc", []) if p != "body"),
+                 str(item.get("msg"))) for item in self.detail if isinstance(item, dict)]
+
+
+class Unauthorized(PhiTuneClientError):
+    """401/403: missing or wrong API token (``--token`` / ``PHITUNE_TOKEN``)."""
+
+
+class NotFound(PhiTuneClientError):
+    """404: no such study, curvature job or route."""
+
+
+class Conflict(PhiTuneClientError):
+    """409: the study is not in a state that allows this (e.g. no result yet)."""
+
+
+class TooManyRequests(PhiTuneClientError):
+    """429: the queue of studies is full; try later."""
+
+
+class ServerError(PhiTuneClientError):
+    """5xx: the server (or a proxy in front of it) failed; retried by ``wait``."""
+
+
+class WaitTimeout(PhiTuneClientError):
+    """``wait(timeout=...)`` elapsed before the study ended."""
+
+
+_BY_STATUS: dict[int, type[PhiTuneClientError]] = {
+    400: Validation, 422: Validation, 401: Unauthorized, 403: Unauthorized, 404: NotFound,
+    409: Conflict, 429: TooManyRequests,
+}
+
+
+def _detail(response: httpx.Response) -> Any:
     try:
-        detail = response.json().get("detail")
+        body = response.json()
     except ValueError:
         return response.text or response.reason_phrase
+    return body.get("detail", body) if isinstance(body, dict) else body
+
+
+def _message(detail: Any) -> str:
     if isinstance(detail, list):
         parts = []
         for item in detail:
+            if not isinstance(item, dict):
+                parts.append(str(item))
+                continue
             loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
             parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
         return "; ".join(parts)
     return str(detail)
 
 
+def error_for(response: httpx.Response) -> PhiTuneClientError:
+    """The typed error for an HTTP error response (status >= 400)."""
+    code = response.status_code
+    cls = ServerError if code >= 500 else _BY_STATUS.get(code, PhiTuneClientError)
+    detail = _detail(response)
+    return cls(f"{code}: {_message(detail)}", code, detail)
+
+
+# ----------------------------------------------------------------------------- retries
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff for ``wait``: ``initial * factor**n`` seconds, capped at
+    ``max_delay``, at most ``retries`` failures in a row (a success resets the count)."""
+
+    retries: int = 8
+    initial: float = 0.5
+    factor: float = 2.0
+    max_delay: float = 30.0
+
+    def delays(self) -> Iterator[float]:
+        for n in range(self.retries):
+            yield min(self.initial * self.factor**n, self.max_delay)
+
+
+NO_RETRY = Backoff(retries=0)
+_RETRIABLE = (Unreachable, ServerError)
+
+
+# ----------------------------------------------------------------------------- the calls
+
+@dataclass(frozen=True)
+class _Call:
+    """One API call as data; both clients send it, so each endpoint is written once."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], Any]
+    params: dict[str, Any] | None = None
+    json: Any = None
+    headers: dict[str, str] | None = None
+
+
+def _model(cls: type[BaseModel]) -> Callable[[httpx.Response], Any]:
+    return lambda r: cls.model_validate(r.json())
+
+
+def _body(spec: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(spec, BaseModel):
+        return spec.model_dump(mode="json", exclude_unset=True)
+    return dict(spec)
+
+
+def _params(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+class _Api:
+    """Every endpoint the clients call: method, path, parameters, response model."""
+
+    @staticmethod
+    def submit(spec: StudyCreate | Mapping[str, Any], key: str | None) -> _Call:
+        return _Call("POST", "/v1/studies", _model(StudyPublic), json=_body(spec),
+                     headers={"Idempotency-Key": key} if key else None)
+
+    @staticmethod
+    def get(study_id: str) -> _Call:
+        return _Call("GET", f"/v1/studies/{study_id}", _model(StudyPublic))
+
+    @staticmethod
+    def list(status: str | None, limit: int, offset: int) -> _Call:
+        return _Call("GET", "/v1/studies", _model(StudiesPublic),
+                     params=_params(status=status, limit=limit, offset=offset))
+
+    @staticmethod
+    def trials(study_id: str, status: str | None, budget_steps: int | None, limit: int,
+               offset: int) -> _Call:
+        return _Call("GET", f"/v1/studies/{study_id}/trials", _model(TrialsPublic),
+                     params=_params(status=status, budget_steps=budget_steps, limit=limit,
+                                    offset=offset))
+
+    @staticmethod
+    def result(study_id: str) -> _Call:
+        return _Call("GET", f"/v1/studies/{study_id}/result", _model(StudyResultPublic))
+
+    @staticmethod
+    def best(study_id: str) -> _Call:
+        return _Call("GET", f"/v1/studies/{study_id}/best", _model(BestSchedule))
+
+    @staticmethod
+    def budgets(study_id: str) -> _Call:
+        return _Call("GET", f"/v1/studies/{study_id}/budgets", _model(BudgetsPublic))
+
+    @staticmethod
+    def plot(study_id: str, which: str) -> _Call:
+        return _Call("GET", f"/v1/studies/{study_id}/plots/{which}.png", lambda r: r.content)
+
+    @staticmethod
+    def recommend_phi(model: str, dataset: str, optimizer: str, budget: int | None) -> _Call:
+        return _Call("GET", "/v1/recommendations", _model(Recommendation),
+                     params=_params(model=model, dataset=dataset, optimizer=optimizer,
+                                    budget=budget))
+
+    @staticmethod
+    def curvature_submit(spec: CurvatureCreate | Mapping[str, Any]) -> _Call:
+        return _Call("POST", "/v1/curvature", _model(CurvatureJobPublic), json=_body(spec))
+
+    @staticmethod
+    def curvature_get(job_id: str) -> _Call:
+        return _Call("GET", f"/v1/curvature/{job_id}", _model(CurvatureJobPublic))
+
+    @staticmethod
+    def cancel(study_id: str) -> _Call:
+        return _Call("DELETE", f"/v1/studies/{study_id}", _model(StudyPublic))
+
+
+class _Progress:
+    """``progress=True`` prints one line per change (and each retry) to stderr; a callable
+    receives every polled study instead."""
+
+    def __init__(self, progress: bool | Callable[[StudyPublic], None]) -> None:
+        self.progress = progress
+        self.last = ""
+
+    def show(self, study: StudyPublic) -> None:
+        if callable(self.progress):
+            self.progress(study)
+        elif self.progress:
+            line = format_progress(study)
+            if line != self.last:
+                print(line, file=sys.stderr, flush=True)
+                self.last = line
+
+    def retry(self, exc: PhiTuneClientError, delay: float) -> None:
+        if self.progress is True:
+            print(f"{exc}; retrying in {delay:g} s", file=sys.stderr, flush=True)
+            self.last = ""
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+# ----------------------------------------------------------------------------- sync client
+
 class PhiTuneClient:
+    """Blocking client. ``retry`` is the backoff ``wait``/``curvature`` use while polling."""
+
     def __init__(self, url: str = "http://127.0.0.1:8000", *, token: str | None = None,
-                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout,
-                                  transport=transport)
+                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None,
+                 retry: Backoff = Backoff()) -> None:
+        self.retry = retry
+        self._http = httpx.Client(base_url=url.rstrip("/"), headers=_headers(token),
+                                  timeout=timeout, transport=transport)
 
     def close(self) -> None:
         self._http.close()
@@ -71,117 +305,201 @@ class PhiTuneClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, call: _Call) -> Any:
         try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise PhiTuneError(f"cannot reach {self._http.base_url}: {exc}") from exc
+            response = self._http.request(call.method, call.path, params=call.params,
+                                          json=call.json, headers=call.headers)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach {self._http.base_url}: {exc}") from exc
         if response.status_code >= 400:
-            raise PhiTuneError(f"{response.status_code}: {_error_message(response)}",
-                               response.status_code)
-        return response.json()
+            raise error_for(response)
+        return call.parse(response)
+
+    def _send_retrying(self, call: _Call, progress: _Progress) -> Any:
+        delays = self.retry.delays()
+        while True:
+            try:
+                return self._send(call)
+            except _RETRIABLE as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise
+                progress.retry(exc, delay)
+                time.sleep(delay)
 
     # studies -----------------------------------------------------------------------------
     def submit(self, spec: StudyCreate | Mapping[str, Any], *,
                idempotency_key: str | None = None) -> StudyPublic:
         """Submit a study; validation happens on the server so the error names the field."""
-        body = spec.model_dump(mode="json", exclude_unset=True) if isinstance(
-            spec, StudyCreate) else dict(spec)
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return StudyPublic.model_validate(
-            self._request("POST", "/v1/studies", json=body, headers=headers))
+        return self._send(_Api.submit(spec, idempotency_key))
 
     def get(self, study_id: str) -> StudyPublic:
-        return StudyPublic.model_validate(self._request("GET", f"/v1/studies/{study_id}"))
+        return self._send(_Api.get(study_id))
 
     def list(self, *, status: str | None = None, limit: int = 50,
              offset: int = 0) -> StudiesPublic:
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
-        if status:
-            params["status"] = status
-        return StudiesPublic.model_validate(self._request("GET", "/v1/studies", params=params))
+        return self._send(_Api.list(status, limit, offset))
 
     def trials(self, study_id: str, *, status: str | None = None,
                budget_steps: int | None = None, limit: int = 1000,
                offset: int = 0) -> TrialsPublic:
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
-        if status:
-            params["status"] = status
-        if budget_steps is not None:
-            params["budget_steps"] = budget_steps
-        return TrialsPublic.model_validate(
-            self._request("GET", f"/v1/studies/{study_id}/trials", params=params))
+        return self._send(_Api.trials(study_id, status, budget_steps, limit, offset))
 
     def result(self, study_id: str) -> StudyResultPublic:
-        return StudyResultPublic.model_validate(
-            self._request("GET", f"/v1/studies/{study_id}/result"))
+        return self._send(_Api.result(study_id))
 
     def best(self, study_id: str) -> BestSchedule:
-        return BestSchedule.model_validate(self._request("GET", f"/v1/studies/{study_id}/best"))
+        return self._send(_Api.best(study_id))
 
     def budgets(self, study_id: str) -> BudgetsPublic:
         """Metric vs budget, baselines and the smallest budget reaching the spec's target."""
-        return BudgetsPublic.model_validate(
-            self._request("GET", f"/v1/studies/{study_id}/budgets"))
+        return self._send(_Api.budgets(study_id))
 
     def plot(self, study_id: str, which: str = "budgets") -> bytes:
         """PNG bytes of a study plot: ``budgets`` (metric vs budget) or ``phi`` (φ response)."""
-        try:
-            response = self._http.get(f"/v1/studies/{study_id}/plots/{which}.png")
-        except httpx.HTTPError as exc:
-            raise PhiTuneError(f"cannot reach {self._http.base_url}: {exc}") from exc
-        if response.status_code >= 400:
-            raise PhiTuneError(f"{response.status_code}: {_error_message(response)}",
-                               response.status_code)
-        return response.content
+        return self._send(_Api.plot(study_id, which))
 
     def recommend_phi(self, model: str, dataset: str, optimizer: str = "sgd",
                       budget: int | None = None) -> Recommendation:
         """The φ to start from for this model/dataset/optimizer/budget, with its evidence."""
-        params: dict[str, Any] = {"model": model, "dataset": dataset, "optimizer": optimizer}
-        if budget is not None:
-            params["budget"] = budget
-        return Recommendation.model_validate(
-            self._request("GET", "/v1/recommendations", params=params))
+        return self._send(_Api.recommend_phi(model, dataset, optimizer, budget))
 
     def curvature(self, spec: CurvatureCreate | Mapping[str, Any], *, wait: bool = True,
                   timeout: float | None = 600, poll: float = 1.0) -> CurvatureJobPublic:
         """Queue a Hessian-spectrum estimate (runs on Ray); by default wait for its report."""
-        body = spec.model_dump(mode="json", exclude_unset=True) if isinstance(
-            spec, CurvatureCreate) else dict(spec)
-        job = CurvatureJobPublic.model_validate(self._request("POST", "/v1/curvature", json=body))
+        job = self._send(_Api.curvature_submit(spec))
         deadline = None if timeout is None else time.monotonic() + timeout
+        quiet = _Progress(False)
         while wait and job.status not in TERMINAL_STATUSES:
             if deadline is not None and time.monotonic() > deadline:
-                raise PhiTuneError(f"curvature job {job.id} still {job.status} after {timeout} s")
+                raise WaitTimeout(f"curvature job {job.id} still {job.status} after {timeout} s")
             time.sleep(poll)
-            job = CurvatureJobPublic.model_validate(
-                self._request("GET", f"/v1/curvature/{job.id}"))
+            job = self._send_retrying(_Api.curvature_get(job.id), quiet)
         return job
 
     def cancel(self, study_id: str) -> StudyPublic:
-        return StudyPublic.model_validate(self._request("DELETE", f"/v1/studies/{study_id}"))
+        return self._send(_Api.cancel(study_id))
 
     def wait(self, study_id: str, *, timeout: float | None = None, poll: float = 2.0,
              progress: bool | Callable[[StudyPublic], None] = False) -> StudyPublic:
-        """Poll until the study is succeeded/failed/cancelled. ``progress=True`` prints one line
-        per change to stderr; a callable receives every polled study instead."""
+        """Poll until the study is succeeded/failed/cancelled (:attr:`retry` covers
+        connection errors and 5xx on the way). ``progress=True`` prints one line per change
+        to stderr; a callable receives every polled study instead."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        last_line = ""
+        shown = _Progress(progress)
         while True:
-            study = self.get(study_id)
-            if callable(progress):
-                progress(study)
-            elif progress:
-                line = format_progress(study)
-                if line != last_line:
-                    print(line, file=sys.stderr, flush=True)
-                    last_line = line
+            study = self._send_retrying(_Api.get(study_id), shown)
+            shown.show(study)
             if study.status in TERMINAL_STATUSES:
                 return study
             if deadline is not None and time.monotonic() > deadline:
-                raise PhiTuneError(f"study {study_id} still {study.status} after {timeout} s")
+                raise WaitTimeout(f"study {study_id} still {study.status} after {timeout} s")
             time.sleep(poll)
+
+
+# ----------------------------------------------------------------------------- async client
+
+class AsyncPhiTuneClient:
+    """:class:`PhiTuneClient` as coroutines over ``httpx.AsyncClient`` (same methods,
+    arguments, results and errors)."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", *, token: str | None = None,
+                 timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None,
+                 retry: Backoff = Backoff()) -> None:
+        self.retry = retry
+        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), headers=_headers(token),
+                                       timeout=timeout, transport=transport)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncPhiTuneClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(self, call: _Call) -> Any:
+        try:
+            response = await self._http.request(call.method, call.path, params=call.params,
+                                                json=call.json, headers=call.headers)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach {self._http.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise error_for(response)
+        return call.parse(response)
+
+    async def _send_retrying(self, call: _Call, progress: _Progress) -> Any:
+        delays = self.retry.delays()
+        while True:
+            try:
+                return await self._send(call)
+            except _RETRIABLE as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise
+                progress.retry(exc, delay)
+                await asyncio.sleep(delay)
+
+    async def submit(self, spec: StudyCreate | Mapping[str, Any], *,
+                     idempotency_key: str | None = None) -> StudyPublic:
+        return await self._send(_Api.submit(spec, idempotency_key))
+
+    async def get(self, study_id: str) -> StudyPublic:
+        return await self._send(_Api.get(study_id))
+
+    async def list(self, *, status: str | None = None, limit: int = 50,
+                   offset: int = 0) -> StudiesPublic:
+        return await self._send(_Api.list(status, limit, offset))
+
+    async def trials(self, study_id: str, *, status: str | None = None,
+                     budget_steps: int | None = None, limit: int = 1000,
+                     offset: int = 0) -> TrialsPublic:
+        return await self._send(_Api.trials(study_id, status, budget_steps, limit, offset))
+
+    async def result(self, study_id: str) -> StudyResultPublic:
+        return await self._send(_Api.result(study_id))
+
+    async def best(self, study_id: str) -> BestSchedule:
+        return await self._send(_Api.best(study_id))
+
+    async def budgets(self, study_id: str) -> BudgetsPublic:
+        return await self._send(_Api.budgets(study_id))
+
+    async def plot(self, study_id: str, which: str = "budgets") -> bytes:
+        return await self._send(_Api.plot(study_id, which))
+
+    async def recommend_phi(self, model: str, dataset: str, optimizer: str = "sgd",
+                            budget: int | None = None) -> Recommendation:
+        return await self._send(_Api.recommend_phi(model, dataset, optimizer, budget))
+
+    async def curvature(self, spec: CurvatureCreate | Mapping[str, Any], *, wait: bool = True,
+                        timeout: float | None = 600, poll: float = 1.0) -> CurvatureJobPublic:
+        job = await self._send(_Api.curvature_submit(spec))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        quiet = _Progress(False)
+        while wait and job.status not in TERMINAL_STATUSES:
+            if deadline is not None and time.monotonic() > deadline:
+                raise WaitTimeout(f"curvature job {job.id} still {job.status} after {timeout} s")
+            await asyncio.sleep(poll)
+            job = await self._send_retrying(_Api.curvature_get(job.id), quiet)
+        return job
+
+    async def cancel(self, study_id: str) -> StudyPublic:
+        return await self._send(_Api.cancel(study_id))
+
+    async def wait(self, study_id: str, *, timeout: float | None = None, poll: float = 2.0,
+                   progress: bool | Callable[[StudyPublic], None] = False) -> StudyPublic:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        shown = _Progress(progress)
+        while True:
+            study = await self._send_retrying(_Api.get(study_id), shown)
+            shown.show(study)
+            if study.status in TERMINAL_STATUSES:
+                return study
+            if deadline is not None and time.monotonic() > deadline:
+                raise WaitTimeout(f"study {study_id} still {study.status} after {timeout} s")
+            await asyncio.sleep(poll)
 
 
 def format_progress(study: StudyPublic) -> str:

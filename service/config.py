@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -49,8 +50,27 @@ class Settings(BaseSettings):
     api_token_file: Path | None = Field(
         None, description="file holding the token (a mounted secret); wins over api_token"
     )
-    read_auth: bool = Field(
-        False, description="also require the token on GET routes (probes stay open)"
+    read_auth: bool | None = Field(
+        None, description="require the token on GET routes too (probes stay open); default: "
+        "yes whenever a token is set, PHITUNE_READ_AUTH=false opens reads explicitly (error "
+        "details about files are then hidden from token-less readers)"
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        description="Host header values accepted when no token is set (the loopback mode): a "
+        "web page on a DNS-rebinding domain cannot reach the open API through a browser",
+    )
+    data_roots: str | None = Field(
+        None, description="folders a spec's data paths (dataset_kwargs root/path ...) must "
+        "lie in, separated by ':' like PATH (default: the dataset dir)"
+    )
+    max_model_params: int = Field(
+        100_000_000, ge=1, description="largest model (parameters) a spec may name, counted "
+        "at submit time without allocating it"
+    )
+    trial_memory_mb: float = Field(
+        4096, ge=0, description="memory each trial reserves on Ray and may use (CPU: enforced "
+        "in the trial, which fails alone past it); 0 = no reservation or limit"
     )
     max_request_bytes: int = Field(
         1_048_576, ge=1024, description="request bodies above this are refused with 413"
@@ -60,7 +80,11 @@ class Settings(BaseSettings):
     max_budget_steps: int = Field(10_000_000, ge=1)
     max_budget_epochs: float = Field(10_000, gt=0)
     max_concurrent_trials: int = Field(64, ge=1, description="cap on max_concurrent_trials")
-    max_concurrent_studies: int = Field(4, ge=1)
+    max_concurrent_studies: int = Field(
+        4, ge=1, description="studies (and, separately, curvature jobs) running at once; more "
+        "wait queued and start in submission order")
+    max_queued_studies: int = Field(
+        100, ge=0, description="jobs waiting for a slot; a submit beyond it gets 429")
     # lifecycle ---------------------------------------------------------------------------------
     runner: Literal["local", "ray-job"] = Field(
         "local", description="local: one driver process per study; ray-job: a Ray Job each"
@@ -74,6 +98,15 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(
         30.0, ge=0, description="how often the API relaunches dead drivers (0: at startup only)"
     )
+    queue_poll_s: float = Field(
+        2.0, gt=0, description="how often the API starts queued jobs when slots free up"
+    )
+    local_ray: Literal["shared", "per-study"] = Field(
+        "shared", description="without PHITUNE_RAY_ADDRESS: `phitune serve` starts (or attaches "
+        "to) one local Ray head for every driver (one dashboard), or each driver starts its own")
+    ray_head_port: int = Field(6380, ge=1, le=65535, description="GCS port of the shared head")
+    ray_head_dashboard_port: int = Field(
+        8265, ge=1, le=65535, description="dashboard (and Jobs API) port of the shared head")
     tune_checkpoint_s: float = Field(
         1.0, gt=0, description="Tune experiment-state save period of a driver (resume window)"
     )
@@ -118,6 +151,17 @@ class Settings(BaseSettings):
     @property
     def datasets_path(self) -> Path:
         return (self.dataset_dir or self.data_dir / "data").absolute()
+
+    @property
+    def data_root_paths(self) -> tuple[str, ...]:
+        """Where spec paths may point (``data_roots``, else the dataset dir), absolute."""
+        parts = [p for p in (self.data_roots or "").split(os.pathsep) if p.strip()]
+        return tuple(str(Path(p).absolute()) for p in parts) or (str(self.datasets_path),)
+
+    @property
+    def reads_need_token(self) -> bool:
+        """GET routes need the token when one is set, unless ``read_auth`` is explicitly off."""
+        return self.read_auth is not False
 
     @property
     def ray_results_path(self) -> Path:

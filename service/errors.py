@@ -53,10 +53,22 @@ class ResultNotReadyError(PhituneError):
 
 
 class TooManyStudiesError(PhituneError):
+    """The queue is full: every slot runs (``max_concurrent_studies``) and
+    ``max_queued_studies`` jobs wait already. Below that a submit is queued, never refused."""
+
     status_code = 429
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"{limit} studies are already queued or running (max_concurrent_studies)")
+    def __init__(self, running: int, queued: int, kind: str = "studies") -> None:
+        super().__init__(
+            f"the queue is full: {running} {kind} running (max_concurrent_studies) and "
+            f"{queued} queued (max_queued_studies); retry when one has finished")
+
+
+class CurvatureJobNotFoundError(PhituneError):
+    status_code = 404
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"curvature job {job_id!r} not found")
 
 
 class AuthError(PhituneError):

@@ -9,7 +9,7 @@ so a bad spec is a 422 naming the field, before anything is stored.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,9 +18,15 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled
 
 
 class _Strict(BaseModel):
-    """Unknown fields are errors: a typo in a spec must not be silently ignored."""
+    """Unknown fields are errors: a typo in a spec must not be silently ignored. ``NaN`` and
+    ``±inf`` are refused too (also as strings such as ``"nan"``): they are not JSON, could not
+    be stored or echoed back, and no bound below holds for them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+#: Seeds feed numpy/Optuna samplers, which take unsigned 32-bit seeds.
+MAX_SEED = 2**32 - 1
 
 
 class OptimizerSpec(_Strict):
@@ -95,6 +101,12 @@ class ResourcesSpec(_Strict):
     cpu: float = Field(1.0, ge=0, le=256)
     gpu: float = Field(0.0, ge=0, le=16, description="fractional GPUs pack trials on one GPU")
 
+    @model_validator(mode="after")
+    def _not_all_zero(self) -> ResourcesSpec:
+        if self.cpu + self.gpu <= 0:
+            raise ValueError("resources: cpu and gpu cannot both be 0 (a trial needs one)")
+        return self
+
 
 class StudyCreate(_Strict):
     """A tuning request: which run to tune, for which budget, how hard to search."""
@@ -115,7 +127,7 @@ class StudyCreate(_Strict):
     early_stopping: bool = True
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     eval_every: int = Field(50, ge=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     compare: list[str] = Field(
         default_factory=list, max_length=12,
         description="baselines trained at every budget on the same seeds as the tuned UBA "
@@ -133,6 +145,11 @@ class StudyCreate(_Strict):
 
     @model_validator(mode="after")
     def _compare_lrs_positive(self) -> StudyCreate:
+        peak = min([self.optimizer.lr] + ([self.search.eta_max.min] if self.search.eta_max
+                                            else []))
+        if not self.eta_min < peak:
+            raise ValueError(f"eta_min ({self.eta_min}) must be < the peak learning rate "
+                             f"({peak}: optimizer.lr or search.eta_max.min)")
         for lr in self.compare_eta_max:
             if not lr > 0:
                 raise ValueError(f"compare_eta_max: {lr} must be > 0")
@@ -160,9 +177,38 @@ class StudyPublic(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
-    dashboard_url: str | None = None
+    dashboard_url: str | None = Field(None, description="Ray dashboard the study runs on")
+    tensorboard_logdir: str | None = Field(
+        None, description="the study's Ray results (TensorBoard event files): "
+        "tensorboard --logdir <this>")
+    optuna_storage: str | None = Field(
+        None, description="Optuna RDB storage of the study's search state (password hidden); "
+        "its Optuna studies are named <study id>-...")
+    optuna_dashboard_command: str | None = Field(
+        None, description="command that opens the search state in optuna-dashboard")
     progress: Progress = Field(default_factory=Progress)
     links: dict[str, Link] = Field(default_factory=dict)
+
+
+class RayInfo(BaseModel):
+    mode: Literal["shared", "per-study", "cluster"] = Field(
+        description="shared: one local head for every driver (phitune serve); per-study: each "
+        "driver starts its own local Ray; cluster: PHITUNE_RAY_ADDRESS")
+    address: str | None = None
+    dashboard_url: str | None = None
+
+
+class ServiceInfo(BaseModel):
+    """Where the service runs its jobs and how full its queue is (``GET /v1/info``)."""
+
+    ray: RayInfo
+    runner: str
+    tensorboard_root: str
+    optuna_storage: str | None = None
+    max_concurrent_studies: int
+    max_queued_studies: int
+    studies_running: int
+    studies_queued: int
 
 
 class StudiesPublic(BaseModel):
@@ -271,9 +317,9 @@ class CurvatureCreate(_Strict):
     lanczos_steps: int = Field(30, ge=2, le=200)
     num_probes: int = Field(4, ge=1, le=64)
     ggn: bool = Field(False, description="Gauss-Newton matrix (PSD) instead of the Hessian")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    at_steps: list[int] = Field(
+    at_steps: list[Annotated[int, Field(ge=0)]] = Field(
         default_factory=list, max_length=16,
         description="also measure at these steps of a real UBA run of train_steps steps "
         "(e.g. each phase boundary, for per-phase φ)")

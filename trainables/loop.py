@@ -24,18 +24,19 @@ import contextlib
 import json
 import logging
 import math
-import numbers
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trainables.config import TrainConfig
 from trainables.datasets import DataBundle, steps_per_epoch
 from trainables.errors import ConfigError, DivergedError
+from trainables.preflight import check_trial_memory, count_parameters
 from trainables.registry import BUILTIN_DATASETS, build_model, get_dataset
 
 logger = logging.getLogger(__name__)
@@ -52,102 +53,6 @@ Report = Callable[[dict[str, float], "dict[str, Any] | None"], None]
 
 
 # --------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """A trial config (flat JSON dict, see :func:`run_training`) parsed and checked once."""
-
-    model: str
-    dataset: str
-    lr: float
-    total_steps: int
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
-    data_dir: str | None = None
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    schedule: str = "uba"
-    schedule_params: dict[str, Any] = field(default_factory=dict)
-    eval_every: int = 0  # 0 -> about 10 evaluations per run
-    checkpoint_every: int = 0  # 0 -> at eval points only; < 0 -> never
-    eval_batch_size: int = 0  # 0 -> max(batch_size, 512)
-    seed: int = 0
-    device: str = "auto"
-    amp: str | None = None
-    compile: bool = False
-    channels_last: bool = False
-    metric: str = "val_accuracy"
-
-    @classmethod
-    def from_mapping(cls, config: Mapping[str, Any]) -> TrainConfig:
-        """Parse a trial config; top-level ``phi``/``phases`` (what Optuna samples) override
-        ``schedule_params``. Unknown keys are ignored (the tuner may add bookkeeping keys).
-        """
-        known = {f.name for f in fields(cls)}
-        missing = [k for k in ("model", "dataset", "lr", "total_steps") if k not in config]
-        if missing:
-            raise ConfigError(f"trial config is missing required key(s) {missing}")
-        extra = sorted(set(config) - known - {"phi", "phases"})
-        if extra:
-            logger.debug("ignoring trial config keys %s", extra)
-        kw = {k: config[k] for k in known if k in config and config[k] is not None}
-        params = dict(config.get("schedule_params") or {})
-        for k in ("phi", "phases"):
-            if config.get(k) is not None:
-                params[k] = config[k]
-        kw["schedule_params"] = params
-        kw["model_kwargs"] = dict(config.get("model_kwargs") or {})
-        kw["dataset_kwargs"] = dict(config.get("dataset_kwargs") or {})
-        if "amp" in config:
-            kw["amp"] = config["amp"] or None
-        cfg = cls(**kw)
-        cfg.check()
-        return cfg
-
-    def check(self) -> None:
-        """Reject out-of-range values with a message naming field, value and allowed range."""
-
-        def bad(name: str, allowed: str) -> ConfigError:
-            return ConfigError(f"{name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
-
-        def is_int(v: Any) -> bool:  # numpy integers from a search space count too
-            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-        if not is_int(self.total_steps) or self.total_steps < 1:
-            raise bad("total_steps", "integer >= 1")
-        if not is_int(self.batch_size) or self.batch_size < 1:
-            raise bad("batch_size", "integer >= 1")
-        if not isinstance(self.lr, numbers.Real) or not (self.lr > 0 and math.isfinite(self.lr)):
-            raise bad("lr", "finite number > 0")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise bad("optimizer", "'sgd' or 'adamw'")
-        if not 0 <= self.momentum < 1:
-            raise bad("momentum", "0 <= momentum < 1")
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
-            raise bad("nesterov", "True only with optimizer 'sgd' and momentum > 0")
-        if not self.weight_decay >= 0:
-            raise bad("weight_decay", ">= 0")
-        for name in ("eval_every", "eval_batch_size"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
-                raise bad(name, "integer >= 0 (0 = default)")
-        if not is_int(self.checkpoint_every):
-            raise bad("checkpoint_every", "integer (0 = at eval points, < 0 = never)")
-        if not is_int(self.seed):
-            raise bad("seed", "integer")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
-        if self.amp not in (None, "bf16"):
-            raise bad("amp", "null or 'bf16'")
-        if self.metric not in ("val_accuracy", "val_loss", "val_perplexity"):
-            raise bad("metric", "'val_accuracy', 'val_loss' or 'val_perplexity'")
-
-    @property
-    def eval_interval(self) -> int:
-        return self.eval_every or max(1, self.total_steps // 10)
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -179,14 +84,11 @@ def build_scheduler(
     """``tuning.schedules.create_schedule(name, T, eta_max=lr, **params).scheduler(opt)``."""
     from tuning.schedules import create_schedule  # tuning.schedules needs only torch/numpy
 
+    params = cfg.schedule_kwargs()
     try:
-        schedule = create_schedule(
-            cfg.schedule, cfg.total_steps, eta_max=cfg.lr, **cfg.schedule_params
-        )
+        schedule = create_schedule(cfg.schedule, cfg.total_steps, eta_max=cfg.lr, **params)
     except (TypeError, KeyError) as exc:
-        raise ConfigError(
-            f"schedule {cfg.schedule!r} with params {cfg.schedule_params}: {exc}"
-        ) from exc
+        raise ConfigError(f"schedule {cfg.schedule!r} with params {params}: {exc}") from exc
     return schedule.scheduler(optimizer)
 
 
@@ -328,12 +230,13 @@ def _load_bundle(cfg: TrainConfig) -> DataBundle:
     modified in place, so sharing one is safe; plugins are not cached (their loader may
     change between calls in one process).
     """
+    load = {"data_dir": cfg.data_dir, "data_roots": cfg.data_roots, **cfg.dataset_kwargs}
     if cfg.dataset not in BUILTIN_DATASETS:
-        return get_dataset(cfg.dataset, data_dir=cfg.data_dir, **cfg.dataset_kwargs)
-    key = json.dumps([cfg.dataset, cfg.data_dir, cfg.dataset_kwargs], sort_keys=True, default=str)
+        return get_dataset(cfg.dataset, **load)
+    key = json.dumps([cfg.dataset, load], sort_keys=True, default=str)
     if key not in _BUNDLE_CACHE:
         _BUNDLE_CACHE.clear()  # keep one dataset per process
-        _BUNDLE_CACHE[key] = get_dataset(cfg.dataset, data_dir=cfg.data_dir, **cfg.dataset_kwargs)
+        _BUNDLE_CACHE[key] = get_dataset(cfg.dataset, **load)
     return _BUNDLE_CACHE[key]
 
 
@@ -344,6 +247,9 @@ def _prepare(cfg: TrainConfig, bundle: DataBundle | None) -> _Prepared:
     steps_per_epoch(bundle, cfg.batch_size)  # validates batch_size against the data
     if cfg.metric == "val_perplexity" and bundle.task != "lm":
         raise ConfigError(f"metric 'val_perplexity' needs an lm dataset, {cfg.dataset!r} is not")
+    if cfg.memory_limit_mb:  # refuse before allocating weights that cannot fit
+        n_params = count_parameters(cfg.model, bundle.info(), cfg.model_kwargs)
+        check_trial_memory(n_params, cfg.optimizer, cfg.memory_limit_mb)
     bundle = _prenormalize(bundle.to(device))
     torch.manual_seed(cfg.seed)  # model init (and dropout) come from the global RNG
     model = build_model(cfg.model, bundle, **cfg.model_kwargs).to(device)
@@ -404,7 +310,7 @@ def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
 
 
 def run_training(
-    config: Mapping[str, Any],
+    config: TrainConfig | Mapping[str, Any],
     report: Report,
     *,
     resume_state: dict[str, Any] | None = None,
@@ -431,13 +337,19 @@ def run_training(
 
     ``bundle`` lets a caller that already loaded the data (benchmarks) skip loading it again.
 
-    Raises :class:`DivergedError` when the training loss becomes NaN/inf.
+    ``config`` is a :class:`trainables.config.TrainConfig` or its :meth:`~TrainConfig.to_dict`
+    form (what a Ray trial receives).
+
+    Raises :class:`DivergedError` when the training loss becomes NaN/inf, or when the mean
+    training loss between two reports rises above ``divergence_factor`` times the first step's
+    loss (a run that ends up worse than its initialisation is not a schedule worth ranking).
     """
     cfg = TrainConfig.from_mapping(config)
     p = _prepare(cfg, bundle)
     loss_fn = _loss_fn(p.bundle.task)
     start_step = 0
     window_loss, window_steps = 0.0, 0
+    start_loss: float | None = None  # the first step's training loss (divergence reference)
     if resume_state is not None:
         if resume_state.get("version") != CHECKPOINT_VERSION:
             raise ConfigError(f"checkpoint version {resume_state.get('version')} is not supported")
@@ -452,6 +364,7 @@ def run_training(
         p.sampler.load_state_dict(resume_state["sampler"])
         _set_rng_state(resume_state["rng"], p.device)
         start_step = int(resume_state["step"])
+        start_loss = resume_state.get("start_loss")
         window_loss = float(resume_state.get("window_loss", 0.0))
         window_steps = int(resume_state.get("window_steps", 0))
         logger.info("resuming %s/%s at step %d", cfg.model, cfg.dataset, start_step)
@@ -476,7 +389,7 @@ def run_training(
 
     def drain(upto: int) -> None:
         """Read the buffered losses of steps buf_first_step..upto; raise on NaN/inf."""
-        nonlocal window_loss, window_steps, buf_first_step
+        nonlocal window_loss, window_steps, buf_first_step, start_loss
         k = upto - buf_first_step + 1
         if k <= 0:
             return
@@ -484,6 +397,8 @@ def run_training(
         for i, v in enumerate(values):
             if not math.isfinite(v):
                 raise DivergedError(buf_first_step + i, v, buf_lrs[i])
+        if start_loss is None:
+            start_loss = values[0]
         window_loss += math.fsum(values)
         window_steps += k
         buf_first_step = upto + 1
@@ -529,6 +444,11 @@ def run_training(
             metrics["tokens_per_s"] = metrics["samples_per_s"] * p.bundle.input_shape[0]
         if not math.isfinite(metrics["val_loss"]):
             raise DivergedError(step, metrics["val_loss"], last_lr)
+        if (cfg.divergence_factor and start_loss is not None
+                and metrics["train_loss"] > cfg.divergence_factor * start_loss):
+            raise DivergedError(step, metrics["train_loss"], last_lr,
+                                reason=f"above {cfg.divergence_factor:g} x its start "
+                                       f"{start_loss:.4g}")
         window_loss, window_steps = 0.0, 0
         state = None
         if cfg.checkpoint_every >= 0:
@@ -544,6 +464,7 @@ def run_training(
                     "rng": _rng_state(p.device),
                     "window_loss": 0.0,
                     "window_steps": 0,
+                    "start_loss": start_loss,
                 }
             )
         logger.debug("step %d: %s", step, metrics)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from trainables import datasets as ds
 from trainables import models as mdl
+from trainables.data_access import check_data_paths
 from trainables.datasets import DataBundle, steps_per_epoch
 from trainables.errors import ConfigError, TrainablesError, UnknownNameError
 
@@ -192,11 +193,23 @@ def _call(kind: str, entry: Entry, args: tuple[Any, ...], kwargs: dict[str, Any]
         raise ConfigError(f"{kind} {entry.name!r}: bad arguments {kwargs}: {exc}") from exc
 
 
-def get_dataset(name: str, *, data_dir: str | None = None, **kwargs: Any) -> DataBundle:
-    """Load dataset ``name`` into memory; ``kwargs`` are the loader's (e.g. ``subset=500``)."""
+def get_dataset(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    data_roots: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> DataBundle:
+    """Load dataset ``name`` into memory; ``kwargs`` are the loader's (e.g. ``subset=500``).
+
+    With ``data_roots`` every path-like keyword (``root=``, ``path=`` ...) must resolve inside
+    one of them (:func:`trainables.data_access.check_data_paths`); the service always passes
+    its configured roots, so a spec cannot make a trial read elsewhere.
+    """
     table = _datasets()
     if name not in table:
         raise UnknownNameError("dataset", name, table)
+    kwargs = check_data_paths(kwargs, data_roots, "dataset_kwargs")
     bundle = _call("dataset", table[name], (), {"data_dir": data_dir, **kwargs})
     if not isinstance(bundle, DataBundle):
         raise ConfigError(f"dataset {name!r} returned {type(bundle).__name__}, not a DataBundle")

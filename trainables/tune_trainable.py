@@ -17,11 +17,15 @@ from typing import Any
 
 import torch
 
+from trainables.config import TrainConfig
 from trainables.loop import run_training
+from trainables.preflight import memory_limit
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+#: Key under which a Tune param_space carries the trial config dict (one grid over candidates).
+TRIAL_KEY = "trial"
 
 
 def save_state(state: dict[str, Any], directory: str | Path) -> Path:
@@ -69,9 +73,17 @@ def restored_state() -> dict[str, Any] | None:
 def uba_trainable(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: train one trial config (see ``run_training``) and report.
 
+    ``config`` is :meth:`TrainConfig.to_dict` itself, or holds it under ``"trial"`` (what the
+    search's grid over candidates varies, next to bookkeeping keys); it becomes a
+    :class:`TrainConfig` again here, the other side of the Ray boundary.
+
     Use with ``tune.with_resources(uba_trainable, {"cpu": c, "gpu": g})``; a fractional ``g``
     packs several small trials on one GPU (each sees it as ``cuda:0``). Errors, including
     :class:`trainables.errors.DivergedError`, propagate so Tune records the trial as errored
-    with the reason.
+    with the reason. ``memory_limit_mb`` in the config caps the trial's own allocations
+    (CPU; :func:`trainables.preflight.memory_limit`), so one greedy trial fails alone.
     """
-    run_training(config, tune_report, resume_state=restored_state())
+    cfg = TrainConfig.from_mapping(config.get(TRIAL_KEY, config))
+    on_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    with memory_limit(cfg.memory_limit_mb, device=torch.device("cpu" if on_cpu else "cuda")):
+        run_training(cfg, tune_report, resume_state=restored_state())

@@ -17,10 +17,12 @@ from typing import Any
 
 from ray import tune
 
-from tuning.results import BestSchedule, StudySink
+from trainables.config import PAPER_DEFAULT_PHI, TrainConfig
+from trainables.tune_trainable import TRIAL_KEY
+from tuning.results import BaselineRow, BestSchedule, StudySink
 from tuning.schedules import SCHEDULES
-from tuning.search import SinkCallback
-from tuning.specs import PAPER_DEFAULT_PHI, StudySpec
+from tuning.search import run_configs
+from tuning.specs import StudySpec
 
 #: Names users know from the paper and other libraries, mapped onto registry names.
 ALIASES: dict[str, str] = {"clr": "triangular", "cyclic": "triangular", "one_cycle": "onecycle",
@@ -38,20 +40,18 @@ def resolve_baseline(name: str) -> str:
     raise ValueError(f"unknown baseline {name!r}; valid: {', '.join(valid)}")
 
 
-def _arm(name: str, spec: StudySpec, best: BestSchedule) -> dict[str, Any]:
-    """Trial-config overrides of one arm (schedule name, its params, top-level φ for UBA)."""
+def arm_config(name: str, base: TrainConfig, best: BestSchedule, lr: float) -> TrainConfig:
+    """The trial config of one arm: the tuned UBA, UBA at the paper's default φ, or a baseline
+    (with the study's η_min where the baseline takes one)."""
     if name == "uba":
-        return {"schedule": "uba", "phi": best.phi, "phases": best.phases,
-                "schedule_params": {"eta_min": best.eta_min, "variant": best.variant}}
+        return base.with_schedule("uba", phi=best.phi, phases=best.phases, variant=best.variant,
+                                  eta_min=best.eta_min, lr=lr)
     if name == UBA_DEFAULT:
-        return {"schedule": "uba", "phi": PAPER_DEFAULT_PHI[spec.train.optimizer], "phases": 1,
-                "schedule_params": {"eta_min": spec.train.eta_min, "variant": "restart"},
-                "arm": UBA_DEFAULT}
-    params = {"eta_min": spec.train.eta_min} if "eta_min" in SCHEDULES[name].params else {}
-    return {"schedule": name, "schedule_params": params}
+        return base.with_schedule("uba", phi=PAPER_DEFAULT_PHI[base.optimizer], phases=1, lr=lr)
+    return base.with_schedule(name, lr=lr)
 
 
-def build_comparison(
+def run_comparison(
     spec: StudySpec,
     budget_steps: int,
     best: BestSchedule,
@@ -60,50 +60,27 @@ def build_comparison(
     trainable: Callable[[dict], None],
     sink: StudySink,
     eta_max_grid: Sequence[float] = (),
-) -> tune.Tuner:
-    """A grid Tuner: (tuned UBA + each baseline) × seeds (× η_max grid for baselines)."""
-    base = spec.train.trial_config(budget_steps, spec.seed)
-    configs: list[dict[str, Any]] = []
+) -> tune.ResultGrid:
+    """One grid experiment: (tuned UBA + each baseline) × seeds (× η_max grid for baselines)."""
+    configs: list[tuple[dict[str, Any], TrainConfig]] = []
     names = ["uba", *(resolve_baseline(b) for b in baselines)]
     for name in dict.fromkeys(names):
         lrs = [best.eta_max] if name == "uba" else (list(eta_max_grid) or [spec.train.lr])
         for lr in lrs:
             for s in range(seeds):
-                configs.append({**_arm(name, spec, best), "lr": lr, "seed": spec.seed + s})
-    base["arm_config"] = tune.grid_search(configs)
-    wrapped = tune.with_resources(_flatten_arm(trainable), spec.resources.as_ray())
-    return tune.Tuner(
-        wrapped,
-        param_space=base,
-        tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials),
-        run_config=tune.RunConfig(
-            name=f"compare-{budget_steps}",
-            storage_path=spec.storage_path,
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            callbacks=[SinkCallback(sink, budget_steps, kind="compare")],
-            verbose=0,
-        ),
-    )
+                base = spec.train.for_budget(budget_steps, seed=spec.seed + s)
+                configs.append(({"arm": name}, arm_config(name, base, best, lr)))
+    return run_configs(spec, f"compare-{budget_steps}", budget_steps, configs, trainable, sink,
+                       "compare")
 
 
-def _flatten_arm(trainable: Callable[[dict], None]) -> Callable[[dict], None]:
-    """The grid varies one ``arm_config`` dict; the trainable reads flat keys."""
-
-    def run(config: dict) -> None:
-        arm = config.get("arm_config", {})
-        trainable({**{k: v for k, v in config.items() if k != "arm_config"}, **arm})
-
-    run.__name__ = getattr(trainable, "__name__", "trainable")
-    return run
-
-
-def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid) -> list[dict]:
+def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid) -> list[BaselineRow]:
     """Mean ± std of the final metric per arm (the best η_max per baseline by mean), with the
     per-seed values so callers can make paired comparisons."""
     groups: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)
     failures: dict[str, list[str]] = defaultdict(list)
     for r in results:
-        cfg = r.config.get("arm_config", r.config)
+        cfg = r.config.get(TRIAL_KEY, r.config)
         name = cfg.get("arm") or cfg["schedule"]
         if r.error is not None:
             failures[name].append(str(r.error).strip().splitlines()[-1][:200])
@@ -113,20 +90,24 @@ def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid) -> l
         if int(m.get("step", 0)) >= budget_steps and value is not None and math.isfinite(value):
             groups[(name, float(cfg["lr"]))][int(cfg["seed"])] = float(value)
     sign = 1 if spec.mode == "max" else -1
-    best_per_arm: dict[str, dict] = {}
-    for (name, lr), by_seed in groups.items():
+    best_per_arm: dict[str, BaselineRow] = {}
+    for (name, lr), by_seed in sorted(groups.items()):
         values = [by_seed[s] for s in sorted(by_seed)]
-        row = {
-            "budget_steps": budget_steps, "schedule": name, "eta_max": lr,
-            "seeds": sorted(by_seed), "values": values, "n": len(values),
-            "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        }
-        if name not in best_per_arm or sign * row["mean"] > sign * best_per_arm[name]["mean"]:
+        row = BaselineRow(
+            budget_steps=budget_steps, schedule=name, eta_max=lr, seeds=sorted(by_seed),
+            values=values, n=len(values), mean=statistics.fmean(values),
+            std=statistics.stdev(values) if len(values) > 1 else 0.0)
+        old = best_per_arm.get(name)
+        if old is None or sign * (row.mean or 0.0) > sign * (old.mean or 0.0):
             best_per_arm[name] = row
-    for name, reasons in failures.items():
-        best_per_arm.setdefault(name, {"budget_steps": budget_steps, "schedule": name,
-                                       "n": 0, "values": [], "mean": None, "std": None})
-        best_per_arm[name]["errors"] = reasons
+    for name, reasons in sorted(failures.items()):
+        best_per_arm.setdefault(name, BaselineRow(budget_steps=budget_steps, schedule=name, n=0,
+                                                  values=[], mean=None, std=None))
+        best_per_arm[name].errors = reasons
     return sorted(best_per_arm.values(),
-                  key=lambda r: (r["mean"] is None, -sign * (r["mean"] or 0.0)))
+                  key=lambda r: (r.mean is None, -sign * (r.mean or 0.0), r.schedule))
+
+
+def trained_steps(results: tune.ResultGrid) -> int:
+    """Optimizer steps a comparison trained (each trial's last reported step)."""
+    return sum(int((r.metrics or {}).get("step", 0) or 0) for r in results)

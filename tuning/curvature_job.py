@@ -76,7 +76,8 @@ def measure_curvature(train: TrainSpec, curv: CurvatureSpec = CurvatureSpec()) -
     from trainables.registry import build_model, get_dataset
 
     torch.manual_seed(curv.seed)
-    bundle = get_dataset(train.dataset, data_dir=train.data_dir or None, **train.dataset_kwargs)
+    bundle = get_dataset(train.dataset, data_dir=train.data_dir or None,
+                         data_roots=train.data_roots, **train.dataset_kwargs)
     model = build_model(train.model, bundle, **train.model_kwargs).to(_device(train))
     return _estimate(model, _fixed_batches(bundle, curv, _device(train)), curv)
 
@@ -104,7 +105,8 @@ def measure_curvature_during_training(
         raise ValueError(f"at_steps must lie in [0, {total_steps}], got {list(at_steps)}")
     bounds = equal_boundaries(total_steps, phases)
     device = _device(train)
-    bundle = get_dataset(train.dataset, data_dir=train.data_dir or None, **train.dataset_kwargs)
+    bundle = get_dataset(train.dataset, data_dir=train.data_dir or None,
+                         data_roots=train.data_roots, **train.dataset_kwargs)
     batches = _fixed_batches(bundle, curv, device)
 
     def phase_of(step: int) -> int:
@@ -139,6 +141,139 @@ def measure_curvature_during_training(
         except _Done:
             pass
     return out
+
+
+class WarmupDivergedError(ValueError):
+    """The short warm-up at eta_max diverged: no trajectory curvature exists (a 4xx upstream)."""
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How :func:`schedule_features` measures: warm-up length and the estimator's work.
+
+    The warm-up is ``warmup_fraction`` of the budget at constant eta_max (UBA with phi = 0),
+    at least ``min_warmup_steps``: early enough to be cheap, late enough that the curvature
+    is the trajectory's rather than the initialisation's (design.md: tuned phi tracks the
+    curvature along the trajectory).
+    """
+
+    warmup_fraction: float = 0.05
+    min_warmup_steps: int = 10
+    at_init: bool = True
+    curv: CurvatureSpec = CurvatureSpec(num_batches=2, lanczos_steps=20, num_probes=4)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.warmup_fraction <= 0.5:
+            raise ValueError(f"warmup_fraction must be in (0, 0.5], got {self.warmup_fraction}")
+        if self.min_warmup_steps < 1:
+            raise ValueError(f"min_warmup_steps must be >= 1, got {self.min_warmup_steps}")
+
+    def warmup_steps(self, total_steps: int) -> int:
+        return min(total_steps, max(self.min_warmup_steps,
+                                    round(self.warmup_fraction * total_steps)))
+
+
+def _batch_loss(model: torch.nn.Module, batches: list) -> float:
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        losses = [float(_loss_fn(model(x), y)) for x, y in batches]
+    model.train(was)
+    return sum(losses) / len(losses)
+
+
+def schedule_features(train: TrainSpec, total_steps: int, spec: FeatureSpec = FeatureSpec(),
+                      *, bundle: Any = None) -> dict[str, Any]:
+    """Features relating curvature to the schedule of a ``total_steps`` run (issue 13 §1).
+
+    Measured on the same fixed batches: the Hessian at initialisation (``init_*``, optional),
+    after ``spec.warmup_steps(T)`` steps at constant eta_max with the real training loop
+    (``warm_*``), and the matrix the optimizer steps on after the warm-up (``step_*``: the
+    Hessian for SGD, Adam's ``P^-1/2 H P^-1/2`` for AdamW), each with eta_max * lambda_max
+    and its fraction of the stability limit; plus the budget, batch size, eta_max and
+    optimizer. Returns ``{"features", "cost_s" (seconds per feature group), "warmup_steps",
+    "reports"}``. Raises :class:`WarmupDivergedError` when the warm-up diverges.
+    """
+    import time
+
+    from trainables.errors import DivergedError
+    from trainables.loop import run_training
+    from trainables.registry import build_model, get_dataset
+    from tuning.curvature.features import adam_preconditioner, spectrum_features, stability_limit
+
+    curv = spec.curv
+    device = _device(train)
+    cost: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if bundle is None:
+        bundle = get_dataset(train.dataset, data_dir=train.data_dir or None,
+                             **train.dataset_kwargs)
+    batches = _fixed_batches(bundle, curv, device)
+    cost["data"] = time.perf_counter() - t0
+    limit = stability_limit(train.optimizer, momentum=train.momentum)
+    features: dict[str, float] = {
+        "adam": float(train.optimizer == "adamw"), "log_T": math.log(total_steps),
+        "log_batch": math.log(train.batch_size), "log_eta": math.log(train.lr),
+        "stability_limit": limit,
+    }
+    reports: dict[str, Any] = {}
+
+    def new_model(state: dict | None = None) -> torch.nn.Module:
+        torch.manual_seed(curv.seed)  # the init a trial with seed curv.seed starts from
+        model = build_model(train.model, bundle, **train.model_kwargs)
+        if state is not None:
+            model.load_state_dict(state)
+        return model.to(device)
+
+    if spec.at_init:
+        t0 = time.perf_counter()
+        model = new_model()
+        features["loss_init"] = _batch_loss(model, batches)
+        rep = _estimate(model, batches, curv)
+        reports["init"] = rep
+        features.update(spectrum_features(rep, eta_max=train.lr, limit=limit, prefix="init_"))
+        cost["init"] = time.perf_counter() - t0
+
+    steps = spec.warmup_steps(total_steps)
+    t0 = time.perf_counter()
+    config = train.trial_config(steps, curv.seed)
+    config.update(eval_every=steps, checkpoint_every=0, phi=0.0, phases=1,
+                  schedule_params={"eta_min": 0.0, "variant": "restart"})
+    final: dict[str, Any] = {}
+    try:
+        run_training(config, lambda m, s: final.update(state=s), bundle=bundle)
+    except DivergedError as exc:
+        raise WarmupDivergedError(
+            f"the {steps}-step warm-up at eta_max={train.lr} diverged ({exc}); lower lr"
+        ) from exc
+    cost["warmup_train"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = new_model(final["state"]["model"])
+    features["loss_warm"] = _batch_loss(model, batches)
+    if not math.isfinite(features["loss_warm"]):
+        raise WarmupDivergedError(f"loss after the {steps}-step warm-up is not finite")
+    rep = _estimate(model, batches, curv)
+    reports["warm"] = rep
+    features.update(spectrum_features(rep, eta_max=train.lr, limit=limit, prefix="warm_"))
+    cost["warm"] = time.perf_counter() - t0
+    if train.optimizer == "adamw":
+        t0 = time.perf_counter()
+        params = [p for p in model.parameters() if p.requires_grad]
+        pre = adam_preconditioner(final["state"]["optimizer"], params)
+        rep = estimate_curvature(model, _loss_fn, batches, lanczos_steps=curv.lanczos_steps,
+                                 num_probes=curv.num_probes, seed=curv.seed,
+                                 preconditioner=pre)
+        reports["step"] = rep
+        features.update(spectrum_features(rep, eta_max=train.lr, limit=limit, prefix="step_"))
+        cost["step"] = time.perf_counter() - t0
+    else:  # SGD steps on the Hessian itself
+        features.update({"step_" + k[len("warm_"):]: v for k, v in features.items()
+                         if k.startswith("warm_")})
+        cost["step"] = 0.0
+    if "loss_init" in features:
+        features["warm_loss_ratio"] = features["loss_warm"] / features["loss_init"]
+    return {"features": features, "cost_s": cost, "warmup_steps": steps,
+            "reports": {k: r.to_dict() for k, r in reports.items()}}
 
 
 def measure_curvature_on_ray(train: TrainSpec, resources: Resources,

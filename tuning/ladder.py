@@ -121,6 +121,15 @@ def _internal_horizons(total_steps: int, eta: int, lowest: int, rungs: int | Non
     return sorted(set(out))
 
 
+def _counts(first: int, n_rungs: int, eta: int, min_top: int) -> list[int]:
+    """Candidates per rung: ``first`` at the bottom, then ⌊n/η⌋ (at least min(min_top, n))."""
+    counts, n = [], first
+    for _ in range(n_rungs):
+        counts.append(n)
+        n = max(1, min(n, max(n // eta, min_top)))
+    return counts
+
+
 def plan_ladder(
     total_steps: int,
     num_trials: int,
@@ -204,11 +213,7 @@ def plan_ladder(
         max(h, q) / min(h, q) < spacing for q in requested)]
     all_h = sorted(set(kept) | set(requested))
 
-    counts: list[int] = []
-    n = num_trials
-    for i, _ in enumerate(all_h):
-        counts.append(n)
-        n = max(1, min(n, max(n // eta, min_top)))
+    counts = _counts(num_trials, len(all_h), eta, min_top)
     out = []
     for i, (h, c) in enumerate(zip(all_h, counts, strict=True)):
         out.append(Rung(index=i, steps=h, fraction=h / total_steps, candidates=c,
@@ -251,10 +256,7 @@ def plan_brackets(
         s = s_max - b
         n = max(min_top, math.ceil(num_trials * (eta**s / (s + 1)) / (eta**s_max / (s_max + 1))))
         sub = full.rungs[b:]
-        counts: list[int] = []
-        for _ in sub:
-            counts.append(n)
-            n = max(1, min(n, max(n // eta, min_top)))
+        counts = _counts(n, len(sub), eta, min_top)
         out.append(Ladder(total_steps=total_steps, eta=eta, rungs=tuple(
             Rung(index=r.index, steps=r.steps, fraction=r.fraction, candidates=c,
                  promote=counts[i + 1] if i + 1 < len(counts) else 0, requested=r.requested,

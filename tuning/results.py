@@ -1,8 +1,10 @@
-"""What a study produces, and the sink through which `tuning` hands it over.
+"""What a study produces, as typed rows, and the sink through which `tuning` hands it over.
 
 `tuning` never imports the service: it reports through :class:`StudySink`, a tiny Protocol the
-service implements by writing to its store (and tests implement with a list). Hooks follow
-Optuna's habit of small bases whose methods default to no-ops (:class:`NullSink`).
+service implements by writing to its store (and tests implement with :class:`RecordingSink`).
+Every result row is a dataclass here, the one definition; ``service.schemas`` mirrors them in
+pydantic for the HTTP contract and a test checks that the fields agree. ``to_dict`` gives the
+JSON the store keeps (field names are the keys, nothing else).
 """
 
 from __future__ import annotations
@@ -10,12 +12,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+#: ``terminated``: trained to its horizon; ``stopped_early``: stopped by ASHA (only with
+#: ``method="asha"``; its value is not a result of its horizon); ``error``: failed or diverged.
 TrialStatus = Literal["pending", "running", "terminated", "stopped_early", "error"]
+TRIAL_STATUSES: tuple[str, ...] = ("pending", "running", "terminated", "stopped_early", "error")
+#: What a trial was for: a search candidate (at its rung's horizon), a finalist's extra seed,
+#: or a comparison arm.
+TrialKind = Literal["search", "finalist", "compare"]
 
 
 @dataclass
 class TrialRecord:
-    """Latest known state of one Ray Tune trial (one budget, one φ/phases point)."""
+    """Latest known state of one Ray Tune trial (one horizon, one φ/phases point)."""
 
     trial_id: str
     budget_steps: int
@@ -32,7 +40,12 @@ class TrialRecord:
 
 @dataclass
 class BestSchedule:
-    """The recommended schedule of one budget: the parameters and its full LR curve."""
+    """The recommended schedule of one budget: the parameters and its full LR curve.
+
+    ``value`` is the metric the choice was made on: the mean over ``seeds`` when the finalists
+    were re-trained with extra seeds (``n_seeds`` > 1, ``value_std`` their sample standard
+    deviation), else the single search run's value (``n_seeds`` = 1, ``value_std`` None).
+    """
 
     schedule: str
     phi: float
@@ -45,6 +58,9 @@ class BestSchedule:
     value: float
     trial_id: str
     lr_curve: list[float]
+    value_std: float | None = None
+    n_seeds: int = 1
+    seeds: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +68,8 @@ class BestSchedule:
 
 @dataclass
 class BudgetResult:
+    """One requested budget: how many candidates were trained to it and the best of them."""
+
     budget_steps: int
     fraction: float
     num_trials: int
@@ -60,6 +78,93 @@ class BudgetResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class RungResult:
+    """One rung of the horizon ladder (all iterations together): candidates trained to
+    ``steps``, how many finished, failed or diverged, and the best value there."""
+
+    steps: int
+    fraction: float
+    requested: bool
+    num_trials: int
+    num_completed: int
+    num_failed: int
+    best_value: float | None
+
+
+@dataclass
+class FinalistRow:
+    """A full-budget finalist re-trained with extra seeds: its values and their mean ± std."""
+
+    phi: float
+    phases: int
+    eta_max: float
+    seeds: list[int]
+    values: list[float]
+    n: int
+    mean: float | None
+    std: float | None
+
+
+@dataclass
+class BaselineRow:
+    """One comparison arm at one budget: per-seed values and mean ± std (the best η_max of a
+    baseline by mean); ``errors`` are the failed seeds' reasons."""
+
+    budget_steps: int
+    schedule: str
+    n: int
+    values: list[float]
+    mean: float | None
+    std: float | None
+    eta_max: float | None = None
+    seeds: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BudgetRow:
+    """One row of the budget curve: tuned UBA (search value and, when compared, mean ± std over
+    seeds) next to the best baseline at that budget."""
+
+    budget_steps: int
+    fraction: float
+    uba_phi: float | None
+    uba_phases: int | None
+    uba_search_value: float | None
+    uba_mean: float | None
+    uba_std: float | None
+    uba_n: int
+    best_baseline: str | None
+    baseline_mean: float | None
+    baseline_std: float | None
+
+
+@dataclass
+class TargetEstimate:
+    """Smallest budget reaching ``target``: ``measured`` (a trained budget), ``interpolated``
+    (linear in log steps between the two measured budgets in ``between``) or ``not_reached``."""
+
+    target: float
+    steps: int | None
+    kind: Literal["measured", "interpolated", "not_reached"]
+    between: list[int] | None = None
+    note: str | None = None
+
+
+@dataclass
+class ComputeSpent:
+    """Compute a study trained, in optimizer steps and in units of one full-budget run
+    (``units`` = ``steps`` / ``full_budget_steps``), split by what it was for."""
+
+    steps: int
+    units: float
+    full_budget_steps: int
+    search_steps: int = 0
+    finalist_steps: int = 0
+    compare_steps: int = 0
 
 
 @dataclass
@@ -72,9 +177,13 @@ class StudyResult:
     budgets: list[BudgetResult]
     curvature: dict[str, Any] | None = None
     suggestions: list[dict[str, Any]] = field(default_factory=list)
-    baselines: list[dict[str, Any]] = field(default_factory=list)
-    budget_curve: list[dict[str, Any]] = field(default_factory=list)
-    target: dict[str, Any] | None = None
+    baselines: list[BaselineRow] = field(default_factory=list)
+    budget_curve: list[BudgetRow] = field(default_factory=list)
+    target: TargetEstimate | None = None
+    method: str = "ladder"
+    rungs: list[RungResult] = field(default_factory=list)
+    finalists: list[FinalistRow] = field(default_factory=list)
+    compute: ComputeSpent | None = None
 
     @property
     def best(self) -> BestSchedule | None:
@@ -103,8 +212,9 @@ class StudySink(Protocol):
     def on_finish(self, result: StudyResult) -> None: ...
 
 
-class NullSink:
-    """A sink that keeps the trial records in memory (for notebooks, benchmarks and tests)."""
+class RecordingSink:
+    """A sink that keeps the trial records and the result in memory (notebooks, benchmarks,
+    tests)."""
 
     def __init__(self) -> None:
         self.trials: dict[str, TrialRecord] = {}
@@ -119,3 +229,7 @@ class NullSink:
 
     def on_finish(self, result: StudyResult) -> None:
         self.result = result
+
+
+#: Former name (it never was a null object: it records everything).
+NullSink = RecordingSink

@@ -1,31 +1,55 @@
-"""Build and run the Ray Tune search of one budget: OptunaSearch (TPE) over φ and phases, ASHA.
+"""The schedule-aware search engine: Optuna proposes, Ray Tune trains, Optuna records the truth.
 
-One budget = one Ray Tune experiment, because the UBA curve depends on T and ASHA must never
-compare trials of different budgets at the same step. :mod:`tuning.study` loops over budgets.
+Why not ``OptunaSearch`` + ASHA (the former default): a UBA schedule is a function of its
+budget, so a run's intermediate metric ranks schedules backwards (design.md, "Search design"),
+and OptunaSearch records a trial that a scheduler stopped as COMPLETE with its truncated
+value. Here the pieces are used separately, each for what it is right for:
+
+* **Optuna** (ask/tell) proposes candidates and keeps one study per horizon
+  (``<study_id>-budget-<steps>``). A trial in that study is COMPLETE only when its run trained
+  a whole schedule of exactly that horizon; a run stopped before (ASHA, only when asked) is
+  PRUNED with its last value as an intermediate report, a failed or diverged run is FAIL.
+  New candidates come from a transient study holding the COMPLETE trials of the highest rung
+  with enough points (BOHB's rule), seeded per iteration.
+* **Ray Tune** trains the candidates of one rung as one experiment (a grid over the asked
+  configs, in parallel up to ``max_concurrent_trials``), restorable after a driver crash.
+* **Determinism**: all candidates of a rung are asked before any result is told, samplers are
+  seeded from the study seed, promotion ties break on the candidate index, search runs share
+  the study seed (common random numbers: a paired comparison of schedules) and finalists'
+  extra seeds are derived from it. Concurrency and timing cannot change what is trained.
+
+The rung/promotion arithmetic lives in :mod:`tuning.ladder`; :mod:`tuning.study` drives it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
-from tuning.results import BestSchedule, BudgetResult, StudySink, TrialRecord
-from tuning.schedules import create_schedule
-from tuning.specs import PAPER_DEFAULT_PHI, StudySpec
+from trainables.config import PAPER_DEFAULT_PHI, TrainConfig
+from trainables.tune_trainable import TRIAL_KEY
+from tuning.results import StudySink, TrialKind, TrialRecord
+from tuning.specs import StudySpec
 
 logger = logging.getLogger(__name__)
 
-#: Searched trial-config keys (Optuna parameters).
+#: Searched parameters (Optuna parameter names; ``lr`` is η_max).
 PHI, PHASES, LR = "phi", "phases", "lr"
+#: A rung's model is fitted on the highest rung with at least this many COMPLETE trials.
+MIN_MODEL_POINTS = 4
+_METRIC_KEYS = ("train_loss", "val_loss", "val_accuracy", "val_perplexity", "lr", "samples_per_s")
+
+
+# ----------------------------------------------------------------------------- space
 
 
 def optuna_space(spec: StudySpec) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -41,63 +65,194 @@ def optuna_space(spec: StudySpec) -> dict[str, optuna.distributions.BaseDistribu
     return space
 
 
-def initial_points(spec: StudySpec, warm_start: Sequence[dict[str, Any]] = ()) -> list[dict]:
-    """Points Optuna evaluates before sampling: warm starts (e.g. the best of a smaller budget
-    or curvature suggestions) and the paper's default φ for the optimizer, clipped to the range.
-
-    Duplicates are dropped so a warm start equal to the paper default costs one trial, not two.
-    """
+def _clip_point(spec: StudySpec, cand: Mapping[str, Any]) -> dict[str, Any]:
     s = spec.search
-    candidates = [*warm_start, *spec.extra_points, {PHI: PAPER_DEFAULT_PHI[spec.train.optimizer]}]
-    points: list[dict[str, Any]] = []
-    seen: set[tuple] = set()
-    for cand in candidates:
-        phi = float(cand.get(PHI, PAPER_DEFAULT_PHI[spec.train.optimizer]))
-        point: dict[str, Any] = {
-            PHI: min(max(phi, s.phi_min), s.phi_max),
-            PHASES: int(min(max(int(cand.get(PHASES, s.phases_min)), s.phases_min), s.phases_max)),
-        }
-        if s.searches_eta_max:
-            assert s.eta_max_min is not None and s.eta_max_max is not None
-            lr = float(cand.get(LR, math.sqrt(s.eta_max_min * s.eta_max_max)))
-            point[LR] = min(max(lr, s.eta_max_min), s.eta_max_max)
-        key = tuple(round(float(v), 6) for v in point.values())
+    phi = float(cand.get(PHI, PAPER_DEFAULT_PHI[spec.train.optimizer]))
+    point: dict[str, Any] = {
+        PHI: min(max(phi, s.phi_min), s.phi_max),
+        PHASES: int(min(max(int(cand.get(PHASES, s.phases_min)), s.phases_min), s.phases_max)),
+    }
+    if s.searches_eta_max:
+        assert s.eta_max_min is not None and s.eta_max_max is not None
+        lr = float(cand.get(LR, spec.train.lr))
+        point[LR] = min(max(lr, s.eta_max_min), s.eta_max_max)
+    return point
+
+
+def _dedup(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    out, seen = [], set()
+    for p in points:
+        key = tuple(round(float(v), 6) for v in p.values())
         if key not in seen:
             seen.add(key)
-            points.append(point)
-    return points[: spec.num_trials]
+            out.append(p)
+    return out
 
 
-def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    """phitune's sampler: TPE, seeded; 4 random startup trials at most (the fixed starting
-    points — warm starts, suggestions, paper default — come before those)."""
-    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(4, spec.num_trials))
+def initial_points(spec: StudySpec, warm_start: Sequence[Mapping[str, Any]] = ()) -> list[dict]:
+    """Points evaluated before any sampling: warm starts (e.g. curvature suggestions), the
+    spec's extra points and the paper's default φ for the optimizer, clipped to the range
+    (η_max, when searched, starts at the optimizer's lr). Duplicates are dropped."""
+    cands = [*warm_start, *spec.extra_points, {PHI: PAPER_DEFAULT_PHI[spec.train.optimizer]}]
+    return _dedup([_clip_point(spec, c) for c in cands])[: spec.num_trials]
+
+
+def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
+    """``sampler="grid"``: the φ grid (the paper's ablation grid by default) clipped to the
+    range, at ``phases_min`` phases and the optimizer's lr, in grid order."""
+    return _dedup([_clip_point(spec, {PHI: phi}) for phi in spec.search.phi_grid])
+
+
+def derive_seed(seed: int, *keys: object) -> int:
+    """A seed derived from the study seed and a label (stable across runs and machines)."""
+    digest = hashlib.sha256(repr((seed, *keys)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The spec's Optuna sampler, seeded: TPE (≤ 4 random startup trials), GP (Optuna's
+    GPSampler, needs scipy), or random. ``grid`` enumerates :func:`grid_points` itself and
+    uses random sampling only once the grid is exhausted."""
+    seed = spec.seed if seed is None else seed
+    startup = min(4, spec.num_trials)
+    name = spec.search.sampler
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def optuna_study_name(spec: StudySpec, budget_steps: int) -> str:
-    """Name of a budget's Optuna study in the RDB storage (what optuna-dashboard lists)."""
+    """Name of a horizon's Optuna study (what optuna-dashboard lists): every trial in it was
+    trained (or stopped, then PRUNED) at ``budget_steps``."""
     return f"{spec.study_id}-budget-{budget_steps}"
 
 
-class SinkCallback(tune.Callback):
-    """Forwards Ray Tune trial events of one budget to a :class:`StudySink`."""
+def open_rung_study(spec: StudySpec, steps: int) -> optuna.Study:
+    """The Optuna study of one horizon, in the RDB storage when the spec names one."""
+    direction = "maximize" if spec.mode == "max" else "minimize"
+    if spec.optuna_storage_url:
+        storage = optuna.storages.RDBStorage(spec.optuna_storage_url)
+        return optuna.create_study(storage=storage, study_name=optuna_study_name(spec, steps),
+                                   direction=direction, load_if_exists=True)
+    return optuna.create_study(direction=direction)
 
-    def __init__(self, sink: StudySink, budget_steps: int, kind: str = "search") -> None:
+
+def propose(spec: StudySpec, iteration: int, n: int,
+            model: Sequence[optuna.trial.FrozenTrial] = (),
+            first: Sequence[dict[str, Any]] = (), skip: Sequence[dict[str, Any]] = ()
+            ) -> list[dict[str, Any]]:
+    """``n`` new candidates: ``first`` (initial points), then the grid or the sampler's
+    proposals given the ``model`` trials (COMPLETE, one horizon; copied into a transient study
+    seeded from the study seed and ``iteration``). All are asked before any is told; a model-based sampler is
+    told a constant lie (the worst value seen) after each ask so a batch spreads out."""
+    out = [dict(p) for p in first][:n]
+    if spec.search.sampler == "grid":
+        seen = {tuple(round(float(v), 6) for v in p.values()) for p in [*skip, *out]}
+        for p in grid_points(spec):
+            if len(out) < n and tuple(round(float(v), 6) for v in p.values()) not in seen:
+                out.append(p)
+    if len(out) >= n:
+        return out
+    space = optuna_space(spec)
+    direction = "maximize" if spec.mode == "max" else "minimize"
+    study = optuna.create_study(direction=direction,
+                                sampler=make_sampler(spec, derive_seed(spec.seed, "propose",
+                                                                       iteration)))
+    study.add_trials([optuna.trial.create_trial(params=t.params, distributions=space,
+                                                value=t.value)
+                      for t in model if set(t.params) == set(space)])
+    values = [t.value for t in study.trials if t.value is not None]
+    lie = (min(values) if spec.mode == "max" else max(values)) if values else None
+    for p in out:
+        study.enqueue_trial(p)
+        trial = study.ask(space)
+        if lie is not None:
+            study.tell(trial, lie)
+    while len(out) < n:
+        trial = study.ask(space)
+        out.append(dict(trial.params))
+        if lie is not None:
+            study.tell(trial, lie)
+    return out
+
+
+def model_trials(rung_studies: Mapping[int, optuna.Study],
+                 before_iteration: int) -> list[optuna.trial.FrozenTrial]:
+    """COMPLETE trials of iterations before ``before_iteration`` at the highest horizon that has
+    >= :data:`MIN_MODEL_POINTS` of them, else at the lowest horizon (BOHB's rule: model the
+    most faithful fidelity that has data). Only earlier iterations count, so a restarted
+    driver proposes exactly what the first one did."""
+
+    def done(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        return [t for t in sorted(study.trials, key=lambda t: t.number)
+                if t.state == optuna.trial.TrialState.COMPLETE
+                and int(t.user_attrs.get("iteration", 0)) < before_iteration]
+
+    for steps in sorted(rung_studies, reverse=True):
+        trials = done(rung_studies[steps])
+        if len(trials) >= MIN_MODEL_POINTS:
+            return trials
+    return done(rung_studies[min(rung_studies)]) if rung_studies else []
+
+
+# ------------------------------------------------------------------------- running
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search, numbered in proposal order (the tie-break of promotion)."""
+
+    index: int
+    params: dict[str, Any]
+    iteration: int = 0
+
+
+@dataclass
+class Outcome:
+    """What one run of a candidate at one horizon produced."""
+
+    candidate: Candidate
+    steps: int  # the horizon it was meant to train
+    seed: int
+    trained_steps: int
+    value: float | None  # the metric at ``steps`` when it got there, else None
+    last_value: float | None
+    status: str  # terminated | stopped_early | error
+    trial_id: str = ""
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "terminated" and self.value is not None
+
+
+def candidate_config(spec: StudySpec, cand: Candidate, steps: int, seed: int) -> TrainConfig:
+    """The trial config of a candidate at a horizon: the study template, budget, seed, φ,
+    phases and η_max (when searched) set once, here."""
+    params = {k: cand.params[k] for k in (PHI, PHASES, LR) if k in cand.params}
+    return spec.train.for_budget(steps, seed=seed).with_schedule(
+        "uba", variant=spec.search.variant, eta_min=spec.train.eta_min, **params)
+
+
+class SinkCallback(tune.Callback):
+    """Forwards Ray Tune trial events of one experiment to a :class:`StudySink`."""
+
+    def __init__(self, sink: StudySink, budget_steps: int, kind: TrialKind = "search") -> None:
         self.sink = sink
         self.budget_steps = budget_steps
         self.kind = kind
 
     def _record(self, trial: Any, status: str, error: str | None = None) -> TrialRecord:
         result = trial.last_result or {}
-        metrics = {
-            k: float(v)
-            for k, v in result.items()
-            if k in ("train_loss", "val_loss", "val_accuracy", "val_perplexity", "lr",
-                     "samples_per_s") and isinstance(v, int | float)
-        }
-        config = {**trial.config, **trial.config.get("arm_config", {})}
-        keys = (PHI, PHASES, LR) if self.kind == "search" else (
-            "schedule", "arm", PHI, PHASES, LR, "seed")
+        metrics = {k: float(v) for k, v in result.items()
+                   if k in _METRIC_KEYS and isinstance(v, int | float)}
+        config = {**trial.config.get(TRIAL_KEY, trial.config), **trial.config}
+        config.pop(TRIAL_KEY, None)
+        keys = (PHI, PHASES, LR, "candidate") if self.kind == "search" else (
+            "schedule", "arm", PHI, PHASES, LR, "seed", "candidate")
         params = {k: config[k] for k in keys if config.get(k) is not None}
         params["kind"] = self.kind
         return TrialRecord(
@@ -143,104 +298,135 @@ def trial_error_text(trial: Any) -> str:
     return "trial failed (no error file)"
 
 
-def build_tuner(
+def run_configs(
     spec: StudySpec,
-    budget_steps: int,
+    name: str,
+    steps: int,
+    configs: Sequence[tuple[dict[str, Any], TrainConfig]],
     trainable: Callable[[dict], None],
     sink: StudySink,
-    warm_start: Sequence[dict[str, Any]] = (),
-) -> tune.Tuner:
-    """A Tuner for one budget, or the restored one when this budget's experiment already exists
-    (a driver restarted mid-study resumes: finished trials are kept, the searcher state too)."""
-    experiment = f"budget-{budget_steps}"
+    kind: TrialKind,
+    scheduler: Any = None,
+) -> tune.ResultGrid:
+    """Train ``configs`` (bookkeeping tags, trial config) as one Ray Tune experiment ``name``.
+
+    The configs cross the Ray boundary here, as dicts (``TrainConfig.to_dict``) in one grid,
+    with the tags beside them. When the experiment already exists under the study's storage
+    path (a restarted driver), it is restored: finished trials are kept, unfinished resumed.
+    """
     storage = str(Path(spec.storage_path).absolute())
-    path = os.path.join(storage, experiment)
+    path = os.path.join(storage, name)
     wrapped = tune.with_resources(trainable, spec.resources.as_ray())
-    run_config = tune.RunConfig(
-        name=experiment,
-        storage_path=storage,
-        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[SinkCallback(sink, budget_steps)],
-        verbose=0,
-    )
     if tune.Tuner.can_restore(path):
-        logger.info("study %s: restoring budget %d from %s", spec.study_id, budget_steps, path)
-        return tune.Tuner.restore(path, trainable=wrapped, resume_unfinished=True,
-                                  resume_errored=True, param_space=None)
-
-    storage = None
-    if spec.optuna_storage_url:
-        storage = optuna.storages.RDBStorage(spec.optuna_storage_url)
-    searcher = OptunaSearch(
-        space=optuna_space(spec),
-        metric=spec.metric,
-        mode=spec.mode,
-        points_to_evaluate=initial_points(spec, warm_start),
-        sampler=make_sampler(spec),
-        study_name=optuna_study_name(spec, budget_steps) if storage is not None else None,
-        storage=storage,
-    )
-    scheduler = None
-    if spec.early_stopping:
-        eval_every = spec.train.trial_config(budget_steps, spec.seed)["eval_every"]
-        scheduler = ASHAScheduler(
-            time_attr="step",
-            max_t=budget_steps,
-            grace_period=max(eval_every, budget_steps // 4),
-            reduction_factor=2,
-        )
-    param_space = spec.train.trial_config(budget_steps, spec.seed)
-    if spec.search.searches_eta_max:
-        del param_space[LR]  # sampled by Optuna instead
-    param_space["schedule_params"] = {"eta_min": spec.train.eta_min, "variant": spec.search.variant}
-    return tune.Tuner(
+        logger.info("study %s: restoring experiment %s from %s", spec.study_id, name, path)
+        tuner = tune.Tuner.restore(path, trainable=wrapped, resume_unfinished=True,
+                                   resume_errored=True, param_space=None)
+        return tuner.fit()
+    grid = [{**tags, **cfg.to_dict()} for tags, cfg in configs]
+    tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=spec.max_concurrent_trials)
+    if scheduler is not None:
+        tune_config = tune.TuneConfig(num_samples=1, metric=spec.metric, mode=spec.mode,
+                                      scheduler=scheduler,
+                                      max_concurrent_trials=spec.max_concurrent_trials)
+    tuner = tune.Tuner(
         wrapped,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(
-            metric=spec.metric,
-            mode=spec.mode,
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=spec.num_trials,
-            max_concurrent_trials=spec.max_concurrent_trials,
+        param_space={TRIAL_KEY: tune.grid_search(grid)},
+        tune_config=tune_config,
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[SinkCallback(sink, steps, kind=kind)],
+            verbose=0,
         ),
-        run_config=run_config,
     )
+    return tuner.fit()
 
 
-def best_of(spec: StudySpec, budget_steps: int, results: tune.ResultGrid) -> BudgetResult:
-    """The best trial that trained for the *whole* budget (an ASHA-stopped trial's last metric
-    is from an earlier step and not comparable), with its schedule and LR curve."""
-    sign = 1.0 if spec.mode == "max" else -1.0
-    best_value, best = -math.inf, None
-    failed = 0
-    for result in results:
-        if result.error is not None:
-            failed += 1
+def run_candidates(
+    spec: StudySpec,
+    name: str,
+    steps: int,
+    runs: Sequence[tuple[Candidate, int]],
+    trainable: Callable[[dict], None],
+    sink: StudySink,
+    kind: TrialKind = "search",
+    scheduler: Any = None,
+) -> list[Outcome]:
+    """Train each (candidate, seed) as a complete schedule of ``steps`` (one experiment) and
+    return the outcomes in the order of ``runs`` (whatever order Ray finished them in)."""
+    configs = [({"candidate": c.index, "run_seed": seed}, candidate_config(spec, c, steps, seed))
+               for c, seed in runs]
+    results = run_configs(spec, name, steps, configs, trainable, sink, kind, scheduler)
+    wanted = {(c.index, seed): c for c, seed in runs}
+    outcomes: dict[tuple[int, int], Outcome] = {}
+    for r in results:
+        cfg = (r.config or {}).get(TRIAL_KEY, {})
+        key = (cfg.get("candidate"), cfg.get("run_seed"))
+        if key not in wanted:
             continue
-        metrics = result.metrics or {}
-        value = metrics.get(spec.metric)
-        if int(metrics.get("step", 0)) < budget_steps or value is None or not math.isfinite(value):
+        m = r.metrics or {}
+        trained = int(m.get("step", 0) or 0)
+        last = m.get(spec.metric)
+        last = float(last) if isinstance(last, int | float) and math.isfinite(last) else None
+        if r.error is not None:
+            status, value = "error", None
+        elif trained >= steps:
+            status, value = "terminated", last
+        else:
+            status, value = "stopped_early", None
+        outcomes[key] = Outcome(  # type: ignore[index]
+            candidate=wanted[key], steps=steps, seed=key[1], trained_steps=trained,  # type: ignore[index]
+            value=value, last_value=last, status=status, trial_id=str(m.get("trial_id", "")),
+            error=None if r.error is None else str(r.error).strip().splitlines()[-1][:300],
+            metrics=dict(m))
+    out = []
+    for c, seed in runs:  # a trial Ray lost entirely is a failure, not a silent gap
+        out.append(outcomes.get((c.index, seed)) or Outcome(
+            candidate=c, steps=steps, seed=seed, trained_steps=0, value=None, last_value=None,
+            status="error", error="no result recorded"))
+    return out
+
+
+def ask_rung(study: optuna.Study, spec: StudySpec, candidates: Sequence[Candidate],
+             tag: str) -> list[optuna.trial.Trial]:
+    """Ask the rung's Optuna study for every candidate (fixed params, before any tell), or find
+    the trials a previous driver asked for them (a restarted study does not duplicate)."""
+    space = optuna_space(spec)
+    existing = {t.user_attrs.get("candidate"): t for t in study.trials
+                if t.user_attrs.get("run") == tag}
+    trials = []
+    for c in candidates:
+        old = existing.get(c.index)
+        if old is not None and old.state == optuna.trial.TrialState.RUNNING:
+            trials.append(optuna.trial.Trial(study, old._trial_id))
             continue
-        if sign * value > best_value:
-            best_value, best = sign * value, result
-    schedule = None
-    if best is not None:
-        cfg = best.config
-        sp = cfg.get("schedule_params", {})
-        eta_min = float(sp.get("eta_min", 0.0))
-        variant = str(sp.get("variant", "cyclic"))
-        curve = create_schedule(
-            "uba", budget_steps, phi=float(cfg[PHI]), phases=int(cfg[PHASES]),
-            eta_max=float(cfg[LR]), eta_min=eta_min, variant=variant,
-        ).values()
-        schedule = BestSchedule(
-            schedule="uba", phi=float(cfg[PHI]), phases=int(cfg[PHASES]), eta_max=float(cfg[LR]),
-            eta_min=eta_min, variant=variant, total_steps=budget_steps, metric=spec.metric,
-            value=float(best.metrics[spec.metric]), trial_id=str(best.metrics.get("trial_id", "")),
-            lr_curve=[float(v) for v in curve],
-        )
-    fraction = budget_steps / spec.total_steps
-    return BudgetResult(budget_steps=budget_steps, fraction=fraction, num_trials=len(results),
-                        num_failed=failed, best=schedule)
+        if old is not None:
+            trials.append(None)  # already told by the previous driver
+            continue
+        study.enqueue_trial({k: c.params[k] for k in space},
+                            user_attrs={"candidate": c.index, "run": tag,
+                                        "iteration": c.iteration})
+        trials.append(study.ask(space))
+    return trials
+
+
+def tell_rung(study: optuna.Study, trials: Sequence[optuna.trial.Trial | None],
+              outcomes: Sequence[Outcome]) -> None:
+    """Tell each outcome truthfully: COMPLETE only for a run that reached its horizon, PRUNED
+    (with its last value as an intermediate report) for one stopped early, FAIL otherwise."""
+    for trial, o in zip(trials, outcomes, strict=True):
+        if trial is None:
+            continue
+        trial.set_user_attr("trained_steps", o.trained_steps)
+        if o.completed:
+            study.tell(trial, o.value)
+        elif o.status == "stopped_early":
+            if o.last_value is not None:
+                trial.report(o.last_value, o.trained_steps)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            if o.error:
+                trial.set_user_attr("error", o.error)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)

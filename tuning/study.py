@@ -1,4 +1,5 @@
-"""Run a whole study: every budget (smallest first), each warm-started by the previous best.
+"""Run a whole study: the search (horizon ladder by default), the noise-aware final pick,
+comparisons, and the study result with the compute it spent.
 
 Call :func:`run_study` in the main thread of a process that has called ``ray.init`` (Ray Tune
 refuses worker threads). The service's driver process does exactly that; so can a notebook.
@@ -8,15 +9,42 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
 
 from tuning.budget import budget_curve, smallest_budget_reaching
-from tuning.compare import build_comparison, summarize
-from tuning.results import BudgetResult, StudyResult, StudySink
-from tuning.search import LR, PHASES, PHI, best_of, build_tuner
+from tuning.compare import run_comparison, summarize, trained_steps
+from tuning.ladder import compute_units, promote
+from tuning.results import (
+    BaselineRow,
+    BestSchedule,
+    BudgetResult,
+    ComputeSpent,
+    FinalistRow,
+    RungResult,
+    StudyResult,
+    StudySink,
+)
+from tuning.schedules import create_schedule
+from tuning.search import (
+    LR,
+    PHASES,
+    PHI,
+    Candidate,
+    Outcome,
+    ask_rung,
+    derive_seed,
+    initial_points,
+    model_trials,
+    open_rung_study,
+    propose,
+    run_candidates,
+    tell_rung,
+)
 from tuning.specs import StudySpec
 
 logger = logging.getLogger(__name__)
@@ -58,10 +86,13 @@ def run_study(
     trainable: Callable[[dict], None] | None = None,
     dashboard_url: str | None = None,
 ) -> StudyResult:
-    """Search φ and phases for each budget of ``spec`` and report through ``sink``.
+    """Search φ and phases (η_max when asked) and report through ``sink``.
 
-    Budgets run smallest first; the best point of a smaller budget is the first point Optuna
-    tries at the next one (φ transfers across budgets far better than chance, see README).
+    ``spec.method == "ladder"``: :func:`search_ladder`; ``"asha"``: :func:`search_asha`. Then
+    the finalists are re-trained with extra seeds at the full budget, each requested budget
+    gets its best (from the rung of that horizon), and comparisons run where asked. The
+    budgets' searches are independent: the smaller budgets' bests are not fed to the larger
+    ones as starting points (the warm-start bench found no measurable gain from it).
     """
     if trainable is None:
         from trainables.tune_trainable import uba_trainable
@@ -80,59 +111,227 @@ def run_study(
             logger.info("study %s: curvature %s", spec.study_id,
                         [(k.definition, k.value) for k in report.kappas])
         suggestions = suggestions_for(spec, report, spec.history)
-        # every suggestion is evaluated as an Optuna starting point, so its gap is measured
+        # every suggestion is evaluated as a starting point, so its gap is measured
         points = [{PHI: s["phi"]} for s in suggestions]
         spec = dataclasses.replace(spec, extra_points=(*spec.extra_points, *points))
 
+    if spec.method == "asha":
+        outcomes = search_asha(spec, trainable, sink)
+    else:
+        outcomes = search_ladder(spec, trainable, sink)
+    finalists, finalist_runs = pick_finalists(spec, outcomes.get(spec.total_steps, []),
+                                              trainable, sink)
+
     budgets: list[BudgetResult] = []
-    baselines: list[dict] = []
-    warm: list[dict] = []
+    baselines: list[BaselineRow] = []
+    compare_steps = 0
     for steps in spec.budget_steps():
-        logger.info("study %s: budget %d steps, %d trials", spec.study_id, steps, spec.num_trials)
-        tuner = build_tuner(spec, steps, trainable, sink, warm_start=warm)
-        results = tuner.fit()
-        budget = best_of(spec, steps, results)
+        outs = outcomes.get(steps, [])
+        budget = budget_result(spec, steps, outs, finalists if steps == spec.total_steps else [])
         budgets.append(budget)
         if budget.best is None:
-            reasons = sorted({str(r.error).strip().splitlines()[-1][:300]
-                              for r in results if r.error is not None})
+            reasons = sorted({o.error for o in outs if o.error})
             raise StudyFailedError(
                 f"budget {steps} steps: no trial finished ({budget.num_failed} of "
                 f"{budget.num_trials} failed): " + "; ".join(reasons or ["no reason recorded"])
             )
-        best = budget.best
-        warm = [{PHI: best.phi, PHASES: best.phases, LR: best.eta_max}]
         if suggestions:
-            _add_gaps(spec, steps, suggestions, results, best.value)
+            _add_gaps(spec, steps, suggestions, outs)
         if spec.compare or spec.seeds > 1:
             logger.info("study %s: comparing %s over %d seeds at %d steps", spec.study_id,
                         ["uba", *spec.compare], spec.seeds, steps)
-            comparison = build_comparison(spec, steps, best, spec.compare, spec.seeds,
-                                          trainable, sink, spec.compare_eta_max)
-            baselines.extend(summarize(spec, steps, comparison.fit()))
+            grid = run_comparison(spec, steps, budget.best, spec.compare, spec.seeds,
+                                  trainable, sink, spec.compare_eta_max)
+            compare_steps += trained_steps(grid)
+            baselines.extend(summarize(spec, steps, grid))
 
     curve = budget_curve(budgets, baselines, spec.mode)
     target = None
     if spec.target is not None:
         target = smallest_budget_reaching(
-            [(row["budget_steps"], row["uba_mean"]) for row in curve], spec.target, spec.mode)
+            [(row.budget_steps, row.uba_mean) for row in curve], spec.target, spec.mode)
+    search_steps = sum(o.trained_steps for outs in outcomes.values() for o in outs)
+    finalist_steps = sum(o.trained_steps for o in finalist_runs)
+    steps_total = search_steps + finalist_steps + compare_steps
+    compute = ComputeSpent(steps=steps_total, units=compute_units(steps_total, spec.total_steps),
+                           full_budget_steps=spec.total_steps, search_steps=search_steps,
+                           finalist_steps=finalist_steps, compare_steps=compare_steps)
+    logger.info("study %s: compute %.2f full-budget runs (%d steps)", spec.study_id,
+                compute.units, compute.steps)
+    requested = set(spec.budget_steps())
+    rungs = [RungResult(
+        steps=steps, fraction=steps / spec.total_steps, requested=steps in requested,
+        num_trials=len(outs), num_completed=sum(o.completed for o in outs),
+        num_failed=sum(o.status == "error" for o in outs),
+        best_value=_best_value(spec, outs)) for steps, outs in sorted(outcomes.items())]
     result = StudyResult(metric=spec.metric, mode=spec.mode, budgets=budgets,
                          baselines=baselines, budget_curve=curve, target=target,
                          curvature=report.to_dict() if report is not None else None,
-                         suggestions=suggestions)
+                         suggestions=suggestions, method=spec.method, rungs=rungs,
+                         finalists=finalists, compute=compute)
     sink.on_finish(result)
     return result
 
 
-def _add_gaps(spec: StudySpec, steps: int, suggestions: list[dict[str, Any]], results: Any,
-              best_value: float) -> None:
-    """Attach to each suggestion how far its φ's metric was from the tuned best at ``steps``."""
+def search_ladder(spec: StudySpec, trainable: Callable[[dict], None],
+                  sink: StudySink) -> dict[int, list[Outcome]]:
+    """The horizon ladder: per iteration, propose the lowest rung's candidates, train them as
+    complete schedules of that horizon, promote the best 1/η, repeat up to the full budget.
+
+    Each rung is one Tune experiment ``it<i>-rung<r>-<steps>`` (restorable) and one batch of
+    asks/tells in the Optuna study of its horizon. Returns every outcome by horizon.
+    """
+    ladders = spec.ladders()
+    horizons = sorted({r.steps for ladder in ladders for r in ladder.rungs})
+    studies = {steps: open_rung_study(spec, steps) for steps in horizons}
+    outcomes: dict[int, list[Outcome]] = defaultdict(list)
+    proposed: list[dict[str, Any]] = []
+    next_index = 0
+    for it, ladder in enumerate(ladders):
+        n0 = ladder.rungs[0].candidates
+        first = initial_points(spec) if it == 0 else []
+        params = propose(spec, it, n0, model_trials(studies, it), first, skip=proposed)
+        proposed.extend(params)
+        cands = [Candidate(next_index + j, p, it) for j, p in enumerate(params)]
+        next_index += n0
+        logger.info("study %s: iteration %d, rungs %s, %d candidates", spec.study_id, it,
+                    [r.steps for r in ladder.rungs], n0)
+        for rung in ladder.rungs:
+            name = f"it{it}-rung{rung.index}-{rung.steps}"
+            study = studies[rung.steps]
+            trials = ask_rung(study, spec, cands, name)  # every ask before any tell
+            outs = run_candidates(spec, name, rung.steps, [(c, spec.seed) for c in cands],
+                                  trainable, sink)
+            tell_rung(study, trials, outs)
+            outcomes[rung.steps].extend(outs)
+            if rung.promote == 0:
+                break
+            keep = set(promote({o.candidate.index: o.value for o in outs}, rung.promote,
+                               spec.mode))
+            cands = [c for c in cands if c.index in keep]
+            if not cands:
+                logger.warning("study %s: no candidate finished rung %d steps", spec.study_id,
+                               rung.steps)
+                break
+    return dict(outcomes)
+
+
+def search_asha(spec: StudySpec, trainable: Callable[[dict], None],
+                sink: StudySink) -> dict[int, list[Outcome]]:
+    """Opt-in ASHA: per budget, ``num_trials`` candidates in one experiment that Ray's
+    ASHAScheduler stops on intermediate values (grace T/4, factor 2). Stopped runs are PRUNED
+    in Optuna, never COMPLETE. Its known bias: intermediate values of a UBA run rank φ
+    backwards (Spearman −0.68 at T/4 on the demo task), so it favours fast decay."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    outcomes: dict[int, list[Outcome]] = {}
+    next_index = 0
+    for steps in spec.budget_steps():
+        study = open_rung_study(spec, steps)
+        params = propose(spec, next_index, spec.num_trials, (), initial_points(spec))
+        cands = [Candidate(next_index + j, p) for j, p in enumerate(params)]
+        next_index += len(cands)
+        eval_every = spec.train.for_budget(steps).eval_interval
+        scheduler = ASHAScheduler(time_attr="step", max_t=steps,
+                                  grace_period=max(eval_every, steps // 4), reduction_factor=2)
+        name = f"asha-{steps}"
+        trials = ask_rung(study, spec, cands, name)
+        outs = run_candidates(spec, name, steps, [(c, spec.seed) for c in cands], trainable,
+                              sink, scheduler=scheduler)
+        tell_rung(study, trials, outs)
+        outcomes[steps] = outs
+    return outcomes
+
+
+def pick_finalists(spec: StudySpec, full: Sequence[Outcome], trainable: Callable[[dict], None],
+                   sink: StudySink) -> tuple[list[FinalistRow], list[Outcome]]:
+    """Noise-aware final pick: re-train the best ``num_finalists`` full-budget candidates with
+    ``finalist_seeds`` extra seeds (derived from the study seed, the same for every finalist:
+    a paired comparison). Returns one row per finalist (its search run plus the extra seeds),
+    best mean first, and the extra runs (for the compute count)."""
+    k = spec.num_finalists
+    done = [o for o in full if o.completed]
+    if k == 0 or not done:
+        return [], []
+    keys = promote({o.candidate.index: o.value for o in done}, k, spec.mode)
+    chosen = [next(o for o in done if o.candidate.index == i) for i in keys]
+    seeds = [derive_seed(spec.seed, "finalist", j) for j in range(spec.finalist_seeds)]
+    runs = [(o.candidate, s) for o in chosen for s in seeds]
+    logger.info("study %s: %d finalists x %d extra seeds", spec.study_id, len(chosen),
+                len(seeds))
+    extra = run_candidates(spec, "finalists", spec.total_steps, runs, trainable, sink,
+                           kind="finalist")
+    rows = []
+    for o in chosen:
+        mine = [o, *(e for e in extra if e.candidate.index == o.candidate.index)]
+        ok = [(r.seed, r.value) for r in mine if r.completed and r.value is not None]
+        values = [v for _, v in ok]
+        p = o.candidate.params
+        rows.append(FinalistRow(
+            phi=float(p[PHI]), phases=int(p[PHASES]), eta_max=float(p.get(LR, spec.train.lr)),
+            seeds=[s for s, _ in ok], values=values, n=len(values),
+            mean=statistics.fmean(values) if values else None,
+            std=statistics.stdev(values) if len(values) > 1 else None))
+    order = promote({i: r.mean for i, r in enumerate(rows)}, len(rows), spec.mode)
+    return [rows[i] for i in order], extra
+
+
+def _best_value(spec: StudySpec, outs: Sequence[Outcome]) -> float | None:
+    keys = promote({o.candidate.index: o.value for o in outs}, 1, spec.mode)
+    return next((o.value for o in outs if keys and o.candidate.index == keys[0]), None)
+
+
+def best_schedule(spec: StudySpec, steps: int, params: dict[str, Any], value: float,
+                  trial_id: str, std: float | None = None, seeds: Sequence[int] = ()
+                  ) -> BestSchedule:
+    """The recommended schedule with its LR curve (Eq. 5 over the ``steps`` updates)."""
+    phi, phases = float(params[PHI]), int(params[PHASES])
+    eta_max = float(params.get(LR, spec.train.lr))
+    variant, eta_min = spec.search.variant, spec.train.eta_min
+    curve = create_schedule("uba", steps, phi=phi, phases=phases, eta_max=eta_max,
+                            eta_min=eta_min, variant=variant).values()
+    return BestSchedule(schedule="uba", phi=phi, phases=phases, eta_max=eta_max, eta_min=eta_min,
+                        variant=variant, total_steps=steps, metric=spec.metric, value=value,
+                        trial_id=trial_id, lr_curve=[float(v) for v in curve], value_std=std,
+                        n_seeds=max(1, len(seeds)), seeds=list(seeds) or [spec.seed])
+
+
+def budget_result(spec: StudySpec, steps: int, outs: Sequence[Outcome],
+                  finalists: Sequence[FinalistRow]) -> BudgetResult:
+    """One requested budget: the best candidate trained to its horizon, or at the full budget
+    the finalist with the best mean over seeds."""
+    failed = sum(o.status == "error" for o in outs)
+    best = None
+    if finalists and finalists[0].mean is not None:
+        f = finalists[0]
+        match = next(o for o in outs if o.completed and float(o.candidate.params[PHI]) == f.phi
+                     and int(o.candidate.params[PHASES]) == f.phases
+                     and float(o.candidate.params.get(LR, spec.train.lr)) == f.eta_max)
+        best = best_schedule(spec, steps, match.candidate.params, f.mean, match.trial_id,
+                             std=f.std, seeds=f.seeds)
+    else:
+        keys = promote({o.candidate.index: o.value for o in outs}, 1, spec.mode)
+        if keys:
+            o = next(o for o in outs if o.candidate.index == keys[0])
+            assert o.value is not None
+            best = best_schedule(spec, steps, o.candidate.params, o.value, o.trial_id)
+    return BudgetResult(budget_steps=steps, fraction=steps / spec.total_steps,
+                        num_trials=len(outs), num_failed=failed, best=best)
+
+
+def _add_gaps(spec: StudySpec, steps: int, suggestions: list[dict[str, Any]],
+              outs: Sequence[Outcome]) -> None:
+    """Attach to each suggestion how far its φ's metric was from the best single run at
+    ``steps`` (single runs on both sides, so the gap is not a seed-mean vs one seed)."""
     from tuning.curvature_job import suggestion_gaps
 
-    trials = [{"phi": float(r.config[PHI]), "step": int((r.metrics or {}).get("step", 0)),
-               "value": (r.metrics or {}).get(spec.metric)}
-              for r in results if r.error is None and PHI in r.config]
+    trials = [{"phi": float(o.candidate.params[PHI]), "step": o.trained_steps,
+               "value": o.value} for o in outs if o.status != "error"]
+    best_value = _best_value(spec, outs)
+    if best_value is None:
+        return
     gaps = suggestion_gaps(suggestions, steps, trials, best_value, spec.mode,
                            (spec.search.phi_min, spec.search.phi_max))
     for s, gap in zip(suggestions, gaps, strict=True):
         s.setdefault("gaps", []).append(gap)
+

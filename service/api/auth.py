@@ -1,8 +1,8 @@
 """Bearer-token authentication and request-size limits for the API.
 
 Submitting a study starts processes (and, through Ray, code) on the cluster, so every mutating
-route needs the token; reads are open unless ``read_auth`` is set; the probes are always open so
-orchestrators can call them. Tokens are compared with :func:`secrets.compare_digest` (constant
+route needs the token; reads need it too whenever a token is set, unless ``read_auth`` is
+explicitly false; the probes are always open so orchestrators can call them. Tokens are compared with :func:`secrets.compare_digest` (constant
 time, no timing oracle).
 """
 
@@ -44,16 +44,72 @@ def authorize(
     the single-user development mode and lets everything through.
     """
     expected: str | None = getattr(request.app.state, "api_token", None)
-    if expected is None or request.url.path in OPEN_PATHS:
+    if expected is None:
+        request.state.authenticated = True  # loopback development mode: one user
         return
-    if request.method in READ_METHODS and not request.app.state.settings.read_auth:
+    request.state.authenticated = credentials is not None and token_matches(
+        credentials.credentials, expected)
+    if request.url.path in OPEN_PATHS:
+        return
+    if request.method in READ_METHODS and not request.app.state.settings.reads_need_token:
         return
     if credentials is None:
         raise AuthError("missing bearer token: send 'Authorization: Bearer <token>'")
-    if not token_matches(credentials.credentials, expected):
+    if not request.state.authenticated:
         logger.warning("rejected a wrong token for %s %s from %s", request.method,
                        request.url.path, request.client.host if request.client else "?")
         raise AuthError("invalid bearer token")
+
+
+def is_authenticated(request: Request) -> bool:
+    """Whether this request proved the token (always, when none is configured). Reads that
+    are open without a token (``PHITUNE_READ_AUTH=false``) hide error details from the
+    others: an error naming a path tells whether a file exists."""
+    return bool(getattr(request.state, "authenticated", False))
+
+
+#: What a token-less reader sees instead of an error message.
+HIDDEN_ERROR = "error details need the API token"
+
+
+def host_of(header: str) -> str:
+    """The host part of a ``Host`` header (port and IPv6 brackets removed, lower case)."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+class TrustedHostMiddleware:
+    """Refuse requests whose ``Host`` is not one of ``allowed_hosts`` (400).
+
+    Only installed without a token (loopback mode): there the API trusts whoever reaches
+    it, and DNS rebinding lets a web page in the user's browser reach ``127.0.0.1`` under
+    the attacker's own host name. Checking ``Host`` closes that door (as Jupyter does).
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
+        self.app = app
+        self.allowed = frozenset(host_of(h) for h in allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = next((v.decode("latin-1") for k, v in scope.get("headers", [])
+                     if k == b"host"), "")
+        if host_of(host) in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        payload = json.dumps({"detail": "Host header not allowed: without an API token the "
+                              "API answers only to " + ", ".join(sorted(self.allowed)) +
+                              " (PHITUNE_ALLOWED_HOSTS)"}).encode()
+        await send({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
 
 
 class _BodyTooLarge(Exception):

@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, error mapping, startup reconciliation."""
+"""The FastAPI application: routers, error mapping, the lifecycle loop (queue + reconcile)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from service.api.auth import BodySizeLimitMiddleware, authorize
+from service.api.auth import BodySizeLimitMiddleware, TrustedHostMiddleware, authorize
 from service.api.routes import (
     budgets,
     curvature,
@@ -20,58 +19,28 @@ from service.api.routes import (
     schedules,
     studies,
 )
+from service.api.strict_json import StrictJSONMiddleware
 from service.config import Settings, get_settings
 from service.errors import PhituneError
+from service.launch.lifecycle import reconcile, start_queued
 from service.launch.runner import Runner, make_runner
-from service.schemas import TERMINAL_STATUSES
-from service.store import Store, utcnow
+from service.store import Store
 
 logger = logging.getLogger(__name__)
 
-#: A study accepted less than this long ago without a driver is still being launched.
-LAUNCH_WINDOW = timedelta(seconds=60)
-
-
-def reconcile(store: Store, runner: Runner, max_launches: int = 3) -> list[str]:
-    """Studies left ``queued``/``running`` by an API or driver that died: relaunch a driver for
-    those whose driver is gone. A relaunched driver restores the study's Tune experiments
-    (finished trials are kept, the searcher resumes), so nothing finished is re-run. A study
-    whose driver died ``max_launches`` times is failed with the end of its log instead of
-    being relaunched forever. Returns the ids relaunched."""
-    relaunched = []
-    for status in ("queued", "running"):
-        rows, _ = store.list_studies(status=status, limit=10_000)
-        for row in rows:
-            if runner.driver_alive(row.driver_pid, row.driver_job_id):
-                continue
-            if (row.driver_pid is None and row.driver_job_id is None
-                    and utcnow() - row.created_at < LAUNCH_WINDOW):
-                continue  # just accepted: the request that created it is launching it
-            # the row may have moved on while we looked (driver finished, user cancelled)
-            current = store.get_study(row.id)
-            if current is None or current.status in TERMINAL_STATUSES:
-                continue
-            runner.cleanup(row.driver_pid, row.driver_job_id)
-            if (current.launches or 0) >= max_launches:
-                tail = runner.log_tail(row.id, row.driver_job_id).strip().splitlines()[-5:]
-                store.finish_study(row.id, "failed", error=(
-                    f"driver died {current.launches} times (max_launches); last log lines: "
-                    + " | ".join(tail)))
-                logger.error("study %s: driver died %d times, failed", row.id, current.launches)
-                continue
-            logger.warning("study %s: driver %s is gone, relaunching", row.id,
-                           row.driver_job_id or row.driver_pid)
-            runner.launch(row.id)
-            relaunched.append(row.id)
-    return relaunched
-
-
-async def _reconcile_forever(store: Store, runner: Runner, settings: Settings) -> None:
-    """Relaunch drivers that die while the API runs (not only at startup)."""
+async def _lifecycle_forever(store: Store, runner: Runner, settings: Settings) -> None:
+    """Start queued jobs as slots free up (every ``queue_poll_s``) and relaunch drivers that
+    die while the API runs (every ``reconcile_interval_s``; 0: at startup only)."""
+    loop = asyncio.get_running_loop()
+    next_reconcile = loop.time() + settings.reconcile_interval_s
     while True:
-        await asyncio.sleep(settings.reconcile_interval_s)
+        await asyncio.sleep(settings.queue_poll_s)
         try:
-            await asyncio.to_thread(reconcile, store, runner, settings.max_launches)
+            if settings.reconcile_interval_s > 0 and loop.time() >= next_reconcile:
+                next_reconcile = loop.time() + settings.reconcile_interval_s
+                await asyncio.to_thread(reconcile, store, runner, settings)
+            else:
+                await asyncio.to_thread(start_queued, store, runner, settings)
         except Exception:  # keep watching; the store may be briefly unavailable
             logger.exception("reconcile failed")
 
@@ -90,14 +59,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = Store(settings.sqlalchemy_url)
         runner = make_runner(settings, store)
         app.state.settings, app.state.store, app.state.runner = settings, store, runner
-        reconcile(store, runner, settings.max_launches)
+        reconcile(store, runner, settings)
         # import the registries now, not in the first POST (seconds: torch, plugins)
         await asyncio.to_thread(studies.registry_names)
-        watcher = (asyncio.create_task(_reconcile_forever(store, runner, settings))
-                   if settings.reconcile_interval_s > 0 else None)
+        watcher = asyncio.create_task(_lifecycle_forever(store, runner, settings))
         yield
-        if watcher is not None:
-            watcher.cancel()
+        watcher.cancel()
         store.engine.dispose()
 
     app = FastAPI(
@@ -108,7 +75,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authorize)],
     )
     app.state.settings, app.state.api_token = settings, api_token
+    # outermost last: Host check, then the size limit, then strict JSON on a bounded body
+    app.add_middleware(StrictJSONMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if api_token is None:  # loopback mode: no DNS rebinding into the open API
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
 
     @app.exception_handler(PhituneError)
     async def _phitune_error(_: Request, exc: PhituneError) -> JSONResponse:

@@ -28,6 +28,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from service.api.main import create_app
     from service.config import Settings
+    from service.launch.ray_head import with_shared_head
 
     overrides: dict[str, Any] = {}
     if args.host:
@@ -36,9 +37,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     settings = Settings(**overrides)
     try:
+        settings.check_exposure()  # before starting anything
+        # one local Ray head (one dashboard) for every driver, unless a cluster is configured
+        settings = with_shared_head(settings)
         app = create_app(settings)
-    except ValueError as exc:  # e.g. a network address without an API token
+    except (ValueError, RuntimeError) as exc:  # an exposed API without a token; no Ray head
         raise CLIError(str(exc)) from None
+    if settings.ray_dashboard_address and settings.local_ray == "shared":
+        print(f"Ray dashboard: {settings.ray_dashboard_address}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
     return 0
 
@@ -46,18 +52,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     with _client(args) as client:
         study = client.submit(load_spec(args.spec), idempotency_key=args.idempotency_key)
-        print(study.id)
+        if args.json and not args.watch:
+            print_json(study.model_dump(mode="json"))
+        else:
+            print(study.id)
         if args.watch:
             study = client.wait(study.id, progress=True, poll=args.poll)
-            return _report_final(client, study)
+            return _report_final(client, study, as_json=args.json)
     return 0
 
 
-def _report_final(client: Any, study: Any) -> int:
+def _report_final(client: Any, study: Any, *, as_json: bool = False) -> int:
     if study.status != "succeeded":
         print(f"study {study.id} {study.status}: {study.error}", file=sys.stderr)
         return 1
-    print(format_best(client.best(study.id)))
+    best = client.best(study.id)
+    if as_json:
+        print_json(best.model_dump(mode="json"))
+    else:
+        print(format_best(best))
     return 0
 
 
@@ -80,10 +93,43 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        studies = client.list(status=args.status, limit=args.limit)
+        studies = client.list(status=args.status, limit=args.limit, offset=args.offset)
+    if args.json:
+        print_json(studies.model_dump(mode="json"))
+        return 0
     for s in studies.data:
         best = "" if s.progress.best_value is None else f" best={s.progress.best_value:.4f}"
         print(f"{s.id}  {s.status:<9} {s.spec.model}/{s.spec.dataset}{best}")
+    return 0
+
+
+def cmd_trials(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        trials = client.trials(args.study_id, status=args.status,
+                               budget_steps=args.budget_steps, limit=args.limit,
+                               offset=args.offset)
+    if args.json:
+        print_json(trials.model_dump(mode="json"))
+        return 0
+    for t in trials.data:
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(t.metrics.items()))
+        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in sorted(t.params.items()))
+        print(f"{t.trial_id}  {t.status:<10} budget={t.budget_steps} step={t.step} "
+              f"{params} {metrics}".rstrip())
+    return 0
+
+
+def cmd_result(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.result(args.study_id)
+    if args.json:
+        print_json(result.model_dump(mode="json"))
+        return 0
+    for b in result.budgets:
+        best = format_best(b.best) if b.best else "no trial finished"
+        print(f"budget {b.budget_steps} steps ({b.fraction:.0%}), {b.num_trials} trials, "
+              f"{b.num_failed} failed: {best}")
     return 0
 
 
@@ -97,16 +143,62 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_budgets(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        budgets = client.budgets(args.study_id)
+    if args.json:
+        print_json(budgets.model_dump(mode="json"))
+        return 0
+    print(f"{budgets.metric} ({budgets.mode}) by budget:")
+    for row in budgets.curve:
+        print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    for row in budgets.baselines:
+        print("  baseline " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    if budgets.target is not None:
+        print("target: " + "  ".join(f"{k}={v}" for k, v in budgets.target.items()))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        png = client.plot(args.study_id, args.which)
+    out = Path(args.output or f"{args.study_id}-{args.which}.png")
+    try:
+        out.write_bytes(png)
+    except OSError as exc:
+        raise CLIError(f"cannot write {str(out)!r}: {exc.strerror}") from None
+    print(out)
+    return 0
+
+
+def cmd_curvature(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.curvature(load_spec(args.spec), wait=not args.no_wait,
+                               timeout=args.timeout, poll=args.poll)
+    if args.json:
+        print_json(job.model_dump(mode="json"))
+        return 0
+    print(f"{job.id} {job.status}")
+    if job.error:
+        print(f"error: {job.error}")
+    for s in job.suggestions or []:
+        print("  " + "  ".join(f"{k}={v}" for k, v in s.items()))
+    return 0 if job.status in ("succeeded", "queued", "running") else 1
+
+
 def cmd_wait(args: argparse.Namespace) -> int:
     with _client(args) as client:
         study = client.wait(args.study_id, progress=True, poll=args.poll, timeout=args.timeout)
-        return _report_final(client, study)
+        return _report_final(client, study, as_json=args.json)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
         study = client.cancel(args.study_id)
-    print(f"{study.id} {study.status}")
+    if args.json:
+        print_json(study.model_dump(mode="json"))
+    else:
+        print(f"{study.id} {study.status}")
     return 0
 
 
@@ -116,52 +208,134 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(data_dir=Path(args.data_dir), steps=args.steps, trials=args.trials)
 
 
+#: Top-level module -> the extra that installs it. A verb that needs the server or the
+#: schedule library names the extra instead of failing with a traceback on the base install.
+_EXTRA_OF = {"torch": "schedules", "numpy": "schedules", "matplotlib": "server", "ray": "server",
+             "optuna": "server", "fastapi": "server", "starlette": "server", "uvicorn": "server",
+             "sqlalchemy": "server", "alembic": "server", "pydantic_settings": "server",
+             "scipy": "server"}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("phitune")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _study_id(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_id", help="the study's id (printed by submit, listed by list)")
+
+
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the API's JSON response")
+
+
+def _watch_args(p: argparse.ArgumentParser, timeout: bool = True) -> None:
+    p.add_argument("--poll", type=float, default=2.0,
+                   help="seconds between status polls (default 2)")
+    if timeout:
+        p.add_argument("--timeout", type=float,
+                       help="give up after this many seconds (default: wait forever)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="phitune", description="Tune the UBA learning-rate schedule for a fixed budget.")
+    parser.add_argument("--version", action="version", version=f"phitune {_version()}",
+                        help="print the installed phitune version and exit")
     parser.add_argument("--url", default=DEFAULT_URL, help="API URL (env PHITUNE_URL)")
     parser.add_argument("--token", default=None, help="API token (env PHITUNE_TOKEN)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("serve", help="run the API server (settings from PHITUNE_* env)")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--log-level", default="info")
+    p = sub.add_parser("serve", help="run the API server (settings from PHITUNE_* env; "
+                       "needs phitune[server])")
+    p.add_argument("--host", help="bind address (default PHITUNE_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default PHITUNE_PORT or 8000)")
+    p.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("submit", help="submit a study spec (YAML or JSON file, - for stdin)")
-    p.add_argument("spec")
+    p.add_argument("spec", help="path of the spec file (YAML or JSON), - for stdin")
     p.add_argument("--watch", action="store_true", help="follow progress, print the best")
-    p.add_argument("--poll", type=float, default=2.0)
-    p.add_argument("--idempotency-key")
+    _watch_args(p, timeout=False)
+    p.add_argument("--idempotency-key",
+                   help="submitting again with the same key returns the same study")
+    _json(p)
     p.set_defaults(func=cmd_submit)
 
-    for name, func, helptext in (("status", cmd_status, "a study's status and progress"),
-                                 ("best", cmd_best, "the best schedule of a finished study")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("study_id")
-        p.add_argument("--json", action="store_true")
-        p.set_defaults(func=func)
+    p = sub.add_parser("status", help="a study's status and progress")
+    _study_id(p)
+    _json(p)
+    p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("wait", help="follow a study until it ends")
-    p.add_argument("study_id")
-    p.add_argument("--poll", type=float, default=2.0)
-    p.add_argument("--timeout", type=float)
-    p.set_defaults(func=cmd_wait)
-
-    p = sub.add_parser("cancel", help="cancel a running study")
-    p.add_argument("study_id")
-    p.set_defaults(func=cmd_cancel)
-
-    p = sub.add_parser("list", help="list studies")
-    p.add_argument("--status")
-    p.add_argument("--limit", type=int, default=50)
+    p = sub.add_parser("list", help="list studies, newest first")
+    p.add_argument("--status", help="only studies in this state (queued, running, succeeded, "
+                   "failed, cancelled)")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many (paging)")
+    _json(p)
     p.set_defaults(func=cmd_list)
 
+    p = sub.add_parser("trials", help="a study's trials: parameters, step, metrics")
+    _study_id(p)
+    p.add_argument("--status", help="only trials in this state (e.g. terminated, error)")
+    p.add_argument("--budget-steps", type=int, help="only trials of this budget (steps)")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many (paging)")
+    _json(p)
+    p.set_defaults(func=cmd_trials)
+
+    p = sub.add_parser("result", help="the full result of a finished study (every budget)")
+    _study_id(p)
+    _json(p)
+    p.set_defaults(func=cmd_result)
+
+    p = sub.add_parser("best", help="the best schedule of a finished study")
+    _study_id(p)
+    _json(p)
+    p.set_defaults(func=cmd_best)
+
+    p = sub.add_parser("budgets", help="metric vs budget, baselines, smallest budget to target")
+    _study_id(p)
+    _json(p)
+    p.set_defaults(func=cmd_budgets)
+
+    p = sub.add_parser("plot", help="save a study plot as PNG")
+    _study_id(p)
+    p.add_argument("--which", choices=("budgets", "phi"), default="budgets",
+                   help="budgets: metric vs budget; phi: metric vs φ (default budgets)")
+    p.add_argument("-o", "--output", help="PNG file to write (default <id>-<which>.png)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("curvature", help="estimate the Hessian spectrum and its φ suggestions")
+    p.add_argument("spec", help="curvature request file (YAML or JSON), - for stdin")
+    p.add_argument("--no-wait", action="store_true", help="print the queued job and return")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="give up waiting after this many seconds (default 600)")
+    p.add_argument("--poll", type=float, default=1.0,
+                   help="seconds between status polls (default 1)")
+    _json(p)
+    p.set_defaults(func=cmd_curvature)
+
+    p = sub.add_parser("wait", help="follow a study until it ends, then print its best")
+    _study_id(p)
+    _watch_args(p)
+    _json(p)
+    p.set_defaults(func=cmd_wait)
+
+    p = sub.add_parser("cancel", help="cancel a queued or running study")
+    _study_id(p)
+    _json(p)
+    p.set_defaults(func=cmd_cancel)
+
     p = sub.add_parser("demo", help="start Ray + the API locally and tune a small real study")
-    p.add_argument("--data-dir", default=".phitune/demo")
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--trials", type=int, default=8)
+    p.add_argument("--data-dir", default=".phitune/demo",
+                   help="where the demo's store, logs and Ray results go")
+    p.add_argument("--steps", type=int, default=400, help="training budget in steps")
+    p.add_argument("--trials", type=int, default=8, help="trials to run")
     p.set_defaults(func=cmd_demo)
 
     schedules.register(sub)
@@ -171,16 +345,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from service.client import PhiTuneError
+    from service.client import PhiTuneClientError
 
     try:
         return int(args.func(args) or 0)
     except CLIError as exc:
         print(f"phitune: error: {exc}", file=sys.stderr)
         return 2
-    except PhiTuneError as exc:
+    except PhiTuneClientError as exc:
         print(f"phitune: error: {exc}", file=sys.stderr)
         return 2 if 400 <= exc.status_code < 500 else 1
+    except ModuleNotFoundError as exc:
+        extra = _EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"phitune: error: `phitune {args.command}` needs {exc.name}, which the base "
+              f"install (the client) leaves out: pip install 'phitune[{extra}]'",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("phitune: interrupted", file=sys.stderr)
         return 130

@@ -184,6 +184,6 @@ def register(subparsers: Any) -> None:
                    help="comma-separated schedules to overlay, each optionally name:k=v:k=v")
     p.add_argument("-o", "--output", help="write the plot to this PNG file")
     p.add_argument("--values", action="store_true", help="print the schedule(s) as JSON")
-    p.add_argument("--title", default=None)
+    p.add_argument("--title", default=None, help="plot title (default: the schedule)")
     p.add_argument("--log-y", action="store_true", help="logarithmic LR axis")
     p.set_defaults(func=cmd_plot_schedule)

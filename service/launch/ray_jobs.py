@@ -1,8 +1,9 @@
-"""Run each study's driver as a Ray Job (``PHITUNE_RUNNER=ray-job``).
+"""Run each job's driver as a Ray Job (``PHITUNE_RUNNER=ray-job``): studies and curvature jobs.
 
-On a real cluster the API should not host drivers: a Ray Job runs ``python -m service.launch.study_driver
-<id>`` on the cluster (head node by default), survives the API, and is stopped with
-``stop_job`` (SIGTERM, then SIGKILL after Ray's grace period). The Jobs API runs arbitrary
+On a real cluster the API should not host drivers: a Ray Job runs ``python -m
+service.launch.study_driver <id>`` (or ``curvature_driver``) on the cluster (head node by
+default), survives the API, and is stopped with ``stop_job`` (SIGTERM, then SIGKILL after
+Ray's grace period). The Jobs API runs arbitrary
 commands, so the cluster must use token auth (``RAY_AUTH_MODE=token``) and its dashboard port
 must never be reachable by untrusted clients; we send the cluster token as a bearer header.
 
@@ -17,11 +18,16 @@ import logging
 import os
 import shlex
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from service.config import Settings
 from service.launch.env import driver_env
+from service.launch.kinds import JOB_MARKER, DriverRef, JobKind, marker
+from service.schemas import TERMINAL_STATUSES
 from service.store import Store
 
 logger = logging.getLogger(__name__)
@@ -54,7 +60,8 @@ def job_env(settings: Settings) -> dict[str, str]:
 
 
 class RayJobRunner:
-    """:class:`service.launch.runner.Runner` over the Ray Jobs API (``JobSubmissionClient``)."""
+    """:class:`service.launch.runner.Runner` over the Ray Jobs API (``JobSubmissionClient``),
+    for studies and curvature jobs alike."""
 
     def __init__(self, settings: Settings, store: Store, client: Any | None = None) -> None:
         if not settings.ray_dashboard_address:
@@ -73,52 +80,74 @@ class RayJobRunner:
                                                headers=ray_auth_headers())
         return self._client
 
-    def launch(self, study_id: str) -> str:
-        row = self.store.get_study(study_id)
+    def launch(self, kind: JobKind, job_id: str) -> str:
+        row = self.store.get_job(kind.table, job_id)
         attempt = (row.launches if row else 0) + 1
         python = self.settings.ray_job_python or sys.executable
-        job_id = self.client.submit_job(
-            entrypoint=f"{shlex.quote(python)} -m service.launch.study_driver {shlex.quote(study_id)}",
-            submission_id=f"phitune-{study_id}-{attempt}",
-            runtime_env={"env_vars": job_env(self.settings)},
-            metadata={"phitune_study": study_id},
+        env = job_env(self.settings)
+        env[JOB_MARKER] = marker(kind, job_id)
+        submission = self.client.submit_job(
+            entrypoint=shlex.join(kind.entrypoint(python, job_id)),
+            submission_id=f"phitune-{kind.name}-{job_id}-{attempt}",
+            runtime_env={"env_vars": env},
+            metadata={"phitune_kind": kind.name, "phitune_id": job_id},
         )
-        self.store.record_launch(study_id, job_id=job_id)
-        logger.info("study %s: driver submitted as Ray Job %s", study_id, job_id)
-        return str(job_id)
+        self.store.record_launch(job_id, job_id=submission, table=kind.table)
+        logger.info("%s %s: driver submitted as Ray Job %s", kind.name, job_id, submission)
+        row = self.store.get_job(kind.table, job_id)
+        if row is not None and row.status in TERMINAL_STATUSES:  # a cancel raced the submit
+            self.cancel(kind, job_id, DriverRef(job_id=submission))
+        return str(submission)
 
-    def cancel(self, study_id: str, pid: int | None, job_id: str | None = None) -> None:
-        if job_id is None:
-            return
+    def cancel(self, kind: JobKind, job_id: str, driver: DriverRef,
+               after: Callable[[], None] | None = None) -> None:
+        """``stop_job`` (SIGTERM, then SIGKILL after Ray's grace period); ``after`` runs in a
+        background thread once the job is no longer pending or running."""
+        if driver.job_id is not None:
+            try:
+                self.client.stop_job(driver.job_id)
+            except Exception:  # the job may be gone already; the job is cancelled either way
+                logger.exception("%s %s: stop_job(%s) failed", kind.name, job_id,
+                                 driver.job_id)
+        if after is not None:
+            threading.Thread(target=self._after_stop, args=(kind, job_id, driver, after),
+                             daemon=True, name=f"cancel-{job_id[:8]}").start()
+
+    def _after_stop(self, kind: JobKind, job_id: str, driver: DriverRef,
+                    after: Callable[[], None]) -> None:
+        deadline = time.monotonic() + self.settings.cancel_grace_s + 30
+        while self.driver_alive(driver) and time.monotonic() < deadline:
+            time.sleep(0.5)
         try:
-            self.client.stop_job(job_id)
-        except Exception:  # the job may be gone already; the study is cancelled either way
-            logger.exception("study %s: stop_job(%s) failed", study_id, job_id)
+            after()
+        except Exception:  # noqa: BLE001 - reconcile retries; the cancel stands
+            logger.exception("%s %s: finalising after cancel failed", kind.name, job_id)
 
-    def driver_alive(self, pid: int | None, job_id: str | None) -> bool:
+    def driver_alive(self, driver: DriverRef) -> bool:
         """A job that is pending or running; an unreachable Jobs API counts as alive so a
         dashboard blip never launches a second driver."""
-        if job_id is None:
+        if driver.job_id is None:
             return False
         try:
-            status = self.client.get_job_status(job_id)
+            status = self.client.get_job_status(driver.job_id)
         except RuntimeError as exc:
             if "does not exist" in str(exc):
                 return False
-            logger.warning("cannot read Ray Job %s: %s", job_id, exc)
+            logger.warning("cannot read Ray Job %s: %s", driver.job_id, exc)
             return True
         except Exception as exc:  # noqa: BLE001 - connection errors: assume alive
-            logger.warning("cannot read Ray Job %s: %s", job_id, exc)
+            logger.warning("cannot read Ray Job %s: %s", driver.job_id, exc)
             return True
         return str(getattr(status, "value", status)) in ACTIVE_JOB_STATES
 
-    def cleanup(self, pid: int | None, job_id: str | None) -> None:
+    def cleanup(self, kind: JobKind, job_id: str, driver: DriverRef) -> None:
         """Ray tears a finished job's processes down itself."""
 
-    def log_tail(self, study_id: str, job_id: str | None, chars: int = 2000) -> str:
-        if job_id is None:
+    def log_tail(self, kind: JobKind, job_id: str, driver: DriverRef,
+                 chars: int = 2000) -> str:
+        if driver.job_id is None:
             return ""
         try:
-            return str(self.client.get_job_logs(job_id))[-chars:]
+            return str(self.client.get_job_logs(driver.job_id))[-chars:]
         except Exception:  # noqa: BLE001
             return ""

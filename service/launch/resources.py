@@ -22,7 +22,20 @@ def local_resources(settings: Settings) -> dict[str, float] | None:
     import torch
 
     cpus = settings.ray_num_cpus or os.cpu_count() or 1
-    return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}
+    return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count()),
+            "memory_mb": _ray_memory_mb()}
+
+
+def _ray_memory_mb() -> float:
+    """What a local Ray offers as its ``memory`` resource: about 70 % of the available memory
+    (the rest is its object store); infinite when /proc/meminfo cannot be read."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return 0.7 * int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return float("inf")
 
 
 def check_trial_resources(resources: ResourcesSpec, settings: Settings,
@@ -30,6 +43,11 @@ def check_trial_resources(resources: ResourcesSpec, settings: Settings,
     available = local_resources(settings)
     if available is None:
         return
+    if settings.trial_memory_mb > available["memory_mb"]:
+        raise InvalidSpecError(
+            f"each trial reserves PHITUNE_TRIAL_MEMORY_MB={settings.trial_memory_mb:g} MB but "
+            f"the local Ray offers about {available['memory_mb']:.0f} MB; the server's "
+            "operator must lower PHITUNE_TRIAL_MEMORY_MB", field=field)
     for key, asked in (("cpu", resources.cpu), ("gpu", resources.gpu)):
         have = available[key.upper()]
         if asked > have:

@@ -1,12 +1,14 @@
-"""Launch studies: map the stored request onto `tuning`'s frozen specs and start a driver.
+"""Launch jobs: map the stored request onto `tuning`'s frozen specs and start a driver.
 
-A driver is a separate process per study (``python -m service.launch.study_driver <id>``) because Ray Tune
-must own the main thread of its process, and because the API can then restart without killing
-studies. :func:`spec_from_study` is the single schema → spec mapping.
+A driver is a separate process per job (``python -m service.launch.study_driver <id>``, or
+``curvature_driver``) because Ray Tune must own the main thread of its process, and because
+the API can then restart without killing studies. :func:`spec_from_study` and
+:func:`curvature_spec_from_request` are the schema → spec mappings, one per kind of job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -14,14 +16,20 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from service.config import Settings
 from service.launch.env import driver_env
-from service.schemas import StudyCreate
+from service.launch.kinds import JOB_MARKER, DriverRef, JobKind, marker
+from service.schemas import TERMINAL_STATUSES, CurvatureCreate, StudyCreate
 from service.store import Store
 from tuning.specs import Resources, SearchSpace, StudySpec, TrainSpec
+
+if TYPE_CHECKING:
+    from tuning.curvature_job import CurvatureSpec
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +54,8 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         model_kwargs=dict(spec.model_kwargs),
         dataset_kwargs=dict(spec.dataset_kwargs),
         data_dir=str(settings.datasets_path),
+        data_roots=settings.data_root_paths,
+        memory_limit_mb=settings.trial_memory_mb or None,
     )
     search = SearchSpace(
         phi_min=spec.search.phi.min,
@@ -64,7 +74,8 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         budget_fractions=tuple(spec.budget.fractions),
         num_trials=spec.num_trials,
         max_concurrent_trials=spec.max_concurrent_trials,
-        resources=Resources(cpu=spec.resources.cpu, gpu=spec.resources.gpu),
+        resources=Resources(cpu=spec.resources.cpu, gpu=spec.resources.gpu,
+                            memory_mb=settings.trial_memory_mb),
         early_stopping=spec.early_stopping,
         seed=spec.seed,
         storage_path=str(settings.ray_results_path / study_id),
@@ -77,18 +88,59 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
     )
 
 
+@dataclass(frozen=True)
+class CurvatureJobSpec:
+    """What a curvature driver runs, mapped once from a ``CurvatureCreate``: the model/data
+    (a :class:`TrainSpec` like a study's), the per-task resources, the estimator's work and,
+    when ``at_steps`` asks for a timeline, the UBA run to measure along."""
+
+    train: TrainSpec
+    resources: Resources
+    curv: CurvatureSpec
+    at_steps: tuple[int, ...] = ()
+    timeline_train: TrainSpec | None = None
+    train_steps: int = 1
+    phi: float = 5.0
+    phases: int = 1
+
+
+def curvature_spec_from_request(req: CurvatureCreate, settings: Settings) -> CurvatureJobSpec:
+    """Map a validated ``CurvatureCreate`` to what :mod:`tuning.curvature_job` takes (the
+    curvature counterpart of :func:`spec_from_study`)."""
+    from tuning.curvature_job import CurvatureSpec
+
+    train = TrainSpec(model=req.model, dataset=req.dataset, optimizer=req.optimizer,
+                      model_kwargs=dict(req.model_kwargs),
+                      dataset_kwargs=dict(req.dataset_kwargs),
+                      data_dir=str(settings.datasets_path),
+                      data_roots=settings.data_root_paths)
+    curv = CurvatureSpec(num_batches=req.num_batches, batch_size=req.batch_size,
+                         lanczos_steps=req.lanczos_steps, num_probes=req.num_probes,
+                         ggn=req.ggn, seed=req.seed)
+    timeline = dataclasses.replace(train, lr=req.lr, batch_size=req.train_batch_size) \
+        if req.at_steps else None
+    return CurvatureJobSpec(
+        train=train, resources=Resources(cpu=req.resources.cpu, gpu=req.resources.gpu,
+                                         memory_mb=settings.trial_memory_mb),
+        curv=curv, at_steps=tuple(req.at_steps), timeline_train=timeline,
+        train_steps=req.train_steps or 1, phi=req.phi, phases=req.phases)
+
+
 class Runner(Protocol):
-    """Starts, stops and watches study drivers (a local process or a Ray Job)."""
+    """Starts, stops and watches job drivers (a local process or a Ray Job), for every
+    :class:`~service.launch.kinds.JobKind`."""
 
-    def launch(self, study_id: str) -> str: ...
+    def launch(self, kind: JobKind, job_id: str) -> str: ...
 
-    def cancel(self, study_id: str, pid: int | None, job_id: str | None = None) -> None: ...
+    def cancel(self, kind: JobKind, job_id: str, driver: DriverRef,
+               after: Callable[[], None] | None = None) -> None: ...
 
-    def driver_alive(self, pid: int | None, job_id: str | None) -> bool: ...
+    def driver_alive(self, driver: DriverRef) -> bool: ...
 
-    def cleanup(self, pid: int | None, job_id: str | None) -> None: ...
+    def cleanup(self, kind: JobKind, job_id: str, driver: DriverRef) -> None: ...
 
-    def log_tail(self, study_id: str, job_id: str | None, chars: int = 2000) -> str: ...
+    def log_tail(self, kind: JobKind, job_id: str, driver: DriverRef,
+                 chars: int = 2000) -> str: ...
 
 
 def make_runner(settings: Settings, store: Store) -> Runner:
@@ -102,75 +154,119 @@ def make_runner(settings: Settings, store: Store) -> Runner:
 
 
 class LocalProcessRunner:
-    """Starts each study's driver as a detached local process (its own session, so killing the
-    API does not kill it) and records its pid for cancellation and reconciliation."""
+    """Starts each job's driver as a detached local process (its own session, so killing the
+    API does not kill it) and records its pid and start time for cancellation and
+    reconciliation.
+
+    Every process of a job carries :data:`JOB_MARKER` ``=<kind>:<id>`` in its environment:
+    the driver, a per-study local Ray (its raylet and workers inherit the driver's
+    environment) and, on a shared Ray head, the job's workers (the driver passes the marker
+    as its runtime environment). Cancel and cleanup end the marked processes too, so a
+    cancel that races the driver's start still leaves nothing of the job behind.
+    """
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
 
-    def log_path(self, study_id: str) -> Path:
-        return self.settings.logs_path / f"{study_id}.log"
+    def log_path(self, kind: JobKind, job_id: str) -> Path:
+        return self.settings.logs_path / kind.log_name(job_id)
 
-    def launch(self, study_id: str) -> str:
+    def launch(self, kind: JobKind, job_id: str) -> str:
         self.settings.logs_path.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path(study_id), "ab") as log:
+        env = driver_env(self.settings)
+        env[JOB_MARKER] = marker(kind, job_id)
+        with open(self.log_path(kind, job_id), "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "service.launch.study_driver", study_id],
+                kind.entrypoint(sys.executable, job_id),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=driver_env(self.settings),
+                env=env,
                 start_new_session=True,
             )
-        launches = self.store.record_launch(study_id, pid=proc.pid)
-        logger.info("study %s: driver pid %d (launch %d), log %s", study_id, proc.pid, launches,
-                    self.log_path(study_id))
+        driver = DriverRef(pid=proc.pid, start=process_start(proc.pid))
+        launches = self.store.record_launch(job_id, pid=proc.pid, driver_start=driver.start,
+                                            table=kind.table)
+        logger.info("%s %s: driver pid %d (launch %d), log %s", kind.name, job_id, proc.pid,
+                    launches, self.log_path(kind, job_id))
+        # A cancel that ran between Popen and record_launch saw no pid to stop; it marked the
+        # job first, so reading the status after recording the pid catches it.
+        row = self.store.get_job(kind.table, job_id)
+        if row is not None and row.status in TERMINAL_STATUSES:
+            logger.warning("%s %s: %s while its driver started; stopping it", kind.name,
+                           job_id, row.status)
+            self.cancel(kind, job_id, driver)
         return str(proc.pid)
 
-    def cancel(self, study_id: str, pid: int | None, job_id: str | None = None) -> None:
+    def cancel(self, kind: JobKind, job_id: str, driver: DriverRef,
+               after: Callable[[], None] | None = None) -> None:
         """Stop a driver and everything it started, without blocking the request.
 
-        SIGTERM to the driver's process group lets it shut Ray down (a remote cluster then
-        kills the trials it owned); after ``cancel_grace_s`` every process still in the
-        driver's *session* gets SIGKILL: a local Ray's workers sit in their own process
-        groups but in the driver's session, and its agents outlive a killed driver.
+        SIGTERM to the driver's process group lets it shut Ray down and finalise its trials;
+        after ``cancel_grace_s`` every process still in the driver's *session* (a local Ray's
+        workers sit in their own process groups but in the driver's session, and its agents
+        outlive a killed driver) or marked with the job gets SIGKILL. ``after`` runs once
+        they are gone (in a background thread).
         """
-        if pid is None:
-            return
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
-        threading.Thread(target=self._escalate, args=(study_id, pid), daemon=True,
-                         name=f"cancel-{study_id[:8]}").start()
+        if driver.pid is not None and is_driver(driver):
+            try:
+                os.killpg(driver.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+        threading.Thread(target=self._escalate, args=(kind, job_id, driver, after),
+                         daemon=True, name=f"cancel-{job_id[:8]}").start()
 
-    def _escalate(self, study_id: str, pid: int) -> None:
+    def _escalate(self, kind: JobKind, job_id: str, driver: DriverRef,
+                  after: Callable[[], None] | None) -> None:
+        job_marker = marker(kind, job_id)
         deadline = time.monotonic() + self.settings.cancel_grace_s
         while time.monotonic() < deadline:
-            if not session_pids(pid):
-                self.is_alive(pid)  # reap our zombie
-                return
+            if not self._leftovers(driver, job_marker):
+                break
             time.sleep(0.2)
-        left = kill_session(pid)
-        self.is_alive(pid)
-        logger.warning("study %s: SIGKILLed %d processes left after %.1f s", study_id, left,
-                       self.settings.cancel_grace_s)
+        else:
+            left = self._kill_leftovers(driver, job_marker)
+            logger.warning("%s %s: SIGKILLed %d processes left after %.1f s", kind.name,
+                           job_id, left, self.settings.cancel_grace_s)
+        if driver.pid is not None:
+            self.is_alive(driver.pid)  # reap our zombie
+        if after is not None:
+            try:
+                after()
+            except Exception:  # noqa: BLE001 - reconcile retries; the cancel stands
+                logger.exception("%s %s: finalising after cancel failed", kind.name, job_id)
 
-    def driver_alive(self, pid: int | None, job_id: str | None) -> bool:
-        return self.is_alive(pid)
+    @staticmethod
+    def _leftovers(driver: DriverRef, job_marker: str) -> list[int]:
+        own = session_pids(driver.pid) if _session_is_ours(driver) else []
+        return sorted(set(own) | set(marked_pids(job_marker)))
 
-    def cleanup(self, pid: int | None, job_id: str | None) -> None:
+    def _kill_leftovers(self, driver: DriverRef, job_marker: str) -> int:
+        count = 0
+        for pid in self._leftovers(driver, job_marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                count += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+        return count
+
+    def driver_alive(self, driver: DriverRef) -> bool:
+        return is_driver(driver)
+
+    def cleanup(self, kind: JobKind, job_id: str, driver: DriverRef) -> None:
         """Kill what a dead driver left behind (a local Ray's agents survive a SIGKILLed
         driver and hold its ports and memory)."""
-        if pid is not None:
-            left = kill_session(pid)
-            if left:
-                logger.warning("killed %d leftover processes of dead driver %d", left, pid)
+        left = self._kill_leftovers(driver, marker(kind, job_id))
+        if left:
+            logger.warning("%s %s: killed %d leftover processes of dead driver %s", kind.name,
+                           job_id, left, driver.pid)
 
-    def log_tail(self, study_id: str, job_id: str | None, chars: int = 2000) -> str:
+    def log_tail(self, kind: JobKind, job_id: str, driver: DriverRef,
+                 chars: int = 2000) -> str:
         try:
-            with open(self.log_path(study_id), "rb") as log:
+            with open(self.log_path(kind, job_id), "rb") as log:
                 log.seek(0, os.SEEK_END)
                 log.seek(max(0, log.tell() - chars))
                 return log.read().decode(errors="replace")
@@ -195,26 +291,83 @@ class LocalProcessRunner:
             return Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid)
 
 
-def _proc_state(pid: int) -> str:
+def _proc_stat(pid: int) -> list[str]:
+    """Fields of ``/proc/<pid>/stat`` after the command name (state, ppid, pgrp, session ...)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return "Z"
+        return []
 
 
-def session_pids(sid: int) -> list[int]:
+def _proc_state(pid: int) -> str:
+    fields = _proc_stat(pid)
+    return fields[0] if fields else "Z"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as ``<boot id>:<clock ticks since boot>``: unique for the
+    machine's uptime and across reboots, so pid + start identify one process even after the
+    pid is reused. None when the process is gone."""
+    fields = _proc_stat(pid)
+    if len(fields) < 20:
+        return None
+    return f"{_boot_id()}:{fields[19]}"  # field 22 of stat, starttime
+
+
+def is_driver(driver: DriverRef) -> bool:
+    """The recorded driver process is alive (not a zombie) and is still the same process: a
+    live process that reused the pid has another start time. Rows written before start times
+    were recorded (``start`` None) fall back to the pid alone."""
+    if not LocalProcessRunner.is_alive(driver.pid):
+        return False
+    assert driver.pid is not None
+    return driver.start is None or process_start(driver.pid) == driver.start
+
+
+def _session_is_ours(driver: DriverRef) -> bool:
+    """The driver's session id is its pid. While the pid is free or still the driver's, every
+    process of that session is the driver's; once another process reused the pid (a new
+    session leader, rare), the session is not ours to kill and the job marker alone counts."""
+    if driver.pid is None:
+        return False
+    start = process_start(driver.pid)
+    return start is None or driver.start is None or start == driver.start
+
+
+def session_pids(sid: int | None) -> list[int]:
     """Live (non-zombie) processes of session ``sid`` (the driver started it with setsid)."""
+    if sid is None:
+        return []
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
+        fields = _proc_stat(int(entry.name))
         # fields: state ppid pgrp session ...
         if len(fields) > 3 and int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def marked_pids(job_marker: str) -> list[int]:
+    """Live processes whose environment says they belong to the job ``job_marker``."""
+    needle = f"{JOB_MARKER}={job_marker}".encode() + b"\0"
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes() + b"\0"
+        except OSError:
+            continue
+        if (b"\0" + needle in b"\0" + environ) and _proc_state(int(entry.name)) != "Z":
             pids.append(int(entry.name))
     return pids
 

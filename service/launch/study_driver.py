@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from service.config import Settings
+from service.launch.kinds import JOB_MARKER, STUDY
+from service.launch.lifecycle import finalize_stopped
 from service.launch.runner import spec_from_study
-from service.schemas import StudyCreate
-from service.store import Store, utcnow
+from service.schemas import TERMINAL_STATUSES, StudyCreate
+from service.store import Store, StudyRow
 from tuning.results import StudyResult, TrialRecord
 
 logger = logging.getLogger("service.launch.study_driver")
@@ -59,7 +61,7 @@ def total_steps_of(spec: StudyCreate, settings: Settings) -> int:
 
     assert spec.budget.epochs is not None
     bundle = get_dataset(spec.dataset, data_dir=str(settings.datasets_path),
-                         **spec.dataset_kwargs)
+                         data_roots=settings.data_root_paths, **spec.dataset_kwargs)
     return max(1, round(spec.budget.epochs * steps_per_epoch(bundle, spec.batch_size)))
 
 
@@ -79,17 +81,28 @@ def configure_ray_auth(mode: str) -> None:
 
 
 def init_ray(settings: Settings) -> str | None:
-    """Connect to the configured cluster or start a local one; returns the dashboard URL."""
+    """Connect to the configured cluster (or the shared local head ``phitune serve`` started)
+    or start a local one; returns the dashboard URL.
+
+    On a cluster the job's workers get the driver's job marker (``PHITUNE_JOB``) in their
+    environment, so a cancel can find every process of the job on this machine. A
+    per-study local Ray is announced on 127.0.0.1 with its dashboard on loopback (Ray 2.60's
+    gRPC servers still listen on every interface; its token auth guards them).
+    """
     import ray
 
     kwargs: dict[str, Any] = {"log_to_driver": False}
+    job_marker = os.environ.get(JOB_MARKER)
     if settings.ray_address:
+        if job_marker and settings.ray_address != "auto":  # a Ray Job has its runtime env
+            kwargs["runtime_env"] = {"env_vars": {JOB_MARKER: job_marker}}
         context = ray.init(address=settings.ray_address, **kwargs)
     else:
         # "local": always a fresh local Ray, even if `ray start` left one running here
         context = ray.init(address="local", num_cpus=settings.ray_num_cpus,
                            include_dashboard=settings.ray_dashboard,
-                           dashboard_host="127.0.0.1", **kwargs)
+                           dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+                           **kwargs)
     url = getattr(context, "dashboard_url", None)
     if url and not url.startswith("http"):
         url = f"http://{url}"
@@ -102,7 +115,7 @@ def run(study_id: str, settings: Settings) -> int:
     if row is None:
         logger.error("study %s not found in %s", study_id, settings.sqlalchemy_url)
         return 2
-    if row.status in ("succeeded", "failed", "cancelled"):
+    if row.status in TERMINAL_STATUSES:
         logger.info("study %s already %s", study_id, row.status)
         return 0
     import ray
@@ -118,8 +131,10 @@ def run(study_id: str, settings: Settings) -> int:
             spec = dataclasses.replace(spec, history=tuple(history_points(store,
                                                                           exclude=study_id)))
         dashboard_url = init_ray(settings)
-        store.update_study(study_id, status="running", started_at=row.started_at or utcnow(),
-                           dashboard_url=dashboard_url)
+        if not store.mark_running(StudyRow, study_id):
+            logger.info("study %s: cancelled while its driver started", study_id)
+            return 0
+        store.update_study(study_id, dashboard_url=dashboard_url)
         result = run_study(spec, StoreSink(store, study_id, spec.metric),
                            dashboard_url=dashboard_url)
         store.finish_study(study_id, "succeeded", result=result.to_dict())
@@ -130,8 +145,7 @@ def run(study_id: str, settings: Settings) -> int:
             # pod eviction, Ctrl-C) leaves it running, resumable: the API's reconcile
             # relaunches a driver that restores the Tune experiments.
             current = store.get_study(study_id)
-            if current is not None and current.status not in ("succeeded", "failed",
-                                                               "cancelled"):
+            if current is not None and current.status not in TERMINAL_STATUSES:
                 logger.warning("study %s: driver stopped (%s); left resumable", study_id,
                                type(exc).__name__)
             raise
@@ -141,6 +155,13 @@ def run(study_id: str, settings: Settings) -> int:
     finally:
         if ray.is_initialized():
             ray.shutdown()
+        # Ended (succeeded, failed, cancelled): no trial may stay running, in the store or in
+        # Optuna (a trial the searcher asked for before a restore, a cancel mid-trial).
+        # Left resumable: the relaunched driver goes on with them.
+        try:
+            finalize_stopped(store, settings, STUDY, study_id)
+        except Exception:  # noqa: BLE001 - reconcile finalises what is left
+            logger.exception("study %s: finalising trials failed", study_id)
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

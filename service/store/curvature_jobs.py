@@ -1,8 +1,9 @@
 """Curvature jobs: a stored request, a driver process that runs the estimate as a Ray task
 (so it gets a trial's CPU/GPU), and the stored report with φ suggestions.
 
-Same pattern as studies (request stored → driver process → store), kept in its own module so
-the study lifecycle code stays small.
+The second kind of job on the studies' lifecycle (``service.launch.kinds``): queued, claimed
+under the same cap, launched by the same runner, cancelled and reconciled the same way, with
+the same lifecycle columns; this module holds only its table and row helpers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.store.db import Base, Store, _as_utc, utcnow
+from service.store.db import Base, Store, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,12 @@ class CurvatureJobRow(Base):
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     suggestions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     timeline: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # the same lifecycle columns as a study (queue, launches, driver identity, Ray Job id)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     driver_pid: Mapped[int | None] = mapped_column(Integer)
+    driver_start: Mapped[str | None] = mapped_column(String(64))
+    driver_job_id: Mapped[str | None] = mapped_column(String(200))
+    launches: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 def create_job(store: Store, spec: dict[str, Any]) -> CurvatureJobRow:
@@ -43,21 +49,8 @@ def create_job(store: Store, spec: dict[str, Any]) -> CurvatureJobRow:
     return row
 
 
-def count_active_jobs(store: Store) -> int:
-    from sqlalchemy import func, select
-
-    with store.session() as s:
-        return int(s.scalar(select(func.count()).select_from(CurvatureJobRow)
-                            .where(CurvatureJobRow.status.in_(("queued", "running")))) or 0)
-
-
 def get_job(store: Store, job_id: str) -> CurvatureJobRow | None:
-    with store.session() as s:
-        row = s.get(CurvatureJobRow, job_id)
-    if row is not None:
-        row.created_at = _as_utc(row.created_at)  # type: ignore[assignment]
-        row.finished_at = _as_utc(row.finished_at)
-    return row
+    return store.get_job(CurvatureJobRow, job_id)
 
 
 def update_job(store: Store, job_id: str, **fields: Any) -> None:

@@ -32,15 +32,22 @@ from sqlalchemy import (
     inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from service.schemas import TERMINAL_STATUSES
+
 #: Alembic version table of phitune's schema. Optuna's RDB storage, which may share the
 #: database, owns ``alembic_version`` and the tables ``studies``/``trials``, hence the prefixes.
 VERSION_TABLE = "phitune_alembic_version"
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
+#: PostgreSQL advisory lock key serialising queue claims (:meth:`Store.claim_next`).
+QUEUE_LOCK_KEY = 7472731
+#: Trial statuses of a trial that has not ended; a stopped driver's trials leave them.
+UNFINISHED_TRIAL_STATUSES = ("pending", "running")
 
 
 def utcnow() -> datetime:
@@ -69,6 +76,9 @@ class StudyRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     launches: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     driver_job_id: Mapped[str | None] = mapped_column(String(200))
+    #: when the driver process started (``service.launch.runner.process_start``): with the
+    #: pid it identifies the driver, so a reused pid is not taken for it
+    driver_start: Mapped[str | None] = mapped_column(String(64))
 
 
 class TrialRow(Base):
@@ -103,7 +113,7 @@ class TrialSummary:
     min_value: float | None = None
 
 
-def _fix_times(row: StudyRow) -> StudyRow:
+def _fix_times(row: Any) -> Any:
     for attr in ("created_at", "started_at", "finished_at"):
         setattr(row, attr, _as_utc(getattr(row, attr)))
     return row
@@ -212,14 +222,10 @@ class Store:
                      result: dict[str, Any] | None = None) -> bool:
         """Move a study to a terminal state unless it already is in one (a cancel wins over a
         driver that reports success a moment later). Returns whether it changed."""
-        with self.session() as s:
-            row = s.get(StudyRow, study_id, with_for_update=True)
-            if row is None or row.status in ("succeeded", "failed", "cancelled"):
-                return False
-            row.status, row.error, row.finished_at = status, error, utcnow()
-            if result is not None:
-                row.result = result
-            return True
+        fields: dict[str, Any] = {"error": error}
+        if result is not None:
+            fields["result"] = result
+        return self.finish_job(StudyRow, study_id, status, **fields)
 
     # trials ------------------------------------------------------------------------------
     def upsert_trial(self, study_id: str, trial_id: str, **fields: Any) -> None:
@@ -284,16 +290,110 @@ class Store:
         return out
 
     def record_launch(self, study_id: str, *, pid: int | None = None,
-                      job_id: str | None = None) -> int:
-        """Remember who runs the study now and count launches (reconcile caps relaunches so a
+                      job_id: str | None = None, driver_start: str | None = None,
+                      table: type[Any] = StudyRow) -> int:
+        """Remember who runs the job now and count launches (reconcile caps relaunches so a
         driver that dies at start cannot loop forever). Returns the launch count."""
         with self.session() as s:
-            row = s.get(StudyRow, study_id, with_for_update=True)
+            row = s.get(table, study_id, with_for_update=True)
             if row is None:
                 raise KeyError(study_id)
-            row.driver_pid, row.driver_job_id = pid, job_id
+            row.driver_pid, row.driver_job_id, row.driver_start = pid, job_id, driver_start
             row.launches = (row.launches or 0) + 1
             return row.launches
+
+    # the queue: studies and curvature jobs (``table``) share these steps ----------------------
+    def claim_next(self, table: type[Any], cap: int) -> str | None:
+        """Start the oldest ``queued`` job of ``table`` if fewer than ``cap`` are ``running``;
+        returns its id, or None when nothing is queued or every slot is taken.
+
+        The check and the claim are one conditional ``UPDATE`` so two API replicas (or two
+        requests) can never both take the last slot. SQLite runs a writing statement under
+        its database write lock, from its first read on. PostgreSQL (READ COMMITTED) would let
+        two statements count the same snapshot, so a transaction-scoped advisory lock
+        serialises the claims first; the statement's snapshot is then taken after the previous
+        claim committed.
+        """
+        t = table.__table__
+        oldest = (select(t.c.id).where(t.c.status == "queued")
+                  .order_by(t.c.created_at, t.c.id).limit(1).scalar_subquery())
+        running = (select(func.count()).select_from(t).where(t.c.status == "running")
+                   .scalar_subquery())
+        claim = (update(t).where(t.c.id == oldest, t.c.status == "queued", running < cap)
+                 .values(status="running", started_at=utcnow()).returning(t.c.id))
+        with self.session() as s:
+            if s.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+                s.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                          {"key": QUEUE_LOCK_KEY})
+            return s.execute(claim).scalar()
+
+    def count_status(self, table: type[Any], *statuses: str) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.count()).select_from(table)
+                                .where(table.status.in_(statuses))) or 0)
+
+    def rows_with_status(self, table: type[Any], status: str,
+                         limit: int = 10_000) -> list[Any]:
+        """Jobs of ``table`` in ``status``, oldest first (reconcile's work list)."""
+        with self.session() as s:
+            rows = list(s.scalars(select(table).where(table.status == status)
+                                  .order_by(table.created_at).limit(limit)))
+        return [_fix_times(row) for row in rows]
+
+    def get_job(self, table: type[Any], job_id: str) -> Any | None:
+        with self.session() as s:
+            row = s.get(table, job_id)
+        return _fix_times(row) if row is not None else None
+
+    def finish_job(self, table: type[Any], job_id: str, status: str, **fields: Any) -> bool:
+        """Move a job to a terminal state unless it already is in one; ``fields`` are written
+        with it (error, result, report ...). Returns whether it changed."""
+        with self.session() as s:
+            row = s.get(table, job_id, with_for_update=True)
+            if row is None or row.status in TERMINAL_STATUSES:
+                return False
+            row.status, row.finished_at = status, utcnow()
+            for key, value in fields.items():
+                setattr(row, key, value)
+            return True
+
+    def mark_running(self, table: type[Any], job_id: str) -> bool:
+        """A driver starts work: ``running`` (kept from the claim), ``started_at`` set once.
+        False when the job is terminal already (a cancel raced the driver's start): the driver
+        must then stop instead of running a cancelled study."""
+        with self.session() as s:
+            row = s.get(table, job_id, with_for_update=True)
+            if row is None or row.status in TERMINAL_STATUSES:
+                return False
+            row.status = "running"
+            row.started_at = row.started_at or utcnow()
+            return True
+
+    def recently_finished(self, table: type[Any], since: datetime) -> list[str]:
+        """Ids of jobs of ``table`` that ended at or after ``since``."""
+        with self.session() as s:
+            return list(s.scalars(select(table.id).where(
+                table.status.in_(sorted(TERMINAL_STATUSES)), table.finished_at >= since)))
+
+    def finalize_trials(self, study_id: str, status: str, error: str | None) -> int:
+        """Trials a stopped driver left ``running``/``pending`` get their final ``status``
+        (``cancelled`` or ``error``) and the reason; returns how many."""
+        with self.session() as s:
+            result = s.execute(
+                update(TrialRow)
+                .where(TrialRow.study_id == study_id,
+                       TrialRow.status.in_(UNFINISHED_TRIAL_STATUSES))
+                .values(status=status, error=error, updated_at=utcnow()))
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def studies_with_unfinished_trials(self, statuses: tuple[str, ...]) -> list[str]:
+        """Studies in ``statuses`` that still have trials ``running``/``pending``."""
+        with self.session() as s:
+            return list(s.scalars(
+                select(StudyRow.id).where(StudyRow.status.in_(statuses)).where(
+                    select(TrialRow.trial_id).where(
+                        TrialRow.study_id == StudyRow.id,
+                        TrialRow.status.in_(UNFINISHED_TRIAL_STATUSES)).exists())))
 
 
 def _alembic_config(connection: Any) -> Any:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from service.cli.demo import _stop, start_api
-from service.client import PhiTuneClient, PhiTuneError
+from service.client import Conflict, PhiTuneClient, Validation
 
 pytestmark = pytest.mark.e2e
 
@@ -106,7 +106,7 @@ def test_recommendation_learns_from_the_finished_study(server):
         adamw = client.recommend_phi("mlp", "digits", "adamw")
         assert adamw.source in ("calibrated", "paper_default")
         assert "history" not in {s["source"] for s in adamw.suggestions}
-        with pytest.raises(PhiTuneError) as err:
+        with pytest.raises(Validation) as err:
             client.recommend_phi("mlp", "digits", "lion")
         assert err.value.status_code == 422 and "optimizer" in str(err.value)
 
@@ -141,7 +141,7 @@ def test_study_whose_trials_all_fail_ends_failed_with_reason(server):
         assert final.status == "failed", driver_log(data_dir, study.id)
         assert "no trial finished" in (final.error or "")
         assert "hidden" in (final.error or ""), final.error
-        with pytest.raises(PhiTuneError) as err:
+        with pytest.raises(Conflict) as err:
             client.best(study.id)
         assert err.value.status_code == 409
 
@@ -192,13 +192,13 @@ def test_curvature_job_runs_on_ray_and_returns_report_suggestions_and_density(se
             assert "theory" in {s["source"] for s in point["suggestions"]}
         png = client._http.get(f"/v1/curvature/{job.id}/density.png")
         assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
-        with pytest.raises(PhiTuneError) as err:
+        with pytest.raises(Validation) as err:
             client.curvature({"model": "nope", "dataset": "digits"})
         assert err.value.status_code == 422 and "model" in str(err.value)
-        with pytest.raises(PhiTuneError) as err:
+        with pytest.raises(Validation) as err:
             client.curvature({"model": "mlp", "dataset": "digits", "num_probes": 0})
         assert err.value.status_code == 422 and "num_probes" in str(err.value)
-        with pytest.raises(PhiTuneError) as err:
+        with pytest.raises(Validation) as err:
             client.curvature({"model": "mlp", "dataset": "digits", "at_steps": [10]})
         assert err.value.status_code == 422 and "train_steps" in str(err.value)
         assert client._http.get("/v1/curvature/unknown-id").status_code == 404

@@ -3,8 +3,8 @@ uvicorn server, the real app and store; positive and negative cases for every op
 
 Properties: no 5xx; every 4xx carries a non-empty message (``detail``); 2xx JSON bodies are
 JSON. Valid study submissions cannot start real drivers: the store holds one running study
-(its "driver" is a harmless ``sleep`` in its own session) and ``max_concurrent_studies=1``,
-so they get 429, which is itself checked for a message.
+(its "driver" is a harmless ``sleep`` in its own session), ``max_concurrent_studies=1`` and
+``max_queued_studies=0``, so they get 429 (queue full), which is itself checked for a message.
 
 POST /v1/curvature is left out: it has no concurrency cap yet and every valid request would
 start a real driver process (reported to its owner).
@@ -42,6 +42,7 @@ def server(tmp_path_factory):
     store.record_launch(row.id, pid=blocker.pid)
     store.engine.dispose()
     env = {"PHITUNE_API_TOKEN": TOKEN, "PHITUNE_MAX_CONCURRENT_STUDIES": "1",
+           "PHITUNE_MAX_QUEUED_STUDIES": "0",  # the queue is full: valid submits get 429
            "PHITUNE_RECONCILE_INTERVAL_S": "0", "PHITUNE_RAY_DASHBOARD": "false"}
     proc, url = start_api(data_dir, None, data_dir / "api.log", extra_env=env)
     try:

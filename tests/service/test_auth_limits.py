@@ -46,16 +46,32 @@ def test_mutating_routes_need_the_token(tmp_path, method, path, body):
         assert r.status_code == (422 if method == "POST" else 404), r.text
 
 
-def test_reads_open_by_default_and_closed_on_request(tmp_path):
-    with make_client(tmp_path / "open") as c:
+def test_reads_need_the_token_unless_explicitly_opened(tmp_path):
+    """A token protects reads too (study errors and specs name files); PHITUNE_READ_AUTH=false
+    opens them explicitly, and then error details are shown to token holders only."""
+    from service.store import Store
+
+    with make_client(tmp_path / "open", read_auth=False) as c:
         assert c.get("/v1/studies").status_code == 200
-    with make_client(tmp_path / "closed", read_auth=True) as c:
-        assert c.get("/v1/studies").status_code == 401
-        assert c.get("/v1/studies", headers=auth("nope")).status_code == 401
-        assert c.get("/v1/studies", headers=auth()).status_code == 200
-        # probes stay open for orchestrators
-        assert c.get("/healthz").status_code == 200
-        assert c.get("/readyz").status_code == 200
+        store = Store(Settings(data_dir=tmp_path / "open").sqlalchemy_url)
+        row, _ = store.create_study(VALID, "failed one")
+        store.finish_study(row.id, "failed", error="DatasetNotFoundError: /srv/secret missing")
+        store.engine.dispose()
+        for path in (f"/v1/studies/{row.id}", "/v1/studies"):
+            body = c.get(path).json()
+            study = body["data"][0] if "data" in body else body
+            assert study["error"] == "error details need the API token", path
+            body = c.get(path, headers=auth()).json()
+            study = body["data"][0] if "data" in body else body
+            assert "/srv/secret" in study["error"], path
+    for read_auth in (None, True):
+        with make_client(tmp_path / f"closed-{read_auth}", read_auth=read_auth) as c:
+            assert c.get("/v1/studies").status_code == 401
+            assert c.get("/v1/studies", headers=auth("nope")).status_code == 401
+            assert c.get("/v1/studies", headers=auth()).status_code == 200
+            # probes stay open for orchestrators
+            assert c.get("/healthz").status_code == 200
+            assert c.get("/readyz").status_code == 200
 
 
 def test_token_from_file(tmp_path):
@@ -136,15 +152,15 @@ def test_per_request_caps(tmp_path, change, field):
 
 
 def test_client_sends_the_token(tmp_path):
-    from service.client import PhiTuneClient, PhiTuneError
+    from service.client import NotFound, PhiTuneClient, Unauthorized
 
     with make_client(tmp_path) as c:
         with PhiTuneClient("http://testserver", token="wrong", transport=c._transport) as client:
-            with pytest.raises(PhiTuneError) as err:
+            with pytest.raises(Unauthorized) as err:
                 client.cancel("x")
             assert err.value.status_code == 401
         with PhiTuneClient("http://testserver", token=TOKEN, transport=c._transport) as client:
-            with pytest.raises(PhiTuneError) as err:
+            with pytest.raises(NotFound) as err:
                 client.cancel("x")
             assert err.value.status_code == 404
 

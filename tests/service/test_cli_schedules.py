@@ -19,7 +19,8 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 def test_values_are_eq5(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = _run(capsys, "uba", "--steps", "50", "--param", "phi=5", "--param",
-                        "phases=2", "--param", "eta_max=0.1", "--values")
+                        "phases=2", "--param", "eta_max=0.1", "--param", "variant=cyclic",
+                        "--values")
     assert rc == 0, err
     doc = json.loads(out)
     assert doc["name"] == "uba" and doc["params"]["phases"] == 2 and doc["eta_max"] == 0.1
@@ -32,7 +33,8 @@ def test_values_are_eq5(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert doc["values"] == pytest.approx([eq5(i + 1) for i in range(50)], rel=1e-9)
     assert doc["values"] == pytest.approx(
-        [uba_lr(i, 50, phi=5.0, phases=2, eta_max=0.1) for i in range(50)], rel=1e-12)
+        [uba_lr(i, 50, phi=5.0, phases=2, eta_max=0.1, variant="cyclic") for i in range(50)],
+        rel=1e-12)
 
 
 def test_compare_shares_eta_max_and_keeps_own_params(capsys: pytest.CaptureFixture[str]) -> None:

@@ -198,3 +198,55 @@ def test_idempotency_key_race_creates_one_study(url):
     assert len(results) == 6
     assert len({r[0] for r in results}) == 1 and sum(r[1] for r in results) == 1
     assert store.list_studies()[1] == 1
+
+
+def test_queue_claims_respect_the_cap_under_concurrency(url):
+    """Two "API replicas" (two Store objects) and several threads each claim at once: exactly
+    ``cap`` jobs run, the oldest ones, and the rest stay queued in order."""
+    from service.store import StudyRow
+
+    stores = [Store(url), Store(url, migrate=False)]
+    ids = [stores[0].create_study({"i": i}, f"q{i}")[0].id for i in range(8)]
+    claimed: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def claim(store: Store) -> None:
+        barrier.wait()
+        while (job := store.claim_next(StudyRow, 3)) is not None:
+            claimed.append(job)
+
+    threads = [threading.Thread(target=claim, args=(stores[i % 2],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(ids[:3]), "the three oldest, each claimed once"
+    assert stores[0].count_status(StudyRow, "running") == 3
+    assert [r.id for r in stores[0].rows_with_status(StudyRow, "queued")] == ids[3:]
+    assert all(stores[0].get_study(i).started_at is not None for i in ids[:3])
+
+    # a slot frees: the next in submission order starts, and only one
+    assert stores[1].finish_study(ids[0], "succeeded")
+    assert stores[1].claim_next(StudyRow, 3) == ids[3]
+    assert stores[0].claim_next(StudyRow, 3) is None
+
+
+def test_cancel_races_and_trial_finalisation(url):
+    """A driver cannot mark a cancelled study running; unfinished trials get their final
+    status, finished ones keep theirs; reconcile finds studies that ended with running trials."""
+    from service.store import StudyRow
+
+    store = Store(url)
+    sid = store.create_study({"model": "mlp"}, "c")[0].id
+    assert store.claim_next(StudyRow, 1) == sid
+    for trial, status in (("a", "terminated"), ("b", "running"), ("c", "pending")):
+        store.upsert_trial(sid, trial, budget_steps=10, status=status, params={}, step=1,
+                           metrics={})
+    assert store.finish_study(sid, "cancelled", error="cancelled by user")
+    assert not store.mark_running(StudyRow, sid)
+    assert store.studies_with_unfinished_trials(("cancelled",)) == [sid]
+    assert store.finalize_trials(sid, "cancelled", "study cancelled") == 2
+    assert {t.trial_id: t.status for t in store.list_trials(sid)} == {
+        "a": "terminated", "b": "cancelled", "c": "cancelled"}
+    assert store.studies_with_unfinished_trials(("cancelled",)) == []
+    assert store.get_study(sid).status == "cancelled"

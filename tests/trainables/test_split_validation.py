@@ -1,5 +1,7 @@
 """split_validation: two disjoint held-out sets (tuning, evaluation) from a validation set."""
 
+from collections import Counter
+
 import pytest
 import torch
 
@@ -13,10 +15,11 @@ def test_classification_split_is_disjoint_complete_and_seeded():
     tune, ev = split_validation(b, 0.5, seed=3)
     assert tune.num_val + ev.num_val == b.num_val
     assert abs(tune.num_val - ev.num_val) <= 1
-    rows = {tuple(r.tolist()) + (int(y),) for r, y in zip(b.val_x.flatten(1), b.val_y)}
-    got_t = [tuple(r.tolist()) + (int(y),) for r, y in zip(tune.val_x.flatten(1), tune.val_y)]
-    got_e = [tuple(r.tolist()) + (int(y),) for r, y in zip(ev.val_x.flatten(1), ev.val_y)]
-    assert set(got_t) | set(got_e) <= rows
+    def rows(x: torch.Tensor, y: torch.Tensor) -> Counter:
+        return Counter(tuple(r) + (int(c),) for r, c in zip(x.flatten(1).tolist(), y, strict=True))
+
+    # a partition: every validation example in exactly one of the two
+    assert rows(tune.val_x, tune.val_y) + rows(ev.val_x, ev.val_y) == rows(b.val_x, b.val_y)
     assert torch.equal(tune.train_x, b.train_x) and torch.equal(ev.train_y, b.train_y)
     again, _ = split_validation(b, 0.5, seed=3)
     assert torch.equal(again.val_y, tune.val_y)

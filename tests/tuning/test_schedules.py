@@ -69,7 +69,8 @@ def test_phi_zero_is_constant_and_negative_refused() -> None:
 
 
 def test_multiphase_cyclic_even_phase_rises_and_matches_eq5() -> None:
-    s = create_schedule("uba", 90, phi=5.0, phases=3, eta_max=1.0, eta_min=0.1)
+    s = create_schedule("uba", 90, phi=5.0, phases=3, eta_max=1.0, eta_min=0.1,
+                        variant="cyclic")
     v = s.values()
     bounds = [0, 30, 60, 90]
     for i in range(90):

@@ -39,13 +39,14 @@ def test_rex_fits_phi_point_eight() -> None:
 def test_cyclic_clr_fits_phi_two_with_phase_per_half_cycle() -> None:
     # Table 1: cyclic = phi 2, k <- k + 1, one phase per half cycle (here 125 steps).
     r = fit_uba(create_schedule("triangular", T, step_size_up=125).values(),
-                phases=(2, 4, 8, 16), phase_offset=1)
+                phases=(2, 4, 8, 16), phase_offset=1, variant="cyclic")
     assert r.phases == 8 and abs(r.phi - 2.0) < 0.05
     assert [c[0] for c in r.candidates] == [2, 4, 8, 16]
 
 
 def test_onecycle_fits_phi_two_with_rising_first_phase() -> None:
-    r = fit_uba(create_schedule("onecycle", T).values(), boundaries=[300], phase_offset=1)
+    r = fit_uba(create_schedule("onecycle", T).values(), boundaries=[300], phase_offset=1,
+                variant="cyclic")
     assert abs(r.phi - 2.0) < 0.15 and r.max_abs_err < 0.05
     assert r.schedule().params["boundaries"] == (300,)
 

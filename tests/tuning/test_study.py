@@ -1,13 +1,14 @@
-"""A real multi-budget study with baselines, run through `tuning` alone (no service): real Ray,
-Optuna, ASHA and training on scikit-learn's digits."""
+"""Real studies run through `tuning` alone (no service): real Ray, Optuna (RDB storage read back
+with plain ``optuna.load_study``), the horizon ladder, ASHA when asked, training on digits."""
 
 from __future__ import annotations
 
 import pytest
 import ray
 
-from tuning.results import NullSink
-from tuning.specs import Resources, SearchSpace, StudySpec, TrainSpec
+from trainables.config import TrainConfig
+from tuning.results import RecordingSink as NullSink
+from tuning.specs import LadderSpec, Resources, SearchSpace, StudySpec
 from tuning.study import InsufficientResourcesError, run_study
 
 
@@ -21,7 +22,7 @@ def local_ray():
 def spec(tmp_path, **kw):
     base = dict(
         study_id="budget-test",
-        train=TrainSpec(model="mlp", dataset="digits", lr=0.2, batch_size=64, eval_every=20),
+        train=TrainConfig(model="mlp", dataset="digits", lr=0.2, batch_size=64, eval_every=20),
         total_steps=60,
         search=SearchSpace(phi_min=0.3, phi_max=30, phases_min=1, phases_max=1),
         budget_fractions=(1.0, 0.5),
@@ -35,27 +36,34 @@ def spec(tmp_path, **kw):
     return StudySpec(**{**base, **kw})
 
 
-def test_budgets_run_smallest_first_with_baselines_and_target(local_ray, tmp_path):
+def test_requested_budgets_are_rungs_of_one_ladder_with_baselines_and_target(local_ray, tmp_path):
     sink = NullSink()
     result = run_study(spec(tmp_path), sink)
 
     assert [b.budget_steps for b in result.budgets] == [30, 60]
     assert all(b.best is not None for b in result.budgets)
     # every arm at every budget ran on the same two seeds, with a mean and std
+    # the 50 % budget is the ladder's first rung: 2 candidates there, the better one at 100 %
+    assert [(r.steps, r.num_trials, r.requested) for r in result.rungs] == [
+        (30, 2, True), (60, 1, True)]
     for steps in (30, 60):
-        arms = {r["schedule"]: r for r in result.baselines if r["budget_steps"] == steps}
+        arms = {r.schedule: r for r in result.baselines if r.budget_steps == steps}
         assert set(arms) == {"uba", "cosine", "triangular"}, arms
         for r in arms.values():
-            assert r["seeds"] == [0, 1] and r["n"] == 2 and 0 <= r["mean"] <= 1
+            assert r.seeds == [0, 1] and r.n == 2 and 0 <= r.mean <= 1
     # the curve has one row per budget and names the best baseline
-    assert [row["budget_steps"] for row in result.budget_curve] == [30, 60]
-    assert all(row["best_baseline"] in ("cosine", "triangular") for row in result.budget_curve)
-    assert result.target is not None and result.target["kind"] in (
+    assert [row.budget_steps for row in result.budget_curve] == [30, 60]
+    assert all(row.best_baseline in ("cosine", "triangular") for row in result.budget_curve)
+    assert result.target is not None and result.target.kind in (
         "measured", "interpolated", "not_reached")
+    # compute: 2 x 30 + 60 search steps, 2 budgets x 3 arms x 2 seeds compared
+    assert result.compute.search_steps == 120
+    assert result.compute.compare_steps == 2 * 30 * 3 + 2 * 60 * 3
+    assert result.compute.units == pytest.approx(result.compute.steps / 60)
     # the sink saw search trials and comparison trials, labelled as such
     kinds = {t.params.get("kind") for t in sink.trials.values()}
     assert kinds == {"search", "compare"}
-    assert len(sink.trials) == 2 * 2 + 2 * 3 * 2
+    assert len(sink.trials) == 2 + 1 + 2 * 3 * 2
 
 
 def test_gpu_request_on_a_cpu_cluster_is_refused_not_left_pending(local_ray, tmp_path):
@@ -69,7 +77,7 @@ def test_curvature_suggestions_warm_start_the_search_and_report_their_gap(local_
     history = (HistoryPoint(model="mlp", dataset="digits", optimizer="sgd", budget_steps=50,
                             tuned_phi=3.0, study_id="earlier"),)
     s = spec(tmp_path, budget_fractions=(1.0,), total_steps=40, num_trials=4, compare=(),
-             seeds=1, curvature=True, history=history, early_stopping=False)
+             seeds=1, curvature=True, history=history)
     sink = NullSink()
     result = run_study(s, sink)
 
@@ -89,18 +97,70 @@ def test_curvature_suggestions_warm_start_the_search_and_report_their_gap(local_
     assert history_gap["status"] == "evaluated"
 
 
-def test_search_state_lives_in_an_optuna_rdb_storage(local_ray, tmp_path):
+def _states_and_steps(url, name):
     import optuna
 
+    study = optuna.load_study(study_name=name, storage=url)
+    return [(t.state.name, t.user_attrs.get("trained_steps"), t.value) for t in study.trials]
+
+
+def test_optuna_storage_holds_only_truthful_values_and_finalists_average_seeds(local_ray,
+                                                                               tmp_path):
     from tuning.search import optuna_study_name
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    s = spec(tmp_path, budget_fractions=(1.0,), total_steps=30, num_trials=2, compare=(),
-             seeds=1, optuna_storage_url=url, early_stopping=False)
+    s = spec(tmp_path, budget_fractions=(1.0,), total_steps=90, num_trials=4, compare=(),
+             seeds=1, target=None, optuna_storage_url=url, finalists=1, finalist_seeds=1,
+             train=TrainConfig(model="mlp", dataset="digits", lr=0.2, batch_size=64,
+                               eval_every=10))
+    sink = NullSink()
+    result = run_study(s, sink)
+
+    # rung T/3: 4 complete schedules of 30 steps; rung T: the best one, 90 steps
+    low = _states_and_steps(url, optuna_study_name(s, 30))
+    top = _states_and_steps(url, optuna_study_name(s, 90))
+    assert [(state, steps) for state, steps, _ in low] == [("COMPLETE", 30)] * 4
+    assert [(state, steps) for state, steps, _ in top] == [("COMPLETE", 90)]
+    promoted = max(low, key=lambda t: t[2])
+    assert result.best.phi == pytest.approx(
+        next(r.params["phi"] for r in sink.trials.values()
+             if r.budget_steps == 90 and r.params["kind"] == "search"))
+    # the finalist was re-trained with one extra seed; the best reports mean ± std over 2
+    (fin,) = result.finalists
+    assert fin.n == 2 and result.best.n_seeds == 2 and len(result.best.seeds) == 2
+    assert result.best.value == pytest.approx(sum(fin.values) / 2)
+    assert top[0][2] in fin.values and promoted[2] is not None
+    assert result.compute.search_steps == 4 * 30 + 90
+    assert result.compute.finalist_steps == 90
+    assert result.compute.units == pytest.approx((4 * 30 + 2 * 90) / 90)
+
+
+def test_asha_when_asked_prunes_in_optuna_instead_of_completing(local_ray, tmp_path):
+    from tuning.search import optuna_study_name
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    s = spec(tmp_path, budget_fractions=(1.0,), total_steps=80, num_trials=4, compare=(),
+             seeds=1, target=None, optuna_storage_url=url, method="asha", finalists=0,
+             max_concurrent_trials=1,
+             train=TrainConfig(model="mlp", dataset="digits", lr=0.2, batch_size=64,
+                               eval_every=10))
     result = run_study(s, NullSink())
-    study = optuna.load_study(study_name=optuna_study_name(s, 30), storage=url)
-    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(trials) == 2
-    assert {"phi", "phases"} <= set(trials[0].params)
-    best = max(t.value for t in trials)
-    assert best == pytest.approx(result.best.value)
+    trials = _states_and_steps(url, optuna_study_name(s, 80))
+    assert len(trials) == 4
+    for state, steps, _ in trials:
+        assert state in ("COMPLETE", "PRUNED", "FAIL")
+        assert (state == "COMPLETE") == (steps == 80), trials
+    assert result.best is not None and result.method == "asha"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"ladder": LadderSpec(eta=1)}, "eta"),
+     ({"ladder": LadderSpec(rungs=3), "num_trials": 8}, "rungs"),
+     ({"ladder": LadderSpec(min_fraction=0.1)}, "min_fraction"),
+     ({"ladder": LadderSpec(brackets=5)}, "brackets"),
+     ({"method": "hyperband"}, "method")],
+)
+def test_a_ladder_that_cannot_fit_is_refused_naming_the_field(tmp_path, kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        spec(tmp_path, total_steps=60, budget_fractions=(1.0,), **kwargs)

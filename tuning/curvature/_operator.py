@@ -7,6 +7,11 @@ The operator represents the *batch-size weighted mean* of per-batch curvature ma
 which, for a mean-reduced ``loss_fn``, is exactly the Hessian of the loss over the union of
 the batches (for linear least squares with ``0.5 * mean((Xw - y)^2)`` it is ``X^T X / N``).
 
+With a diagonal ``preconditioner`` P (e.g. Adam's ``sqrt(v_hat) + eps``) the operator is
+``P^-1/2 H P^-1/2``: it has the eigenvalues of ``P^-1 H``, the matrix that decides the
+stability and speed of a preconditioned step ``theta -= eta P^-1 g`` (Cohen et al. 2022,
+"Adaptive gradient methods at the edge of stability"), and it stays symmetric for Lanczos.
+
 Why the graphs are built once and kept: every product ``H v`` then costs one backward pass
 through the stored first-order graph per batch instead of a forward, a backward and a double
 backward (PyHessian's per-product cost in its data-loader mode). With ``batched=True``
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +89,7 @@ class CurvatureOperator:
         *,
         ggn: bool = False,
         batched: bool | None = None,
+        preconditioner: Tensor | None = None,
     ) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
@@ -99,6 +106,15 @@ class CurvatureOperator:
         self.hvp_count = 0
         self.backward_calls = 0
         self._batched = (self.device.type == "cuda") if batched is None else bool(batched)
+        self._scale: Tensor | None = None
+        if preconditioner is not None:
+            d = preconditioner.detach().reshape(-1).to(device=self.device, dtype=self.dtype)
+            if d.numel() != self.n:
+                raise ValueError(f"preconditioner has {d.numel()} entries, the model has "
+                                 f"{self.n} trainable parameters")
+            if not (torch.isfinite(d).all() and (d > 0).all()):
+                raise ValueError("preconditioner entries must be finite and > 0")
+            self._scale = d.rsqrt()
 
         sizes = []
         for i, batch in enumerate(batches):
@@ -116,7 +132,11 @@ class CurvatureOperator:
         model.eval()
         self._graphs: list[_BatchGraph] = []
         try:
-            with torch.enable_grad():
+            # The math attention kernel: the fused (flash / memory-efficient) ones that
+            # scaled_dot_product_attention picks on CUDA have no double backward, so H v
+            # through a transformer would fail there ("derivative for
+            # aten::_scaled_dot_product_efficient_attention_backward is not implemented").
+            with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
                 for i, ((x, y), size) in enumerate(zip(batches, sizes, strict=True)):
                     x = _to_device(x, self.device)
                     y = _to_device(y, self.device)
@@ -223,10 +243,14 @@ class CurvatureOperator:
         if vt.shape[1] != self.n:
             raise ValueError(f"vector has {vt.shape[1]} entries, the model has {self.n} params")
         vt = vt.contiguous()
+        if self._scale is not None:
+            vt = vt * self._scale
         total = torch.zeros_like(vt)
         parts = []
         for g in self._graphs:
             hb = self._batch_product(g, vt)
+            if self._scale is not None:
+                hb = hb * self._scale
             if per_batch:
                 parts.append(hb.T.detach())
             total.add_(hb.detach(), alpha=g.weight)

@@ -85,6 +85,7 @@ def estimate_curvature(
     positive_threshold: float | None = None,
     batched_hvp: bool | None = None,
     max_basis_bytes: int = 2 * 1024**3,
+    preconditioner: Tensor | None = None,
 ) -> CurvatureReport:
     """Estimate the spectrum of the loss Hessian (``ggn=False``) or Gauss-Newton matrix.
 
@@ -107,6 +108,10 @@ def estimate_curvature(
         batched_hvp: push all probes through one vmapped backward (default: on CUDA only).
         max_basis_bytes: memory for the stored Lanczos vectors; probes beyond it run in
             sequential groups (same number of products).
+        preconditioner: flat positive diagonal P (``model.parameters()`` order): estimate the
+            spectrum of ``P^-1/2 H P^-1/2`` (= that of ``P^-1 H``), the matrix a preconditioned
+            optimizer such as Adam effectively steps on; ``matrix`` then says
+            ``"preconditioned_hessian"``. Not combined with ``ggn`` or the ``ggn`` kappa.
 
     Raises:
         ValueError: no trainable parameters, no batches, an empty batch, a non-finite loss or
@@ -126,8 +131,12 @@ def estimate_curvature(
     if not (0.0 < density_quantile < 1.0):
         raise ValueError(f"density_quantile must be in (0, 1), got {density_quantile}")
 
+    if preconditioner is not None and (ggn or "ggn" in kappa_methods):
+        raise ValueError("preconditioner cannot be combined with ggn / the 'ggn' kappa")
+
     t_start = time.perf_counter()
-    op = CurvatureOperator(model, loss_fn, batches, ggn=ggn, batched=batched_hvp)
+    op = CurvatureOperator(model, loss_fn, batches, ggn=ggn, batched=batched_hvp,
+                           preconditioner=preconditioner)
     gen = torch.Generator().manual_seed(int(seed))
     warnings: list[str] = []
 
@@ -237,7 +246,8 @@ def estimate_curvature(
     seconds = time.perf_counter() - t_start
     extra_hvp = sum(k.hvp_count for k in kappas if k.definition == "ggn" and not ggn)
     report = CurvatureReport(
-        matrix="ggn" if ggn else "hessian",
+        matrix="ggn" if ggn else ("hessian" if preconditioner is None
+                                  else "preconditioned_hessian"),
         num_params=op.n,
         num_batches=op.num_batches,
         num_samples=op.num_samples,

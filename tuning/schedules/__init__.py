@@ -6,8 +6,13 @@ baselines it is compared with, as pure :class:`Schedule` objects and torch sched
 >>> round(sched.lr(500), 5)
 0.02851
 
-Modules: ``_uba`` (Eq. 5), ``_baselines`` (other curves), ``_registry`` (names and
-parameters), ``_schedule`` (:class:`Schedule`), ``_torch`` (LRScheduler adapters),
+Drop-in use elsewhere (``_interop``): ``get_uba_schedule`` (Hugging Face signature, a
+``LambdaLR``), ``StepUpdateScheduler`` (timm's ``step_update``), ``lightning_scheduler_config``
+(Lightning's ``configure_optimizers``), ``scheduler_from_best`` (a tuned result, one call).
+
+Modules: ``_uba`` (Eq. 5, :data:`DEFAULT_VARIANT`), ``_baselines`` (other curves),
+``_registry`` (names and parameters), ``_schedule`` (:class:`Schedule`), ``_torch``
+(``ScheduleLR``), ``_ubalr`` (``UBALR``), ``_interop`` (HF / timm / Lightning / best result),
 ``fit`` (Table 1 fits), ``plot`` (PNG plots).
 """
 
@@ -18,12 +23,23 @@ from ._base import (
     ScheduleParamError,
     UnknownScheduleError,
 )
+from ._interop import (
+    SCHEDULER_STYLES,
+    StepUpdateScheduler,
+    get_uba_schedule,
+    lightning_scheduler_config,
+    schedule_from_best,
+    scheduler_from_best,
+)
 from ._registry import SCHEDULES, schedule_names
 from ._schedule import Schedule, create_schedule
-from ._torch import UBALR, ScheduleLR
-from ._uba import UBA_VARIANTS, UBACurve, equal_boundaries, uba_array, uba_lr
+from ._torch import ScheduleLR
+from ._uba import DEFAULT_VARIANT, UBA_VARIANTS, UBACurve, equal_boundaries, uba_array, uba_lr
+from ._ubalr import UBALR
 
 __all__ = [
+    "DEFAULT_VARIANT",
+    "SCHEDULER_STYLES",
     "SCHEDULES",
     "UBALR",
     "UBA_VARIANTS",
@@ -33,10 +49,15 @@ __all__ = [
     "ScheduleInfo",
     "ScheduleLR",
     "ScheduleParamError",
+    "StepUpdateScheduler",
     "UBACurve",
     "UnknownScheduleError",
     "create_schedule",
     "equal_boundaries",
+    "get_uba_schedule",
+    "lightning_scheduler_config",
+    "schedule_from_best",
+    "scheduler_from_best",
     "schedule_names",
     "uba_array",
     "uba_lr",

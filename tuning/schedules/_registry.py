@@ -13,7 +13,7 @@ from typing import Any
 
 from . import _baselines as B
 from ._base import Curve, ParamInfo, ScheduleInfo, ScheduleParamError
-from ._uba import UBA_VARIANTS, UBACurve, equal_boundaries
+from ._uba import DEFAULT_VARIANT, UBA_VARIANTS, UBACurve, equal_boundaries
 
 __all__ = ["SCHEDULES", "schedule_names"]
 
@@ -119,7 +119,7 @@ _ENTRIES = [
                       "phases)", low=1, nullable=True),
             _eta_max("float_or_list"),
             _eta_min(),
-            ParamInfo("variant", "str", "cyclic",
+            ParamInfo("variant", "str", DEFAULT_VARIANT,
                       "cyclic: paper's (k-1)pi offset, even phases rise; restart: every phase "
                       "decays", choices=UBA_VARIANTS),
             ParamInfo("phase_offset", "int", 0,

@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from ._base import ScheduleParamError, UnknownScheduleError
 from ._registry import SCHEDULES
+from ._torch import ScheduleLR
 
 if TYPE_CHECKING:
     from torch.optim import Optimizer
-
-    from ._torch import ScheduleLR
 
 __all__ = ["Schedule", "create_schedule"]
 
@@ -105,8 +104,6 @@ class Schedule:
 
         ``relative=None`` follows :attr:`relative`; see :class:`ScheduleLR`.
         """
-        from ._torch import ScheduleLR
-
         return ScheduleLR(optimizer, self, relative=relative)
 
     # -- serialisation --------------------------------------------------------------------

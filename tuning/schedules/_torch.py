@@ -1,6 +1,6 @@
-"""PyTorch adapters: ``ScheduleLR`` for any :class:`Schedule`, ``UBALR`` for Eq. (5).
+"""PyTorch adapter: ``ScheduleLR`` drives an optimizer with any :class:`Schedule`.
 
-Both compute the LR in closed form from ``self.last_epoch`` in ``get_lr()`` (step ``i`` of
+It computes the LR in closed form from ``self.last_epoch`` in ``get_lr()`` (step ``i`` of
 the schedule = the LR used by the ``i``-th optimizer update, 0-based), so ``step()``,
 ``step(epoch)``, ``state_dict``/``load_state_dict`` and ``get_last_lr()`` behave like
 torch's own closed-form schedulers. ``__init__`` has no side effects beyond torch's base
@@ -9,16 +9,32 @@ class (which records ``initial_lr`` in each param group and sets the step-0 LR).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from ._base import ScheduleParamError
-from ._schedule import Schedule, create_schedule
+__all__ = ["ScheduleLR"]
 
-__all__ = ["ScheduleLR", "UBALR"]
+
+class Schedule(Protocol):
+    """What ``ScheduleLR`` needs of :class:`tuning.schedules.Schedule` (structural type)."""
+
+    total_steps: int
+
+    @property
+    def eta_max(self) -> float: ...
+
+    @property
+    def relative(self) -> bool: ...
+
+    def lr(self, step: int) -> float: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Schedule: ...
 
 
 class ScheduleLR(LRScheduler):
@@ -34,6 +50,7 @@ class ScheduleLR(LRScheduler):
       gets ``schedule.lr(i)``.
 
     >>> import torch
+    >>> from tuning.schedules import create_schedule
     >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     >>> sched = ScheduleLR(opt, create_schedule("cosine", 10))
     >>> sched.get_last_lr()
@@ -48,7 +65,8 @@ class ScheduleLR(LRScheduler):
         relative: bool | None = None,
         last_epoch: int = -1,
     ) -> None:
-        if not isinstance(schedule, Schedule):
+        if not all(hasattr(schedule, a) for a in ("lr", "eta_max", "relative", "to_dict",
+                                                      "from_dict", "total_steps")):
             raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
         self.schedule = schedule
         self.relative = schedule.relative if relative is None else bool(relative)
@@ -91,72 +109,12 @@ class ScheduleLR(LRScheduler):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the state; continuing then gives exactly the uninterrupted values."""
         state = dict(state_dict)
+        cls = type(self.schedule)
         if isinstance(state.get("schedule"), dict):
-            state["schedule"] = Schedule.from_dict(state["schedule"])
+            state["schedule"] = cls.from_dict(state["schedule"])
         groups = state.get("_group_schedules")
         if groups is not None:
             state["_group_schedules"] = [
-                g if isinstance(g, Schedule) else Schedule.from_dict(g) for g in groups
+                cls.from_dict(g) if isinstance(g, dict) else g for g in groups
             ]
         super().load_state_dict(state)
-
-
-class UBALR(ScheduleLR):
-    r"""The UBA schedule, Eq. (5) of "Stepsize anything" (NeurIPS 2025), for any optimizer.
-
-    For update ``t = last_epoch + 1`` in phase ``k``:
-    ``eta_t = (eta_max - eta_min) 2(1 + cos c) / (2 phi + (2 - phi)(1 + cos c)) + eta_min``
-    with ``c = (2(t - T_k) - 1) pi / (2(T_{k+1} - T_k)) + (k - 1) pi``.
-
-    ``eta_max=None`` uses each param group's own initial LR as its ``eta_max`` (with the
-    absolute ``eta_min``, like ``CosineAnnealingLR``); a number (or one per phase) applies to
-    every group. ``phi`` may be a list (one per phase); ``boundaries`` (0-based steps where
-    phases 2..K start) replaces equal ``phases``. ``warmup_steps`` adds a linear warmup that
-    is part of ``total_steps``. ``phases`` is the paper's ``K - 1``.
-
-    >>> import torch
-    >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    >>> sched = UBALR(opt, total_steps=100, phi=5.0)
-    >>> round(sched.get_last_lr()[0], 6)
-    0.099985
-    """
-
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        total_steps: int,
-        phi: float | Sequence[float],
-        phases: int = 1,
-        eta_min: float = 0.0,
-        eta_max: float | Sequence[float] | None = None,
-        variant: str = "cyclic",
-        warmup_steps: int = 0,
-        last_epoch: int = -1,
-        *,
-        boundaries: Sequence[int] | None = None,
-    ) -> None:
-        self._uba_params: dict[str, Any] = {
-            "phi": list(phi) if isinstance(phi, Sequence) else phi,
-            "phases": None if boundaries is not None and phases == 1 else phases,
-            "boundaries": list(boundaries) if boundaries is not None else None,
-            "eta_min": eta_min,
-            "variant": variant,
-            "warmup_steps": warmup_steps,
-        }
-        eta = list(eta_max) if isinstance(eta_max, Sequence) else eta_max
-        schedule = create_schedule("uba", total_steps, eta_max=eta, **self._uba_params)
-        super().__init__(optimizer, schedule, relative=False, last_epoch=last_epoch)
-
-    def _make_groups(self) -> tuple[list[Schedule], list[float]]:
-        n = len(self.base_lrs)
-        if self.schedule.params["eta_max"] is not None:
-            return [self.schedule] * n, [1.0] * n
-        scheds = []
-        for g, base in enumerate(self.base_lrs):
-            try:
-                scheds.append(create_schedule("uba", self.total_steps, eta_max=float(base),
-                                              **self._uba_params))
-            except ScheduleParamError as exc:
-                raise ScheduleParamError(
-                    "uba", exc.param, f"param group {g} (lr={float(base)!r}): {exc}") from exc
-        return scheds, [1.0] * n

@@ -15,6 +15,9 @@ Conventions (see ``shared/design.md``):
   single phase. This module says ``phases = K - 1`` to avoid that ambiguity.
 * ``variant="cyclic"`` keeps the literal ``(k - 1) pi`` term: even-numbered phases *rise*
   from ``eta_min`` to ``eta_max``. ``variant="restart"`` drops it: every phase decays.
+  :data:`DEFAULT_VARIANT` (``"restart"``) is the default of every function, scheduler and
+  spec in phitune, so a tuned schedule rebuilt without naming its variant is the same curve
+  the service tuned (the two differ only for ``phases >= 2``).
 * ``phi = 0`` is the constant-``eta_max`` limit (the fraction is 2q / 2q = 1); ``phi < 0``
   puts a pole inside the interval and is refused.
 
@@ -30,9 +33,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["UBA_VARIANTS", "equal_boundaries", "uba_lr", "UBACurve", "uba_array"]
+__all__ = ["DEFAULT_VARIANT", "UBA_VARIANTS", "equal_boundaries", "uba_lr", "UBACurve", "uba_array"]
 
 UBA_VARIANTS: tuple[str, ...] = ("cyclic", "restart")
+#: The one default variant (registry, ``UBALR``, ``get_uba_schedule``, specs, schemas).
+DEFAULT_VARIANT: str = "restart"
 
 _PI = math.pi
 
@@ -82,7 +87,7 @@ def uba_lr(
     eta_max: float,
     eta_min: float = 0.0,
     phases: int = 1,
-    variant: str = "cyclic",
+    variant: str = DEFAULT_VARIANT,
 ) -> float:
     """Learning rate of 0-based ``step`` under Eq. (5) with ``phases`` equal-length phases.
 
@@ -181,7 +186,7 @@ def uba_array(
     eta_max: float = 1.0,
     eta_min: float = 0.0,
     phases: int = 1,
-    variant: str = "cyclic",
+    variant: str = DEFAULT_VARIANT,
     boundaries: Sequence[int] | None = None,
     phase_offset: int = 0,
 ) -> np.ndarray:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ._schedule import Schedule, create_schedule
-from ._uba import UBA_VARIANTS, uba_array
+from ._uba import DEFAULT_VARIANT, UBA_VARIANTS, uba_array
 
 __all__ = ["FitResult", "fit_uba"]
 
@@ -128,7 +128,7 @@ def fit_uba(
     eta_min: float | None = None,
     phases: Sequence[int] = (1,),
     phi_bounds: tuple[float, float] = (0.01, 200.0),
-    variant: str = "cyclic",
+    variant: str = DEFAULT_VARIANT,
     boundaries: Sequence[int] | None = None,
     phase_offset: int = 0,
     grid: int = 97,

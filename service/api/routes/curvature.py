@@ -1,32 +1,24 @@
 """Curvature jobs: ``POST /v1/curvature`` queues a Hessian-spectrum estimate that runs as a Ray
-task in its own driver process (never inside the request); poll ``GET /v1/curvature/{id}``."""
+task in its own driver process (never inside the request); poll ``GET /v1/curvature/{id}``,
+cancel with ``DELETE``. The same queue, runner, cancel and reconcile as studies
+(:mod:`service.launch.lifecycle`)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from service.api.deps import SettingsDep, StoreDep
+from service.api.deps import RunnerDep, SettingsDep, StoreDep
 from service.api.routes.studies import validate_model_and_dataset
-from service.errors import PhituneError, ResultNotReadyError, TooManyStudiesError
-from service.launch.curvature_launch import launch_job
+from service.api.spec_checks import check_spec_inputs
+from service.errors import CurvatureJobNotFoundError, ResultNotReadyError
+from service.launch.kinds import CURVATURE
+from service.launch.lifecycle import cancel_job, check_queue_room, start_queued
 from service.launch.resources import check_trial_resources
 from service.schemas import CurvatureCreate, CurvatureJobPublic, Link
-from service.store.curvature_jobs import (
-    CurvatureJobRow,
-    count_active_jobs,
-    create_job,
-    get_job,
-)
+from service.store.curvature_jobs import CurvatureJobRow, create_job, get_job
 from tuning.curvature import CurvatureReport, hessian_density_plot
 
 router = APIRouter(prefix="/v1/curvature", tags=["curvature"])
-
-
-class CurvatureJobNotFoundError(PhituneError):
-    status_code = 404
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"curvature job {job_id!r} not found")
 
 
 def _public(row: CurvatureJobRow) -> CurvatureJobPublic:
@@ -45,16 +37,32 @@ def _get(store: StoreDep, job_id: str) -> CurvatureJobRow:
     return row
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=CurvatureJobPublic)
-def create_curvature_job(spec: CurvatureCreate, store: StoreDep,
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=CurvatureJobPublic,
+             responses={422: {"description": "invalid request (the message names the field)"},
+                        429: {"description": "the queue is full"}})
+def create_curvature_job(spec: CurvatureCreate, store: StoreDep, runner: RunnerDep,
                          settings: SettingsDep) -> CurvatureJobPublic:
+    """Queue a curvature job; it starts as soon as a slot is free (``queued`` until then)."""
     validate_model_and_dataset(spec.model, spec.dataset)
     check_trial_resources(spec.resources, settings)
-    if count_active_jobs(store) >= settings.max_concurrent_studies:
-        raise TooManyStudiesError(settings.max_concurrent_studies)
+    check_spec_inputs(settings, model=spec.model, model_kwargs=spec.model_kwargs,
+                      dataset=spec.dataset, dataset_kwargs=spec.dataset_kwargs,
+                      optimizer=spec.optimizer, batch_size=spec.batch_size)
+    check_queue_room(store, settings, CURVATURE)
     row = create_job(store, spec.model_dump(mode="json"))
-    launch_job(settings, store, row.id)
+    start_queued(store, runner, settings)
     return _public(_get(store, row.id))
+
+
+@router.delete("/{job_id}", response_model=CurvatureJobPublic,
+               responses={404: {"description": "unknown job"}})
+def cancel_curvature_job(job_id: str, store: StoreDep, runner: RunnerDep,
+                         settings: SettingsDep) -> CurvatureJobPublic:
+    """Cancel a queued or running curvature job (its driver and Ray task are stopped);
+    cancelling a finished one changes nothing."""
+    _get(store, job_id)
+    cancel_job(store, runner, settings, CURVATURE, job_id)
+    return _public(_get(store, job_id))
 
 
 @router.get("/{job_id}", response_model=CurvatureJobPublic,

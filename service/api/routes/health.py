@@ -16,6 +16,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service.api.deps import SettingsDep, StoreDep
+from service.api.watch import optuna_storage, ray_mode
+from service.schemas import RayInfo, ServiceInfo
+from service.store import StudyRow
 
 router = APIRouter(tags=["health"])
 
@@ -80,3 +83,19 @@ def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ok" if ok else "unavailable", **checks},
                         status_code=200 if ok else 503)
+
+
+@router.get("/v1/info", response_model=ServiceInfo)
+def info(store: StoreDep, settings: SettingsDep) -> ServiceInfo:
+    """The Ray head every driver uses (its dashboard), the runner, where TensorBoard and
+    optuna-dashboard find the studies, and the queue's fill."""
+    mode = ray_mode(settings)
+    return ServiceInfo(
+        ray=RayInfo(mode=mode, address=settings.ray_address,  # type: ignore[arg-type]
+                    dashboard_url=settings.ray_dashboard_address),
+        runner=settings.runner, tensorboard_root=str(settings.ray_results_path),
+        optuna_storage=optuna_storage(settings),
+        max_concurrent_studies=settings.max_concurrent_studies,
+        max_queued_studies=settings.max_queued_studies,
+        studies_running=store.count_status(StudyRow, "running"),
+        studies_queued=store.count_status(StudyRow, "queued"))

@@ -13,18 +13,20 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Response, status
 
 from service.api.deps import RunnerDep, SettingsDep, StoreDep
+from service.api.spec_checks import check_spec_inputs
+from service.api.watch import study_watch_fields
 from service.config import Settings
 from service.errors import (
     InvalidSpecError,
     LimitExceededError,
     ResultNotReadyError,
     StudyNotFoundError,
-    TooManyStudiesError,
     UnknownNameError,
 )
+from service.launch.kinds import STUDY
+from service.launch.lifecycle import cancel_job, check_queue_room, start_queued
 from service.launch.resources import check_trial_resources
 from service.schemas import (
-    TERMINAL_STATUSES,
     BestSchedule,
     Link,
     Progress,
@@ -96,13 +98,15 @@ def progress_of(store: Store, row: StudyRow, summary: TrialSummary | None = None
     )
 
 
-def to_public(store: Store, row: StudyRow, summary: TrialSummary | None = None) -> StudyPublic:
+def to_public(store: Store, row: StudyRow, summary: TrialSummary | None = None,
+              settings: Settings | None = None) -> StudyPublic:
     base = f"/v1/studies/{row.id}"
+    watch = study_watch_fields(settings, row.id) if settings is not None else {}
     return StudyPublic(
         id=row.id, name=row.name, status=row.status,  # type: ignore[arg-type]
         spec=StudyCreate.model_validate(row.spec), created_at=row.created_at,
         started_at=row.started_at, finished_at=row.finished_at, error=row.error,
-        dashboard_url=row.dashboard_url, progress=progress_of(store, row, summary),
+        dashboard_url=row.dashboard_url, progress=progress_of(store, row, summary), **watch,
         links={"self": Link(href=base), "trials": Link(href=f"{base}/trials"),
                "best": Link(href=f"{base}/best"), "result": Link(href=f"{base}/result")},
     )
@@ -145,30 +149,35 @@ def create_study(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> StudyPublic:
-    """Queue a study and start its driver. Returns 202 with the study and its links; a repeated
-    request with the same ``Idempotency-Key`` header returns the first study (200)."""
+    """Queue a study; it starts (its driver launches) as soon as a slot is free, in submission
+    order. Returns 202 with the study (``queued`` or ``running``) and its links; 429 only when
+    the queue is full. A repeated request with the same ``Idempotency-Key`` header returns
+    the first study (200)."""
     validate_names(spec)
     check_caps(spec, settings)
     check_trial_resources(spec.resources, settings)
+    check_spec_inputs(settings, model=spec.model, model_kwargs=spec.model_kwargs,
+                      dataset=spec.dataset, dataset_kwargs=spec.dataset_kwargs,
+                      optimizer=spec.optimizer.name, batch_size=spec.batch_size)
     if idempotency_key is not None:
         existing = store.find_by_idempotency_key(idempotency_key)
         if existing is not None:
             response.status_code = status.HTTP_200_OK
-            return to_public(store, existing)
-    if store.count_active() >= settings.max_concurrent_studies:
-        raise TooManyStudiesError(settings.max_concurrent_studies)
+            return to_public(store, existing, settings=settings)
+    check_queue_room(store, settings, STUDY)
     row, created = store.create_study(spec.model_dump(mode="json"), spec.name, idempotency_key)
     if created:
-        runner.launch(row.id)
         logger.info("study %s queued (%s on %s)", row.id, spec.model, spec.dataset)
+        start_queued(store, runner, settings)
     else:
         response.status_code = status.HTTP_200_OK
-    return to_public(store, store.get_study(row.id) or row)
+    return to_public(store, store.get_study(row.id) or row, settings=settings)
 
 
 @router.get("", response_model=StudiesPublic)
 def list_studies(
     store: StoreDep,
+    settings: SettingsDep,
     status_filter: Annotated[
         Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
         Query(alias="status"),
@@ -178,14 +187,14 @@ def list_studies(
 ) -> StudiesPublic:
     rows, total = store.list_studies(status=status_filter, limit=limit, offset=offset)
     summaries = store.trial_summaries([r.id for r in rows])  # one query for the whole page
-    return StudiesPublic(data=[to_public(store, r, summaries.get(r.id, TrialSummary()))
-                               for r in rows], count=total)
+    return StudiesPublic(data=[to_public(store, r, summaries.get(r.id, TrialSummary()),
+                                         settings) for r in rows], count=total)
 
 
 @router.get("/{study_id}", response_model=StudyPublic,
             responses={404: {"description": "unknown study"}})
-def get_study(study_id: str, store: StoreDep) -> StudyPublic:
-    return to_public(store, _get(store, study_id))
+def get_study(study_id: str, store: StoreDep, settings: SettingsDep) -> StudyPublic:
+    return to_public(store, _get(store, study_id), settings=settings)
 
 
 @router.get("/{study_id}/trials", response_model=TrialsPublic,
@@ -194,7 +203,8 @@ def list_trials(
     study_id: str,
     store: StoreDep,
     status_filter: Annotated[
-        Literal["pending", "running", "terminated", "stopped_early", "error"] | None,
+        Literal["pending", "running", "terminated", "stopped_early", "error", "cancelled"]
+        | None,
         Query(alias="status"),
     ] = None,
     budget_steps: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
@@ -234,11 +244,11 @@ def get_best(study_id: str, store: StoreDep) -> BestSchedule:
 
 @router.delete("/{study_id}", response_model=StudyPublic,
                responses={404: {"description": "unknown study"}})
-def cancel_study(study_id: str, store: StoreDep, runner: RunnerDep) -> StudyPublic:
-    """Cancel a queued or running study: its driver and trials are stopped; finished trials
-    stay. Cancelling a finished study changes nothing."""
-    row = _get(store, study_id)
-    if row.status not in TERMINAL_STATUSES:
-        store.finish_study(study_id, "cancelled", error="cancelled by user")
-        runner.cancel(study_id, row.driver_pid, row.driver_job_id)
-    return to_public(store, _get(store, study_id))
+def cancel_study(study_id: str, store: StoreDep, runner: RunnerDep,
+                 settings: SettingsDep) -> StudyPublic:
+    """Cancel a queued or running study: its driver and every process it started are stopped
+    and its unfinished trials end ``cancelled`` (in Optuna: FAIL); finished trials stay.
+    Cancelling a finished study changes nothing."""
+    _get(store, study_id)
+    cancel_job(store, runner, settings, STUDY, study_id)
+    return to_public(store, _get(store, study_id), settings=settings)

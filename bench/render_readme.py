@@ -1,0 +1,434 @@
+"""Render README.md's "Measured results" section from the files under ``bench/results/``.
+
+Why generated: a number typed into the README drifts from the file it came from, and a
+sentence that interprets a result ("best at every budget") drifts further. Here every table
+cell and every interpreting sentence is computed from a committed result file (paired wins
+per seed, ranks, min/median times), and ``tests/bench/test_render_readme.py`` fails when
+README.md differs from what this script renders. Run ``make readme-results`` after a bench.
+
+    python -m bench.render_readme            # rewrite the section between the markers
+    python -m bench.render_readme --check    # exit 1 if README.md is out of date
+
+The section lives between ``<!-- results:begin -->`` and ``<!-- results:end -->``; the rest
+of README.md is never touched. A result file that is missing renders as a line saying so, so
+a partial results directory still renders (and the test still pins it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.common import REPO_ROOT, RESULTS_DIR, mean_std, paired, read_csv
+
+BEGIN = "<!-- results:begin -->"
+END = "<!-- results:end -->"
+README = REPO_ROOT / "README.md"
+
+ARM_LABELS = {"uba_tuned": "tuned UBA", "uba_default": "UBA φ = 5", "step": "step",
+              "cosine": "cosine", "triangular": "CLR", "onecycle": "OneCycle",
+              "linear": "linear", "rex": "REX"}
+QUALITY_FILES = ("schedule_quality", "schedule_quality_lr0.1", "schedule_quality_tunedlr")
+#: what the committed schedule-quality runs searched (the default before it became 0.01-50)
+QUALITY_PHI_RANGE = "[0.1, 50]"
+
+
+def _f(x: float, nd: int = 2) -> str:
+    return f"{x:.{nd}f}"
+
+
+def _missing(name: str) -> str:
+    return f"_`{name}` is not in `bench/results/` yet: no numbers shown._\n"
+
+
+def provenance_note(results: Path, names: Sequence[str]) -> str:
+    """"Provenance: …" for the markdown files a paragraph quotes, read from their headers;
+    a file written before the full header (issue 14) is labelled as such."""
+    parts = []
+    for name in names:
+        md = results / f"{name}.md"
+        if not md.exists():
+            continue
+        text = md.read_text()
+        m = re.search(r"date: ([^,]+), git commit ([0-9a-f]+|unknown)( \((?:dirty|clean)[^)]*\))?",
+                      text)
+        if m is None:
+            parts.append(f"`{name}.md` has no provenance header (older run)")
+        elif "load average (1/5/15 min) before" not in text:
+            parts.append(f"`{name}.md` {m.group(1)}, commit {m.group(2)} (older header: no "
+                         "load average before/after, no dirty flag)")
+        else:
+            dirty = " dirty" if m.group(3) and "dirty" in m.group(3) else ""
+            parts.append(f"`{name}.md` {m.group(1)}, commit {m.group(2)}{dirty}")
+    return ("Provenance: " + "; ".join(parts) + ".\n") if parts else ""
+
+
+# ----------------------------------------------------------------------------- quality
+
+
+def _quality_setting(results: Path, name: str) -> str:
+    md = results / f"{name}.md"
+    text = md.read_text() if md.exists() else ""
+    m = re.search(r"η_max = ([0-9.]+) for every arm", text)
+    if m:
+        return f"η_max = {m.group(1)} shared by all arms"
+    if "η_max tuned for every arm" in text:
+        return "η_max tuned per arm"
+    return name
+
+
+def quality_cells(results: Path) -> list[dict[str, Any]]:
+    """One cell per (setting, budget): tuned UBA's mean, rank, paired comparisons."""
+    cells = []
+    for name in QUALITY_FILES:
+        path = results / f"{name}.csv"
+        if not path.exists():
+            continue
+        rows = read_csv(path)
+        setting = _quality_setting(results, name)
+        for steps in sorted({int(r["budget_steps"]) for r in rows}):
+            by_arm: dict[str, dict[int, float]] = {}
+            for r in rows:
+                if int(r["budget_steps"]) == steps:
+                    by_arm.setdefault(r["arm"], {})[int(r["seed"])] = float(r["test_accuracy"])
+            if "uba_tuned" not in by_arm:
+                continue
+            seeds = sorted(by_arm["uba_tuned"])
+            means = {a: mean_std([v[s] for s in seeds]) for a, v in by_arm.items()}
+            order = sorted(means, key=lambda a: -means[a][0])
+            others = [a for a in order if a != "uba_tuned"]
+            best_other = others[0]
+            tuned = [by_arm["uba_tuned"][s] for s in seeds]
+            vs_all = {a: paired(tuned, [by_arm[a][s] for s in seeds]) for a in others}
+            cells.append({
+                "file": name, "setting": setting, "steps": steps, "seeds": len(seeds),
+                "n_arms": len(order), "means": means, "rank": order.index("uba_tuned") + 1,
+                "best_other": best_other, "vs_best": vs_all[best_other],
+                "vs_default": vs_all.get("uba_default"), "vs_all": vs_all,
+                "phi": statistics.median(float(r["phi"]) for r in rows
+                                         if r["arm"] == "uba_tuned"
+                                         and int(r["budget_steps"]) == steps)})
+    return cells
+
+
+def render_quality(results: Path) -> str:
+    cells = quality_cells(results)
+    if not cells:
+        return _missing("schedule_quality.csv")
+    lines = [
+        "### Schedule quality (one task: MLP on Fashion-MNIST 10k)\n",
+        "SGD, budgets 25 / 50 / 100 % of 8 epochs, each trained from scratch; UBA's φ and phases "
+        f"tuned by phitune's Optuna configuration (φ ∈ {QUALITY_PHI_RANGE}, the default before "
+        "it became 0.01–50) on a held-out split; test accuracy in %, mean ± std over seeds; "
+        "paired = tuned UBA minus the other arm per seed, with wins/ties/losses and an exact "
+        "sign-flip p "
+        f"({', '.join(f'`{c}.md`' for c in dict.fromkeys(c['file'] for c in cells))}).\n",
+        "| setting | steps | seeds | tuned UBA | rank | best other arm | tuned − best other "
+        "(paired) | tuned − UBA φ = 5 (paired) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        m, s = c["means"]["uba_tuned"]
+        bo = c["best_other"]
+        bm, bs = c["means"][bo]
+        vd = c["vs_default"]
+        lines.append(
+            f"| {c['setting']} | {c['steps']} | {c['seeds']} | {_f(100 * m)} ± {_f(100 * s)} | "
+            f"{c['rank']} of {c['n_arms']} | {ARM_LABELS.get(bo, bo)} {_f(100 * bm)} ± "
+            f"{_f(100 * bs)} | {c['vs_best'].fmt()} | {vd.fmt() if vd else '–'} |")
+    lines += ["", quality_reading(cells), "",
+              provenance_note(results, list(dict.fromkeys(c["file"] for c in cells)))]
+    return "\n".join(lines)
+
+
+def quality_reading(cells: Sequence[dict[str, Any]]) -> str:
+    """The interpreting sentences, each computed from the cells."""
+    n = len(cells)
+    first = [c for c in cells if c["rank"] == 1]
+    out = [f"Reading (computed from the files): tuned UBA has the highest mean in {len(first)} "
+           f"of {n} setting × budget cells."]
+    not_first = [c for c in cells if c["rank"] != 1]
+    if not_first:
+        worst = max(not_first, key=lambda c: c["rank"])
+        bo = ARM_LABELS.get(worst["best_other"], worst["best_other"])
+        out.append(
+            f"It is not the best schedule at every budget: its worst cell is {worst['rank']} of "
+            f"{worst['n_arms']} ({worst['setting']}, {worst['steps']} steps), where {bo} beats "
+            f"it on {worst['vs_best'].losses} of {worst['vs_best'].n} paired seeds.")
+    sweep = [c for c in cells if all(p.wins == p.n for p in c["vs_all"].values())]
+    if sweep:
+        out.append("It beats every other arm on every paired seed only in "
+                   + ", ".join(f"{c['setting']} at {c['steps']} steps" for c in sweep) + ".")
+    tuned_lr = [c for c in cells if c["setting"] == "η_max tuned per arm"]
+    if tuned_lr:
+        wins = sum(c["rank"] == 1 for c in tuned_lr)
+        best = ", ".join(f"{ARM_LABELS.get(c['best_other'], c['best_other'])} at {c['steps']}"
+                         for c in tuned_lr if c["rank"] != 1)
+        out.append(f"With η_max tuned for every arm (the fair comparison) tuned UBA is best at "
+                   f"{wins} of {len(tuned_lr)} budgets" + (f"; ahead of it: {best} steps."
+                                                          if best else "."))
+    full = [c for c in cells if c["steps"] == max(x["steps"] for x in cells
+                                                  if x["file"] == c["file"])]
+    dflt = [c for c in full if c["vs_default"] is not None]
+    if dflt:
+        w = sum(c["vs_default"].wins for c in dflt)
+        k = sum(c["vs_default"].n for c in dflt)
+        out.append(f"At the full budget tuned φ beats the paper's fixed φ = 5 on {w} of {k} "
+                   f"paired seeds over the {len(dflt)} settings.")
+    out.append("All of this is one small MLP on 10k images, where the best and worst "
+               "reasonable schedules differ by about as much as seed noise.")
+    return " ".join(out)
+
+
+# ----------------------------------------------------------------------------- search
+
+
+def render_search(results: Path) -> str:
+    from bench import search_bench as sb
+
+    fid_path = results / f"{sb.NAME}_fidelity.csv"
+    sum_path = results / f"{sb.NAME}_summary.csv"
+    if not (fid_path.exists() and sum_path.exists()):
+        return ("### Schedule-aware search (issue 11)\n\n"
+                + _missing(f"{sb.NAME}_summary.csv") + "\n")
+    fid, summary = sb.read_results(results, sb.NAME)
+    cases = list(dict.fromkeys(r["case"] for r in summary))
+    lines = [
+        "### Schedule-aware search: rank fidelity and compute to target\n",
+        f"A tabular (lookup) simulation on the real runs of the dense φ grid corpus "
+        f"(`{sb.NAME}.md`: what it does not capture is listed there). Spearman correlation "
+        "with the final full-horizon metric, over configurations (seed means):\n",
+        "| task / optimizer | metric | ASHA rung T/4 | ASHA rung T/2 | ladder rung T/4 | "
+        "ladder rung T/2 | seed std | best − worst config |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for case in cases:
+        f = {(r["fidelity"], r["fraction"]): r for r in fid if r["case"] == case}
+        any_row = next(iter(f.values()))
+
+        def cell(kind: str, frac: float, f: dict = f) -> str:
+            r = f.get((kind, frac))
+            return "–" if r is None or not math.isfinite(r["spearman_configs"]) else \
+                f"{r['spearman_configs']:+.2f}"
+
+        lines.append(f"| {case} | {any_row['metric']} | {cell('asha_rung', 0.25)} | "
+                     f"{cell('asha_rung', 0.5)} | {cell('ladder_rung', 0.25)} | "
+                     f"{cell('ladder_rung', 0.5)} | {any_row['seed_std']:.4f} | "
+                     f"{any_row['best_worst_spread']:.4f} |")
+    methods = [m for m in sb.METHODS if any(r["method"] == m for r in summary)]
+    n = summary[0]["n"]
+    cap = summary[0]["max_units"]
+    lines += ["", f"Compute (full-run units) until the returned incumbent is within one seed "
+              f"std of the grid's best, median over {n} search seeds (reached k/n within "
+              f"{cap:g} units):\n",
+              "| task / optimizer | " + " | ".join(methods) + " |",
+              "|---|" + "---|" * len(methods)]
+    for case in cases:
+        s = {r["method"]: r for r in summary if r["case"] == case}
+        lines.append(f"| {case} | " + " | ".join(
+            (f"{sb._fmt_units(s[m]['median_units'], cap)} ({s[m]['reached']}/{s[m]['n']})"
+             if m in s else "–") for m in methods) + " |")
+    verdict = sb.goal_verdict(cases, fid, summary)
+    both = [c for c, g in verdict.items() if g["compute_ok"] and g["spearman_ok"]]
+    comp = [c for c, g in verdict.items() if g["compute_ok"]]
+    rho = [c for c, g in verdict.items() if g["spearman_ok"]]
+    lines += ["", f"Goal (issue 11: the ladder reaches the target with ≤ {sb.GOAL_UNITS:g} "
+              f"full-run units, 1/3 of the paper grid, and its rungs have Spearman ≥ "
+              f"{sb.GOAL_SPEARMAN}): compute goal met on {len(comp)} of {len(cases)}, "
+              f"fidelity goal on {len(rho)} of {len(cases)}, both on {len(both)} of "
+              f"{len(cases)} task/optimizer cases"
+              + (f" ({', '.join(both)})" if both else "") + ". The earlier trial-count "
+              "benches (`search_efficiency*.md`, `warm_start.md`: full-budget TPE only, "
+              "φ ∈ [0.1, 50]) are superseded by this one and no longer quoted.", "",
+              provenance_note(results, [sb.NAME])]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- φ, curvature
+
+
+def render_phi(results: Path) -> str:
+    path = results / "phi_suggestions.csv"
+    if not path.exists():
+        return "### φ suggestions\n\n" + _missing("phi_suggestions.csv") + "\n"
+    rows = read_csv(path)
+    if not rows or not {"case", "source", "gap_points"} <= set(rows[0]):
+        return ("### φ suggestions\n\nSee `phi_suggestions.md` (its CSV has no `gap_points` "
+                "column to summarise).\n")
+    cases = sorted({r["case"] for r in rows})
+    by_source: dict[str, list[float]] = {}
+    for r in rows:
+        if r["source"] == "tuned" or r["gap_points"] == "":
+            continue
+        key = r["source"] + (f" ({r['kappa_definition']} κ)" if r.get("kappa_definition")
+                             and r["source"] == "theory" else "")
+        by_source.setdefault(key, []).append(float(r["gap_points"]))
+    lines = ["### φ suggestions\n",
+             f"Accuracy gap (points) of each zero-trial suggestion to the tuned φ over "
+             f"{len(cases)} cases (`phi_suggestions.md`):\n",
+             "| source | mean gap | worst gap | cases |", "|---|---|---|---|"]
+    for key, gaps in sorted(by_source.items(), key=lambda kv: statistics.fmean(kv[1])):
+        lines.append(f"| {key} | {statistics.fmean(gaps):+.2f} | {max(gaps):+.2f} | "
+                     f"{len(gaps)} |")
+    lines += ["", provenance_note(results, ["phi_suggestions"])]
+    return "\n".join(lines)
+
+
+def render_curvature(results: Path) -> str:
+    path = results / "curvature_bench.csv"
+    if not path.exists():
+        return "### Curvature\n\n" + _missing("curvature_bench.csv") + "\n"
+    rows = read_csv(path)
+    lines = ["### Curvature cost and accuracy vs PyHessian\n",
+             "Same model and batch; times in seconds (min / median over repeats); λmax error = "
+             "worst relative error over repeats against the reference (`curvature_bench.md`):\n",
+             "| model | tool | time min / median | λmax error | reference |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        ref = r["truth_source"]
+        own = ref.startswith("phitune")
+        lines.append(f"| {r['model']} | {r['tool']} | {float(r['seconds_min']):.2f} / "
+                     f"{float(r['seconds_median']):.2f} | "
+                     f"{float(r['lambda_max_max_rel_err']):.1e} | {ref}"
+                     + (" (not independent)" if own else "") + " |")
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    ratios = []
+    for m in models:
+        t = {r["tool"]: r for r in rows if r["model"] == m}
+        if "pyhessian" in t and "phitune-fast" in t:
+            ratios.append((m, float(t["pyhessian"]["seconds_median"])
+                           / float(t["phitune-fast"]["seconds_median"]),
+                           float(t["pyhessian"]["seconds_min"])
+                           / float(t["phitune-fast"]["seconds_min"])))
+    if ratios:
+        lines += ["", "PyHessian time / phitune-fast time: " + "; ".join(
+            f"{m} {a:.1f}× (median), {b:.1f}× (min)" for m, a, b in ratios) + "."]
+    own = sorted({r["model"] for r in rows if r["truth_source"].startswith("phitune")})
+    if own:
+        lines.append(f"On {', '.join(own)} the reference is phitune's own long run, so those "
+                     "errors say how PyHessian agrees with phitune, not which one is right.")
+    lines += ["", provenance_note(results, ["curvature_bench"])]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- overheads
+
+
+def _runs(cell: str) -> list[float]:
+    return [float(x) for x in cell.split()]
+
+
+def render_overheads(results: Path) -> str:
+    lines = ["### Overheads (timings on a shared CPU: min and median)\n"]
+    so = results / "schedule_overhead.json"
+    if so.exists():
+        d = json.loads(so.read_text())
+        ratio = d["step_ratio_vs_cosine_annealing"]
+        med = d.get("step_ratio_vs_cosine_annealing_median")
+        parts = []
+        for groups, r in ratio.items():
+            txt = f"{r['UBALR']:.2f}× (min)"
+            if med:
+                txt += f", {med[groups]['UBALR']:.2f}× (median)"
+            parts.append(f"{groups}: {txt}")
+        lines.append(f"- `UBALR.step()` vs `CosineAnnealingLR.step()`, {d['repeats']} repeats "
+                     f"of {d['steps']} calls: " + "; ".join(parts) + " (`schedule_overhead.md`).")
+    to = results / "trainer_overhead.csv"
+    if to.exists():
+        rows = read_csv(to)
+        parts = []
+        for r in rows:
+            tr, hd = _runs(r["trainer_runs"]), _runs(r["hand_runs"])
+            parts.append(
+                f"{r['case']} {statistics.median(tr) / statistics.median(hd):.2f} (median), "
+                f"{max(tr) / max(hd):.2f} (best runs), CPU time {float(r['cpu_time_ratio']):.2f}")
+        low = [r["case"] for r in rows if float(r["cpu_time_ratio"]) < 0.95]
+        lines.append(
+            "- Trainer vs a hand-written loop, samples/s ratio (> 1: trainer faster) and "
+            "CPU-time ratio (hand-loop CPU s per step / trainer's; < 1: trainer costs more "
+            "CPU): " + "; ".join(parts) + ". The ≥ 0.95 goal holds in CPU time for "
+            f"{len(rows) - len(low)} of {len(rows)} cases"
+            + (f" (not for {', '.join(low)})" if low else "") + " (`trainer_overhead.md`).")
+    sv = results / "service_overhead.csv"
+    if sv.exists():
+        rows = read_csv(sv)
+        cols = [k for k in rows[0] if k.endswith("_s")]
+        lines.append(f"- Service + driver, {len(rows)} studies: " + "; ".join(
+            f"{k[:-2]} {min(float(r[k]) for r in rows):.2f} / "
+            f"{statistics.median(float(r[k]) for r in rows):.2f} s"
+            for k in cols) + " (min / median, `service_overhead.md`).")
+    la = results / "load_api.csv"
+    if la.exists():
+        rows = read_csv(la)
+        parts = [f"{r['shape']} {r['scenario']} p99 {float(r['p99_ms']):.0f} ms" for r in rows
+                 if r["shape"] == "polling"]
+        gets = [r for r in rows if r["shape"] == "polling" and r["scenario"].startswith("GET")]
+        met = sum(float(r["p99_ms"]) <= 50 for r in gets)
+        lines.append(f"- API under {rows[0]['clients']} concurrent polling clients: "
+                     + "; ".join(parts) + f". The 50 ms p99 read goal is met for {met} of "
+                     f"{len(gets)} GET scenarios (`load_api.md`).")
+    if len(lines) == 1:
+        return ""
+    lines += ["", provenance_note(results, ["schedule_overhead", "trainer_overhead",
+                                            "service_overhead", "load_api"])]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- section
+
+
+def render(results: Path = RESULTS_DIR) -> str:
+    """The whole section body (without the markers)."""
+    parts: list[Callable[[Path], str]] = [render_search, render_quality, render_phi,
+                                          render_curvature, render_overheads]
+    head = (
+        "Generated by `make readme-results` (`bench/render_readme.py`) from the files in "
+        "`bench/results/`; every number and every sentence that interprets one is computed "
+        "from them, and a test fails when this section differs. Each result file starts with "
+        "its provenance (command, git commit and dirty flag, date, machine, load average "
+        "before and after, versions, seeds). Machine: the shared 2-core x86_64 CI CPU. "
+        "GPU: not measured (no device lent).\n")
+    return "\n".join([head, *(p(results) for p in parts)]).rstrip("\n") + "\n"
+
+
+def splice(readme: str, body: str) -> str:
+    """Replace what lies between the markers with ``body``."""
+    if readme.count(BEGIN) != 1 or readme.count(END) != 1:
+        raise ValueError(f"README must contain {BEGIN} and {END} exactly once")
+    head, rest = readme.split(BEGIN)
+    _, tail = rest.split(END)
+    return f"{head}{BEGIN}\n{body}{END}{tail}"
+
+
+def current(readme: str) -> str:
+    """The section body currently in the README."""
+    return readme.split(BEGIN)[1].split(END)[0].removeprefix("\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--readme", type=Path, default=README)
+    ap.add_argument("--results", type=Path, default=RESULTS_DIR)
+    ap.add_argument("--check", action="store_true", help="exit 1 if README is out of date")
+    args = ap.parse_args(argv)
+    text = args.readme.read_text()
+    body = render(args.results)
+    if args.check:
+        if current(text) != body:
+            print(f"{args.readme}: results section is out of date; run make readme-results",
+                  file=sys.stderr)
+            return 1
+        return 0
+    args.readme.write_text(splice(text, body))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

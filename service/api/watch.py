@@ -1,0 +1,41 @@
+"""Where to watch a study: the Ray dashboard, TensorBoard and optuna-dashboard.
+
+Every study response carries them (``StudyPublic``); ``GET /v1/info`` names the service-wide
+ones. Computed from the settings, so they cost nothing per request.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from service.config import Settings
+
+
+def optuna_storage(settings: Settings) -> str | None:
+    """The Optuna RDB storage URL (the store's database), password hidden; None when the
+    search state is kept in memory (``PHITUNE_OPTUNA_IN_STORE=false``)."""
+    if not settings.optuna_in_store:
+        return None
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+
+
+def ray_mode(settings: Settings) -> str:
+    if settings.ray_address:
+        return "shared" if settings.local_ray == "shared" and settings.ray_address.startswith(
+            "127.0.0.1:") else "cluster"
+    return "per-study"
+
+
+def study_watch_fields(settings: Settings, study_id: str) -> dict[str, Any]:
+    """``tensorboard_logdir``, ``optuna_storage`` and ``optuna_dashboard_command`` of a
+    study (its Ray dashboard URL is stored by its driver)."""
+    storage = optuna_storage(settings)
+    return {
+        "tensorboard_logdir": str(settings.ray_results_path / study_id),
+        "optuna_storage": storage,
+        "optuna_dashboard_command": f"optuna-dashboard {shlex.quote(storage)}"
+        if storage else None,
+    }

@@ -1,0 +1,211 @@
+"""The job lifecycle shared by studies and curvature jobs: queue, start, cancel, reconcile.
+
+``queued`` → ``running`` → ``succeeded | failed | cancelled``. A job is stored ``queued`` and
+started in submission order while fewer than ``max_concurrent_studies`` of its kind run (the
+database claims the slot atomically, :meth:`service.store.Store.claim_next`), so several API
+replicas can share one store. The API calls :func:`start_queued` after each submit and cancel
+and on a short timer, :func:`reconcile` at startup and on a longer one (Katib's controller loop,
+in miniature).
+
+A driver that stops (cancel, death, failure) must not leave a trial ``running``: its store
+rows and its Optuna trials are finalised (:func:`finalize_stopped`), by the driver itself when
+it can, by the cancel once the driver's processes are gone, and by :func:`reconcile` for
+whatever a crash left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from service.config import Settings
+from service.errors import TooManyStudiesError
+from service.launch.kinds import KINDS, STUDY, DriverRef, JobKind
+from service.launch.runner import Runner
+from service.schemas import TERMINAL_STATUSES
+from service.store import Store, StudyRow, utcnow
+
+logger = logging.getLogger(__name__)
+
+#: A job claimed less than this long ago without a recorded driver is still being launched.
+LAUNCH_WINDOW = timedelta(seconds=60)
+#: Terminal studies whose Optuna trials reconcile re-checks (a dying driver may still have
+#: asked for a trial after the cancel finalised the others).
+OPTUNA_SWEEP_WINDOW = timedelta(minutes=10)
+
+
+def check_queue_room(store: Store, settings: Settings, kind: JobKind) -> None:
+    """429 only when the queue itself is full: every slot taken and ``max_queued_studies``
+    jobs waiting. (A check before the insert: concurrent submits may overshoot the queue
+    length by a few; the concurrency cap itself is exact, :meth:`Store.claim_next`.)"""
+    running = store.count_status(kind.table, "running")
+    if running < settings.max_concurrent_studies:
+        return
+    queued = store.count_status(kind.table, "queued")
+    if queued >= settings.max_queued_studies:
+        raise TooManyStudiesError(running, queued,
+                                  "studies" if kind is STUDY else "curvature jobs")
+
+
+def start_queued(store: Store, runner: Runner, settings: Settings) -> list[str]:
+    """Start queued jobs, oldest first, while slots are free; returns the ids started.
+
+    Safe to call from any number of threads and API replicas at once: each start is a claim
+    the database grants to one caller only.
+    """
+    started = []
+    for kind in KINDS:
+        if not store.count_status(kind.table, "queued"):
+            continue  # a read, not the claim's write lock, when nothing waits
+        while (job_id := store.claim_next(kind.table, settings.max_concurrent_studies)):
+            try:
+                runner.launch(kind, job_id)
+            except Exception as exc:  # noqa: BLE001 - the job must not hold its slot forever
+                logger.exception("%s %s: launch failed", kind.name, job_id)
+                store.finish_job(kind.table, job_id, "failed",
+                                 error=f"launch failed: {type(exc).__name__}: {exc}")
+                continue
+            logger.info("%s %s: started from the queue", kind.name, job_id)
+            started.append(job_id)
+    return started
+
+
+def cancel_job(store: Store, runner: Runner, settings: Settings, kind: JobKind,
+               job_id: str) -> bool:
+    """Cancel a queued or running job; returns False when it had ended already.
+
+    The row is marked first and the driver read after, so a launch that records its driver
+    a moment later sees the cancel and stops it (:meth:`LocalProcessRunner.launch`). Trials
+    are finalised now (the response shows none running) and again once the driver's
+    processes are gone (a dying driver may still write a row or ask Optuna for a trial).
+    """
+    if not store.finish_job(kind.table, job_id, "cancelled", error="cancelled by user"):
+        return False
+    row = store.get_job(kind.table, job_id)
+    if kind is STUDY:
+        store.finalize_trials(job_id, "cancelled", "study cancelled")
+    driver = DriverRef.of(row) if row is not None else DriverRef()
+    runner.cancel(kind, job_id, driver,
+                  after=lambda: finalize_stopped(store, settings, kind, job_id))
+    start_queued(store, runner, settings)  # the slot is free now
+    return True
+
+
+def finalize_stopped(store: Store, settings: Settings, kind: JobKind, job_id: str,
+                     *, optuna: bool = True) -> None:
+    """Give the trials of a job that has ended their final state: store rows still
+    ``running``/``pending`` become ``cancelled`` (a cancelled study) or ``error``, and Optuna
+    trials still RUNNING become FAIL (their values are partial; TPE must not learn from
+    them). Idempotent."""
+    if kind is not STUDY:
+        return
+    row = store.get_study(job_id)
+    if row is None or row.status not in TERMINAL_STATUSES:
+        return
+    if row.status == "cancelled":
+        store.finalize_trials(job_id, "cancelled", "study cancelled")
+    else:
+        store.finalize_trials(job_id, "error", f"driver stopped (study {row.status})")
+    if optuna and settings.optuna_in_store:
+        failed = fail_running_optuna_trials(settings.sqlalchemy_url, [job_id])
+        if failed:
+            logger.info("study %s: %d Optuna trials RUNNING → FAIL", job_id, failed)
+
+
+def fail_running_optuna_trials(url: str, study_ids: Iterable[str]) -> int:
+    """Mark every RUNNING trial of these studies' Optuna studies (named ``<study id>`` or
+    ``<study id>-...``) FAIL in the RDB storage at ``url``; returns how many.
+
+    Only for studies that have ended: a running driver tells Optuna itself.
+    """
+    import optuna
+    from optuna.trial import TrialState
+    from sqlalchemy import create_engine, inspect
+
+    wanted = set(study_ids)
+    if not wanted:
+        return 0
+    engine = create_engine(url)
+    try:
+        if not {"studies", "trials"} <= set(inspect(engine).get_table_names()):
+            return 0  # no Optuna study was ever stored here
+    finally:
+        engine.dispose()
+    storage = optuna.storages.RDBStorage(url, skip_compatibility_check=True,
+                                         skip_table_creation=True)
+    count = 0
+    try:
+        for study in storage.get_all_studies():
+            if study.study_name[:36] not in wanted:  # phitune study ids are uuid4 strings
+                continue
+            for trial in storage.get_all_trials(study._study_id, deepcopy=False,
+                                                states=(TrialState.RUNNING,)):
+                try:
+                    storage.set_trial_system_attr(trial._trial_id, "phitune_stopped",
+                                                  "the phitune study ended")
+                    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                    count += 1
+                except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+                    pass  # finished meanwhile (the driver told it)
+    finally:
+        storage.engine.dispose()
+    return count
+
+
+def _driver_gone(store: Store, runner: Runner, kind: JobKind, row: Any,
+                 max_launches: int) -> str | None:
+    """A running job whose driver is gone: relaunch it (returns its id) or, after
+    ``max_launches``, fail it with the end of its log."""
+    driver = DriverRef.of(row)
+    if runner.driver_alive(driver):
+        return None
+    if not driver.known and row.started_at is not None and \
+            utcnow() - row.started_at < LAUNCH_WINDOW:
+        return None  # just claimed: the request that claimed it is launching it
+    current = store.get_job(kind.table, row.id)  # it may have moved on while we looked
+    if current is None or current.status in TERMINAL_STATUSES:
+        return None
+    runner.cleanup(kind, row.id, driver)
+    if (current.launches or 0) >= max_launches:
+        tail = runner.log_tail(kind, row.id, driver).strip().splitlines()[-5:]
+        store.finish_job(kind.table, row.id, "failed", error=(
+            f"driver died {current.launches} times (max_launches); last log lines: "
+            + " | ".join(tail)))
+        logger.error("%s %s: driver died %d times, failed", kind.name, row.id,
+                     current.launches)
+        return None
+    if kind is STUDY:
+        # interrupted, not ended: the relaunched driver restores and resumes them
+        store.finalize_trials(row.id, "pending", None)
+    logger.warning("%s %s: driver %s is gone, relaunching", kind.name, row.id,
+                   driver.job_id or driver.pid)
+    runner.launch(kind, row.id)
+    return row.id
+
+
+def reconcile(store: Store, runner: Runner, settings: Settings) -> list[str]:
+    """Bring every job in line with its driver after an API or driver died; returns the ids
+    (re)launched.
+
+    - ``running`` without a live driver: relaunch (the new driver restores the study's Tune
+      experiments: finished trials are kept, the searcher resumes) or, after
+      ``max_launches``, fail it with the end of its log.
+    - ended jobs with trials still ``running`` (a driver killed mid-trial, an API that died
+      during a cancel): finalise them, and their Optuna trials.
+    - ``queued``: start as many as there are free slots.
+    """
+    launched = []
+    for kind in KINDS:
+        for row in store.rows_with_status(kind.table, "running"):
+            if (job_id := _driver_gone(store, runner, kind, row, settings.max_launches)):
+                launched.append(job_id)
+    ended = set(store.studies_with_unfinished_trials(tuple(TERMINAL_STATUSES)))
+    for study_id in sorted(ended):
+        finalize_stopped(store, settings, STUDY, study_id, optuna=False)
+    if settings.optuna_in_store:
+        ended |= set(store.recently_finished(StudyRow, utcnow() - OPTUNA_SWEEP_WINDOW))
+        fail_running_optuna_trials(settings.sqlalchemy_url, ended)
+    launched += start_queued(store, runner, settings)
+    return launched
