@@ -85,6 +85,7 @@ class Task:
 
 
 _FM = {"subset": 10_000}
+_LM = {"block_size": 64, "max_chars": 1_000_000, "val_fraction": 0.05}
 TASKS: dict[str, Task] = {t.name: t for t in (
     # the demo task (design.md "Search design"): MLP, Fashion-MNIST 10k, SGD eta_max 0.1, T=400
     Task("mlp-fmnist", "mlp", "fashion_mnist", 400, 128, "val_accuracy",
@@ -95,8 +96,30 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     # char-level transformer on Shakespeare (first 1M characters), validation loss
     Task("charlm-shakespeare", "transformer_lm", "shakespeare_char", 400, 32, "val_loss",
          {"adamw": 3e-3}, model_kwargs={"n_layer": 2, "n_head": 2, "d_model": 64},
-         dataset_kwargs={"block_size": 64, "max_chars": 1_000_000, "val_fraction": 0.05}),
+         dataset_kwargs=_LM),
+    # more cases for the recommendation model (issue 13: model x dataset x optimizer x budget
+    # x eta_max): other eta_max, a smaller batch, another dataset
+    Task("mlp-fmnist-lr-hi", "mlp", "fashion_mnist", 400, 128, "val_accuracy",
+         {"sgd": 0.3, "adamw": 1e-2}, dataset_kwargs=_FM),
+    Task("mlp-fmnist-lr-lo", "mlp", "fashion_mnist", 400, 128, "val_accuracy",
+         {"sgd": 0.03, "adamw": 1e-3}, dataset_kwargs=_FM),
+    Task("mlp-fmnist-b32", "mlp", "fashion_mnist", 400, 32, "val_accuracy",
+         {"sgd": 0.05, "adamw": 1e-3}, dataset_kwargs=_FM),
+    Task("cnn-fmnist-lr-hi", "cnn", "fashion_mnist", 320, 128, "val_accuracy",
+         {"sgd": 0.3, "adamw": 1e-2}, model_kwargs={"width": 8}, dataset_kwargs=_FM),
+    Task("mlp-mnist5k", "mlp", "mnist5k", 400, 128, "val_accuracy",
+         {"sgd": 0.1, "adamw": 3e-3}),
+    Task("cnn-mnist5k", "cnn", "mnist5k", 320, 64, "val_accuracy",
+         {"sgd": 0.1, "adamw": 3e-3}, model_kwargs={"width": 8}),
+    Task("charlm-shakespeare-lr-hi", "transformer_lm", "shakespeare_char", 400, 32, "val_loss",
+         {"adamw": 1e-2}, model_kwargs={"n_layer": 2, "n_head": 2, "d_model": 64},
+         dataset_kwargs=_LM),
+    Task("charlm-shakespeare-lr-lo", "transformer_lm", "shakespeare_char", 400, 32, "val_loss",
+         {"adamw": 1e-3}, model_kwargs={"n_layer": 2, "n_head": 2, "d_model": 64},
+         dataset_kwargs=_LM),
 )}
+#: The three tasks issue 11's search bench reads (the others only feed the phi model).
+CORE_TASKS = ("mlp-fmnist", "cnn-fmnist", "charlm-shakespeare")
 SMOKE_TASKS: dict[str, Task] = {t.name: t for t in (
     Task("mlp-digits", "mlp", "digits", 32, 64, "val_accuracy", {"sgd": 0.05},
          phases=(1, 2), model_kwargs={"hidden_sizes": (16,)}, seeds=1),

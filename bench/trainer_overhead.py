@@ -22,7 +22,6 @@ import argparse
 import csv
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import provenance, provenance_md, sidecar_path  # noqa: E402
 from trainables import build_model, get_dataset, run_training  # noqa: E402
 from trainables.loop import TrainConfig, build_scheduler  # noqa: E402
 
@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    prov = provenance(
+        command="python bench/trainer_overhead.py " + " ".join(argv or sys.argv[1:]),
+        seeds="model init and batch order seed 0 in both loops", device=args.device)
 
     rows = []
     for label, model, mkw, dataset, dkw, bs in CASES[args.scale]:
@@ -265,26 +268,17 @@ def main(argv: list[str] | None = None) -> int:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    machine = (
-        torch.cuda.get_device_name(0)
-        if args.device == "cuda"
-        else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
-        f"(torch threads={args.threads})"
-    )
-    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     lines = [
         "# Trainer overhead: `run_training` vs a hand-written PyTorch loop",
         "",
-        f"Machine: {machine}; Python {platform.python_version()}, torch {torch.__version__}. "
-        f"{args.steps} steps per run, median of {args.repeats} runs in ABBA order after one "
+        provenance_md(prov),
+        f"{args.steps} steps per run, {args.repeats} runs in ABBA order after one "
         "warm-up each. Goal: ratio >= 0.95. `ratio` = median trainer / median hand loop; "
         "`paired` = median of the per-repeat ratios (each pair ran back to back); "
         "`cpu-time` = hand-loop / trainer process CPU seconds per training step (runs of N "
         "and 2N steps differenced, so setup and the final evaluation cancel), the measure "
-        "least disturbed by other jobs on a shared CPU.",
-        "",
-        f"Load average when it finished (1/5/15 min): {load}. The CPU is shared with other "
-        "jobs, so single runs vary; read the runs column for the spread.",
+        "least disturbed by other jobs on a shared CPU. The CPU is shared with other jobs, "
+        "so single runs vary; the runs column holds every run (min and median in the README).",
         "",
         "| case | batch | trainer samples/s | hand loop samples/s | ratio | paired | cpu-time "
         "| runs (trainer / hand) |",
@@ -301,10 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         spread_note(rows),
         "",
-        f"Command: `python bench/trainer_overhead.py {' '.join(argv or sys.argv[1:])}`",
-        "",
     ]
     (out / "trainer_overhead.md").write_text("\n".join(lines))
+    import json
+
+    sidecar_path(out / "trainer_overhead.md").write_text(json.dumps(prov, indent=2) + "\n")
     try:
         import matplotlib
 

@@ -46,6 +46,7 @@ __all__ = [
     "AsyncPhiTuneClient",
     "Backoff",
     "Conflict",
+    "DEFAULT_BACKOFF",
     "NotFound",
     "PhiTuneClient",
     "PhiTuneClientError",
@@ -166,6 +167,8 @@ class Backoff:
             yield min(self.initial * self.factor**n, self.max_delay)
 
 
+#: What ``retry=None`` means: 8 retries over about 90 s (0.5 s doubling, capped at 30 s).
+DEFAULT_BACKOFF = Backoff()
 NO_RETRY = Backoff(retries=0)
 _RETRIABLE = (Unreachable, ServerError)
 
@@ -291,8 +294,8 @@ class PhiTuneClient:
 
     def __init__(self, url: str = "http://127.0.0.1:8000", *, token: str | None = None,
                  timeout: float = 30.0, transport: httpx.BaseTransport | None = None,
-                 retry: Backoff = Backoff()) -> None:
-        self.retry = retry
+                 retry: Backoff | None = None) -> None:
+        self.retry = DEFAULT_BACKOFF if retry is None else retry
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=_headers(token),
                                   timeout=timeout, transport=transport)
 
@@ -405,8 +408,8 @@ class AsyncPhiTuneClient:
 
     def __init__(self, url: str = "http://127.0.0.1:8000", *, token: str | None = None,
                  timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None,
-                 retry: Backoff = Backoff()) -> None:
-        self.retry = retry
+                 retry: Backoff | None = None) -> None:
+        self.retry = DEFAULT_BACKOFF if retry is None else retry
         self._http = httpx.AsyncClient(base_url=url.rstrip("/"), headers=_headers(token),
                                        timeout=timeout, transport=transport)
 

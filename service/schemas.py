@@ -8,6 +8,7 @@ so a bad spec is a 422 naming the field, before anything is stored.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -86,15 +87,66 @@ class IntRange(_Strict):
         return self
 
 
+#: The paper's φ ablation grid (§4), what ``search.sampler: grid`` evaluates by default
+#: (mirrors ``tuning.specs.PAPER_PHI_GRID``; the schema cannot import tuning).
+PAPER_PHI_GRID: tuple[float, ...] = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ScaleRange(_Strict):
+    """A range relative to ``optimizer.lr``: η_max is searched in [min·lr, max·lr]."""
+
+    min: float = Field(0.3, gt=0, le=1, description="lower factor on optimizer.lr")
+    max: float = Field(3.0, ge=1, le=100, description="upper factor on optimizer.lr")
+
+
 class SearchSpaceSpec(_Strict):
     """What Optuna searches. φ is log-uniform in (0, ∞); phases is an integer (= paper K − 1)."""
 
     phi: PositiveRange = Field(default_factory=lambda: PositiveRange(min=0.01, max=50.0))
     phases: IntRange = Field(default_factory=IntRange)
     eta_max: PositiveRange | None = Field(None, description="also search η_max (log-uniform)")
+    eta_max_scale: ScaleRange | None = Field(
+        None, description="also search η_max, log-uniform in [min·lr, max·lr] of optimizer.lr "
+        "(easier than absolute bounds; give this or eta_max, not both). It matters when "
+        "optimizer.lr is not already tuned: the best φ depends on η_max")
     variant: Literal["cyclic", "restart"] = Field(
         "restart", description="cyclic: paper's (k−1)π offset (even phases rise); restart: decays"
     )
+    sampler: Literal["tpe", "gp", "random", "grid"] = Field(
+        "tpe", description="Optuna sampler proposing candidates: tpe, gp (Optuna's GPSampler), "
+        "random, or grid (evaluates phi_grid in order)")
+    phi_grid: list[float] = Field(
+        default_factory=lambda: list(PAPER_PHI_GRID), min_length=1, max_length=64,
+        description="φ values of sampler 'grid' (default: the paper's ablation grid)")
+
+    @model_validator(mode="after")
+    def _one_eta_max_range(self) -> SearchSpaceSpec:
+        if self.eta_max is not None and self.eta_max_scale is not None:
+            raise ValueError("search.eta_max_scale: give eta_max or eta_max_scale, not both")
+        for phi in self.phi_grid:
+            if not phi > 0:
+                raise ValueError(f"search.phi_grid: {phi} must be > 0")
+        return self
+
+
+class LadderSettings(_Strict):
+    """The horizon ladder (successive halving over horizons; ``method: ladder``).
+
+    Every candidate is a complete schedule trained from scratch at its rung's horizon; the best
+    1/eta move up to the next horizon, the top rung is the full budget. Requested
+    ``budget.fractions`` are rungs of the same ladder."""
+
+    eta: int = Field(3, ge=2, le=10, description="keep the best 1/eta of a rung for the next")
+    min_fraction: float | None = Field(
+        None, gt=0, le=1, description="shortest horizon as a fraction of the budget (default "
+        "0.25, then shortened to fit; given explicitly, a rung under one eval interval is a 422)")
+    rungs: int | None = Field(None, ge=1, le=8, description="number of internal rungs "
+                              "(default: as many as min_fraction, eval_every and num_trials allow)")
+    brackets: int = Field(1, ge=1, le=8, description="Hyperband brackets over the horizons "
+                          "(> 1 hedges against rank changes between horizons)")
+    iterations: int | None = Field(None, ge=1, le=64, description="successive ladders sharing "
+                                   "num_trials (default: one per 8 candidates); later ladders' "
+                                   "candidates are proposed from the earlier results")
 
 
 class ResourcesSpec(_Strict):
@@ -121,11 +173,30 @@ class StudyCreate(_Strict):
     budget: BudgetSpec
     search: SearchSpaceSpec = Field(default_factory=SearchSpaceSpec)
     eta_min: float = Field(0.0, ge=0)
-    num_trials: int = Field(8, ge=1, description="trials per budget (upper cap from settings)")
+    num_trials: int = Field(8, ge=1, description="candidates the search proposes: with the "
+                            "ladder, those entering at its lowest rung (over all iterations); with "
+                            "ASHA, per budget (upper cap from settings)")
     max_concurrent_trials: int = Field(2, ge=1, le=1024)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    early_stopping: bool = True
-    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    method: Literal["ladder", "asha"] = Field(
+        "ladder", description="multi-fidelity method. ladder: complete schedules on growing "
+        "horizons (rank φ like the full budget: Spearman +0.89 at T/4 on the demo task). asha: "
+        "Ray's ASHA stops runs on intermediate values, which rank UBA schedules backwards "
+        "(Spearman −0.68 at T/4, −0.75 at T/2 on the demo task): it favours fast-decaying φ")
+    ladder: LadderSettings = Field(default_factory=LadderSettings)
+    finalists: int | None = Field(
+        None, ge=0, le=8, description="best full-budget candidates re-trained with "
+        "finalist_seeds extra seeds, the winner picked by the mean (default: 2 when "
+        "num_trials >= 8, else 0)")
+    finalist_seeds: int = Field(2, ge=0, le=10, description="extra seeds per finalist")
+    early_stopping: bool | None = Field(
+        None, description="deprecated: true is method 'asha'; false changes nothing")
+    metric: Literal["val_accuracy", "val_loss", "val_perplexity"] = Field(
+        "val_accuracy", description="what the search optimises (accuracy up, loss and "
+        "perplexity down); val_perplexity needs a language-model dataset")
+    max_failed_trials: int | None = Field(
+        None, ge=0, description="end the study as failed once more trials than this have "
+        "failed (Katib's maxFailedTrialCount); null: trial failures never stop the study")
     eval_every: int = Field(50, ge=1)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     compare: list[str] = Field(
@@ -153,6 +224,38 @@ class StudyCreate(_Strict):
         for lr in self.compare_eta_max:
             if not lr > 0:
                 raise ValueError(f"compare_eta_max: {lr} must be > 0")
+        return self
+
+
+    @model_validator(mode="after")
+    def _ladder_fits(self) -> StudyCreate:
+        """The ladder bounds of ``tuning.ladder.plan_ladder`` (ValueError there), checked here
+        where the budget is known in steps, so a ladder that cannot fit is a 422 naming the
+        field (tests/service/test_search_schema.py checks both layers agree)."""
+        steps, lad = self.budget.steps, self.ladder
+        if self.method != "ladder" or self.early_stopping or steps is None:
+            return self
+        interval = min(self.eval_every, steps)
+        shortest = math.ceil(lad.min_fraction * steps - 1e-9) if lad.min_fraction else None
+        if shortest is not None and shortest < interval:
+            raise ValueError(f"ladder.min_fraction: {lad.min_fraction} gives a rung of "
+                             f"{shortest} steps, under one eval interval ({interval} steps)")
+        if lad.rungs is not None:
+            lowest = round(steps / lad.eta ** (lad.rungs - 1))
+            if lowest < interval:
+                raise ValueError(f"ladder.rungs: {lad.rungs} rungs make the lowest {lowest} "
+                                 f"steps, under one eval interval ({interval} steps)")
+            share = self.num_trials // (lad.iterations or max(1, self.num_trials // 8))
+            if share < lad.eta ** (lad.rungs - 1):
+                raise ValueError(f"ladder.rungs: {lad.rungs} rungs need at least "
+                                 f"{lad.eta ** (lad.rungs - 1)} candidates per iteration, "
+                                 f"num_trials allows {share}")
+            if lad.brackets > lad.rungs:
+                raise ValueError(f"ladder.brackets: {lad.brackets} is more than the "
+                                 f"{lad.rungs} rungs")
+        if lad.iterations is not None and lad.iterations > self.num_trials:
+            raise ValueError(f"ladder.iterations: {lad.iterations} is more than num_trials "
+                             f"({self.num_trials})")
         return self
 
 
@@ -234,8 +337,12 @@ class TrialsPublic(BaseModel):
 
 
 class BestSchedule(BaseModel):
-    """The recommended schedule: feed ``phi``, ``phases``, ``eta_max`` to ``tuning.schedules.UBALR``
-    (or use ``lr_curve`` directly: η for each of the ``total_steps`` updates, Eq. (5))."""
+    """The recommended schedule: ``best.to_scheduler(optimizer)`` drives a torch optimizer with
+    it (or use ``lr_curve`` directly: η for each of the ``total_steps`` updates, Eq. (5)).
+
+    ``value`` is the mean over ``seeds`` when the finalists were re-trained (``n_seeds`` > 1,
+    ``value_std`` their standard deviation), else the one search run's value.
+    Mirror of ``tuning.results.BestSchedule``."""
 
     schedule: str
     phi: float
@@ -248,9 +355,27 @@ class BestSchedule(BaseModel):
     value: float
     trial_id: str
     lr_curve: list[float]
+    value_std: float | None = None
+    n_seeds: int = 1
+    seeds: list[int] = Field(default_factory=list)
+
+    def to_scheduler(self, optimizer: Any, *, style: str = "torch") -> Any:
+        """A scheduler for ``optimizer`` following this schedule: ``style`` ``torch`` (an
+        ``LRScheduler``: plain loops, HF ``Trainer``), ``timm`` (``step_update``) or
+        ``lightning`` (the ``lr_scheduler`` dict). Needs the schedule library, imported only
+        here so the client stays light: ``pip install 'phitune[schedules]'``."""
+        try:
+            from tuning.schedules import scheduler_from_best
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError(
+                f"BestSchedule.to_scheduler needs {exc.name}: pip install 'phitune[schedules]'",
+                name=exc.name) from exc
+        return scheduler_from_best(self, optimizer, style=style)
 
 
 class BudgetPublic(BaseModel):
+    """One requested budget (mirror of ``tuning.results.BudgetResult``)."""
+
     budget_steps: int
     fraction: float
     num_trials: int
@@ -258,8 +383,86 @@ class BudgetPublic(BaseModel):
     best: BestSchedule | None
 
 
+class RungResult(BaseModel):
+    """One horizon of the ladder (mirror of ``tuning.results.RungResult``)."""
+
+    steps: int
+    fraction: float
+    requested: bool
+    num_trials: int
+    num_completed: int
+    num_failed: int
+    best_value: float | None
+
+
+class FinalistRow(BaseModel):
+    """A finalist re-trained with extra seeds (mirror of ``tuning.results.FinalistRow``)."""
+
+    phi: float
+    phases: int
+    eta_max: float
+    seeds: list[int]
+    values: list[float]
+    n: int
+    mean: float | None
+    std: float | None
+
+
+class BaselineRow(BaseModel):
+    """One comparison arm at one budget (mirror of ``tuning.results.BaselineRow``)."""
+
+    budget_steps: int
+    schedule: str
+    n: int
+    values: list[float]
+    mean: float | None
+    std: float | None
+    eta_max: float | None = None
+    seeds: list[int] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+
+
+class BudgetRow(BaseModel):
+    """One row of the budget curve (mirror of ``tuning.results.BudgetRow``)."""
+
+    budget_steps: int
+    fraction: float
+    uba_phi: float | None
+    uba_phases: int | None
+    uba_search_value: float | None
+    uba_mean: float | None
+    uba_std: float | None
+    uba_n: int
+    best_baseline: str | None
+    baseline_mean: float | None
+    baseline_std: float | None
+
+
+class TargetEstimate(BaseModel):
+    """Smallest budget reaching a target (mirror of ``tuning.results.TargetEstimate``)."""
+
+    target: float
+    steps: int | None
+    kind: Literal["measured", "interpolated", "not_reached"]
+    between: list[int] | None = None
+    note: str | None = None
+
+
+class ComputeSpent(BaseModel):
+    """Optimizer steps a study trained, and in units of one full-budget run (mirror of
+    ``tuning.results.ComputeSpent``)."""
+
+    steps: int
+    units: float
+    full_budget_steps: int
+    search_steps: int = 0
+    finalist_steps: int = 0
+    compare_steps: int = 0
+
+
 class StudyResultPublic(BaseModel):
-    """Best schedule per budget, plus curvature, φ suggestions and baselines when asked."""
+    """Best schedule per budget, the ladder's rungs, the finalists (mean ± std over seeds), the
+    compute spent, plus curvature, φ suggestions and baselines when asked."""
 
     metric: str
     mode: str
@@ -267,9 +470,13 @@ class StudyResultPublic(BaseModel):
     budgets: list[BudgetPublic]
     curvature: dict[str, Any] | None = None
     suggestions: list[dict[str, Any]] = Field(default_factory=list)
-    baselines: list[dict[str, Any]] = Field(default_factory=list)
-    budget_curve: list[dict[str, Any]] = Field(default_factory=list)
-    target: dict[str, Any] | None = None
+    baselines: list[BaselineRow] = Field(default_factory=list)
+    budget_curve: list[BudgetRow] = Field(default_factory=list)
+    target: TargetEstimate | None = None
+    method: str = "ladder"
+    rungs: list[RungResult] = Field(default_factory=list)
+    finalists: list[FinalistRow] = Field(default_factory=list)
+    compute: ComputeSpent | None = None
 
 
 class BudgetsPublic(BaseModel):
@@ -278,9 +485,9 @@ class BudgetsPublic(BaseModel):
 
     metric: str
     mode: str
-    curve: list[dict[str, Any]]
-    baselines: list[dict[str, Any]]
-    target: dict[str, Any] | None = None
+    curve: list[BudgetRow]
+    baselines: list[BaselineRow]
+    target: TargetEstimate | None = None
 
 
 class ErrorResponse(BaseModel):

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from trainables.errors import ConfigError
 from tuning.schedules import SCHEDULES
-from tuning.schedules._uba import DEFAULT_VARIANT, UBA_VARIANTS
+from tuning.schedules._uba import DEFAULT_VARIANT, PAPER_DEFAULT_PHI, UBA_VARIANTS
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +28,6 @@ __all__ = ["DEFAULT_VARIANT", "PAPER_DEFAULT_PHI", "TrainConfig", "metric_mode"]
 
 Optimizer = Literal["sgd", "adamw"]
 Metric = Literal["val_accuracy", "val_loss", "val_perplexity"]
-
-#: Paper defaults (§4.1): φ = 5 for SGD, φ = 0.5 for AdamW (the search evaluates them first).
-PAPER_DEFAULT_PHI: dict[str, float] = {"sgd": 5.0, "adamw": 0.5}
 
 #: Keys a config may carry besides the fields (bookkeeping added by tuners), ignored silently.
 _SCHEDULE_FIELDS = ("phi", "phases", "variant", "eta_min")

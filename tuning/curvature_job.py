@@ -183,7 +183,7 @@ def _batch_loss(model: torch.nn.Module, batches: list) -> float:
 
 
 def schedule_features(train: TrainSpec, total_steps: int, spec: FeatureSpec = FeatureSpec(),
-                      *, bundle: Any = None) -> dict[str, Any]:
+                      *, bundle: Any = None, warmup: bool = True) -> dict[str, Any]:
     """Features relating curvature to the schedule of a ``total_steps`` run (issue 13 §1).
 
     Measured on the same fixed batches: the Hessian at initialisation (``init_*``, optional),
@@ -192,7 +192,9 @@ def schedule_features(train: TrainSpec, total_steps: int, spec: FeatureSpec = Fe
     Hessian for SGD, Adam's ``P^-1/2 H P^-1/2`` for AdamW), each with eta_max * lambda_max
     and its fraction of the stability limit; plus the budget, batch size, eta_max and
     optimizer. Returns ``{"features", "cost_s" (seconds per feature group), "warmup_steps",
-    "reports"}``. Raises :class:`WarmupDivergedError` when the warm-up diverges.
+    "reports"}``. ``warmup=False`` measures the initialisation only (one estimate: what a
+    model needing no trajectory feature asks for). Raises :class:`WarmupDivergedError` when
+    the warm-up diverges.
     """
     import time
 
@@ -234,6 +236,9 @@ def schedule_features(train: TrainSpec, total_steps: int, spec: FeatureSpec = Fe
         features.update(spectrum_features(rep, eta_max=train.lr, limit=limit, prefix="init_"))
         cost["init"] = time.perf_counter() - t0
 
+    if not warmup:
+        return {"features": features, "cost_s": cost, "warmup_steps": 0,
+                "reports": {k: r.to_dict() for k, r in reports.items()}}
     steps = spec.warmup_steps(total_steps)
     t0 = time.perf_counter()
     config = train.trial_config(steps, curv.seed)

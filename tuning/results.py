@@ -65,6 +65,14 @@ class BestSchedule:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_scheduler(self, optimizer: Any, *, style: str = "torch") -> Any:
+        """Drive ``optimizer`` with this schedule: a ``torch`` ``LRScheduler`` (plain loops, HF
+        ``Trainer``), a ``timm`` ``step_update`` scheduler or a ``lightning`` config dict
+        (:func:`tuning.schedules.scheduler_from_best`; the client's mirror does the same)."""
+        from tuning.schedules import scheduler_from_best
+
+        return scheduler_from_best(self, optimizer, style=style)
+
 
 @dataclass
 class BudgetResult:

@@ -37,6 +37,7 @@ from ray import tune
 
 from trainables.config import PAPER_DEFAULT_PHI, TrainConfig
 from trainables.tune_trainable import TRIAL_KEY
+from tuning.failed_trials import guard_for
 from tuning.results import StudySink, TrialKind, TrialRecord
 from tuning.specs import StudySpec
 
@@ -328,6 +329,7 @@ def run_configs(
         tune_config = tune.TuneConfig(num_samples=1, metric=spec.metric, mode=spec.mode,
                                       scheduler=scheduler,
                                       max_concurrent_trials=spec.max_concurrent_trials)
+    guard = guard_for(spec.study_id, spec.max_failed_trials)  # None: no limit
     tuner = tune.Tuner(
         wrapped,
         param_space={TRIAL_KEY: tune.grid_search(grid)},
@@ -337,11 +339,15 @@ def run_configs(
             storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[SinkCallback(sink, steps, kind=kind)],
+            callbacks=[SinkCallback(sink, steps, kind=kind), *([guard] if guard else [])],
+            stop=guard,
             verbose=0,
         ),
     )
-    return tuner.fit()
+    results = tuner.fit()
+    if guard is not None:
+        guard.check()  # past max_failed_trials: the study ends failed, saying why
+    return results
 
 
 def run_candidates(

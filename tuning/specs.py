@@ -159,6 +159,8 @@ class StudySpec:
     seed: int = 0
     storage_path: str = ""
     max_failures: int = 1
+    #: End the study once more trials than this have failed (None: never); tuning.failed_trials
+    max_failed_trials: int | None = None
     extra_points: tuple[dict[str, Any], ...] = ()
     compare: tuple[str, ...] = ()
     seeds: int = 1
@@ -180,6 +182,8 @@ class StudySpec:
             raise ValueError(f"max_concurrent_trials must be >= 1, got {self.max_concurrent_trials}")
         if self.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if self.max_failed_trials is not None and self.max_failed_trials < 0:
+            raise ValueError(f"max_failed_trials must be >= 0, got {self.max_failed_trials}")
         if any(not lr > 0 for lr in self.compare_eta_max):
             raise ValueError(f"compare_eta_max values must be > 0: {self.compare_eta_max}")
         if not self.budget_fractions:

@@ -8,9 +8,11 @@ time, no timing oracle).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import secrets
+import socket
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -110,6 +112,33 @@ class TrustedHostMiddleware:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
+
+
+def listening_socket(host: str, port: int, *, has_token: bool) -> socket.socket:
+    """Bind the server's socket and check the address it really got.
+
+    ``Settings.check_exposure`` looks at the configured host name; what counts is the
+    address the kernel bound (a name can resolve elsewhere than its spelling suggests, e.g.
+    a ``localhost`` mapped to a LAN address in ``/etc/hosts``). Without a token, anything
+    but a loopback address is closed again and refused.
+    """
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        bound = sock.getsockname()[0]
+        if not has_token and not ipaddress.ip_address(bound.split("%", 1)[0]).is_loopback:
+            raise ValueError(
+                f"host={host!r} bound {bound}, which is not a loopback address, and no API "
+                "token is configured; set PHITUNE_API_TOKEN (or bind to 127.0.0.1)")
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class _BodyTooLarge(Exception):

@@ -27,6 +27,7 @@ def check_spec_inputs(
     optimizer: str,
     batch_size: int | None = None,
     batch_field: str = "batch_size",
+    metric: str | None = None,
 ) -> None:
     """Paths inside ``PHITUNE_DATA_ROOTS``, data files that run no code, a model within
     ``PHITUNE_MAX_MODEL_PARAMS`` and the trial memory budget, ``batch_size`` within the
@@ -55,6 +56,10 @@ def check_spec_inputs(
     shape = dataset_shape(dataset, dataset_kwargs)
     if shape is None:  # a plugin: only its loader knows; the trial checks again
         return
+    if metric == "val_perplexity" and shape.info.get("task") != "lm":
+        raise InvalidSpecError(
+            f"metric 'val_perplexity' needs a language-model dataset (shakespeare_char, "
+            f"text); {dataset!r} is a {shape.info.get('task')} dataset", field="metric")
     if batch_size is not None and shape.num_train is not None and batch_size > shape.num_train:
         raise InvalidSpecError(
             f"{batch_field}={batch_size} exceeds the {shape.num_train} training examples of "

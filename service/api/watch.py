@@ -7,6 +7,7 @@ ones. Computed from the settings, so they cost nothing per request.
 from __future__ import annotations
 
 import shlex
+from functools import lru_cache
 from typing import Any
 
 from service.config import Settings
@@ -17,9 +18,15 @@ def optuna_storage(settings: Settings) -> str | None:
     search state is kept in memory (``PHITUNE_OPTUNA_IN_STORE=false``)."""
     if not settings.optuna_in_store:
         return None
+    return _without_password(settings.sqlalchemy_url)
+
+
+@lru_cache(maxsize=16)
+def _without_password(url: str) -> str:
+    """Parsing a URL costs more than the rest of a study response; every study has the same."""
     from sqlalchemy.engine import make_url
 
-    return make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def ray_mode(settings: Settings) -> str:
@@ -36,6 +43,10 @@ def study_watch_fields(settings: Settings, study_id: str) -> dict[str, Any]:
     return {
         "tensorboard_logdir": str(settings.ray_results_path / study_id),
         "optuna_storage": storage,
-        "optuna_dashboard_command": f"optuna-dashboard {shlex.quote(storage)}"
-        if storage else None,
+        "optuna_dashboard_command": _dashboard_command(storage) if storage else None,
     }
+
+
+@lru_cache(maxsize=16)
+def _dashboard_command(storage: str) -> str:
+    return f"optuna-dashboard {shlex.quote(storage)}"

@@ -147,15 +147,22 @@ def run_demo(data_dir: Path, steps: int = 400, trials: int = 8) -> int:
                 return 1
             best = client.best(study.id)
             trials_ = client.trials(study.id).data
+            result = client.result(study.id)
         print()
-        print(f"{'trial':<12} {'status':<14} {'phi':>8} {'phases':>6} {'step':>6} metric")
-        for t in sorted(trials_, key=lambda t: t.params.get("phi", 0)):
+        # one row per run: a search candidate at its rung's horizon, or a finalist's extra seed
+        print(f"{'trial':<12} {'kind':<9} {'horizon':>7} {'status':<11} {'phi':>8} {'phases':>6} "
+              f"{'step':>6} metric")
+        for t in sorted(trials_, key=lambda t: (t.budget_steps, t.params.get("kind", ""),
+                                                t.params.get("phi", 0))):
             value = t.metrics.get(best.metric)
-            print(f"{t.trial_id:<12} {t.status:<14} {t.params.get('phi', 0):8.3f} "
-                  f"{t.params.get('phases', 0):>6} {t.step:>6} "
-                  f"{'' if value is None else f'{value:.4f}'}")
+            print(f"{t.trial_id:<12} {t.params.get('kind', 'search'):<9} {t.budget_steps:>7} "
+                  f"{t.status:<11} {t.params.get('phi', 0):8.3f} {t.params.get('phases', 0):>6} "
+                  f"{t.step:>6} {'' if value is None else f'{value:.4f}'}")
         print()
         print(format_best(best))
+        if result.compute is not None:
+            print(f"compute: {result.compute.units:.2f} full-budget runs "
+                  f"({result.compute.steps} optimizer steps, {result.method})")
         print(f"Ray dashboard (while it ran): {dashboard}")
         print(f"store: {data_dir / 'phitune.db'}; results: {data_dir / 'ray_results' / study.id}")
     return 0

@@ -39,4 +39,12 @@ def print_json(data: Any) -> None:
 def format_best(best: Any) -> str:
     return (f"best schedule: UBA φ={best.phi:.4g}, phases={best.phases}, η_max={best.eta_max:.4g}, "
             f"η_min={best.eta_min:.4g}, variant={best.variant}, steps={best.total_steps}; "
-            f"{best.metric}={best.value:.4f} (trial {best.trial_id})")
+            f"{best.metric}={_value(best)} (trial {best.trial_id})")
+
+
+def _value(best: Any) -> str:
+    """``0.8512`` for one run, ``0.8512 ± 0.0031 over 3 seeds`` for a finalist's mean."""
+    n = getattr(best, "n_seeds", 1) or 1
+    if n > 1 and getattr(best, "value_std", None) is not None:
+        return f"{best.value:.4f} ± {best.value_std:.4f} over {n} seeds"
+    return f"{best.value:.4f}"

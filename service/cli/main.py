@@ -26,6 +26,7 @@ def _client(args: argparse.Namespace) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.api.auth import listening_socket
     from service.api.main import create_app
     from service.config import Settings
     from service.launch.ray_head import with_shared_head
@@ -45,7 +46,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     if settings.ray_dashboard_address and settings.local_ray == "shared":
         print(f"Ray dashboard: {settings.ray_dashboard_address}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    try:  # the address really bound, not only the configured name, must be loopback
+        sock = listening_socket(settings.host, settings.port,
+                                has_token=settings.resolved_api_token() is not None)
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot serve on {settings.host}:{settings.port}: {exc}") from None
+    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level))
+    server.run(sockets=[sock])
     return 0
 
 
@@ -151,11 +158,11 @@ def cmd_budgets(args: argparse.Namespace) -> int:
         return 0
     print(f"{budgets.metric} ({budgets.mode}) by budget:")
     for row in budgets.curve:
-        print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
-    for row in budgets.baselines:
-        print("  baseline " + "  ".join(f"{k}={v}" for k, v in row.items()))
+        print("  " + "  ".join(f"{k}={v}" for k, v in row.model_dump().items()))
+    for base in budgets.baselines:
+        print("  baseline " + "  ".join(f"{k}={v}" for k, v in base.model_dump().items()))
     if budgets.target is not None:
-        print("target: " + "  ".join(f"{k}={v}" for k, v in budgets.target.items()))
+        print("target: " + "  ".join(f"{k}={v}" for k, v in budgets.target.model_dump().items()))
     return 0
 
 

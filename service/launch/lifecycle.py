@@ -63,10 +63,14 @@ def start_queued(store: Store, runner: Runner, settings: Settings) -> list[str]:
             try:
                 runner.launch(kind, job_id)
             except Exception as exc:  # noqa: BLE001 - the job must not hold its slot forever
-                logger.exception("%s %s: launch failed", kind.name, job_id)
-                store.finish_job(kind.table, job_id, "failed",
-                                 error=f"launch failed: {type(exc).__name__}: {exc}")
-                continue
+                # back to the queue for the next poll (a cluster that is still starting), up
+                # to max_launches attempts; then failed with the reason
+                attempts = store.requeue(kind.table, job_id)
+                logger.exception("%s %s: launch %d failed", kind.name, job_id, attempts)
+                if attempts >= settings.max_launches:
+                    store.finish_job(kind.table, job_id, "failed", error=(
+                        f"launch failed {attempts} times: {type(exc).__name__}: {exc}"))
+                break
             logger.info("%s %s: started from the queue", kind.name, job_id)
             started.append(job_id)
     return started

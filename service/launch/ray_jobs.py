@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 #: Environment a job's driver gets (the rest of the API's environment stays with the API).
 FORWARDED_PREFIXES = ("PHITUNE_", "TUNE_", "RAY_AUTH_MODE", "PYTHONUNBUFFERED")
 ACTIVE_JOB_STATES = frozenset({"PENDING", "RUNNING"})
+#: How long a submit waits for the head's job agent to come up.
+AGENT_WAIT_S = 30.0
 
 
 def ray_auth_headers() -> dict[str, str]:
@@ -86,12 +88,21 @@ class RayJobRunner:
         python = self.settings.ray_job_python or sys.executable
         env = job_env(self.settings)
         env[JOB_MARKER] = marker(kind, job_id)
-        submission = self.client.submit_job(
-            entrypoint=shlex.join(kind.entrypoint(python, job_id)),
-            submission_id=f"phitune-{kind.name}-{job_id}-{attempt}",
-            runtime_env={"env_vars": env},
-            metadata={"phitune_kind": kind.name, "phitune_id": job_id},
-        )
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                submission = self.client.submit_job(
+                    entrypoint=shlex.join(kind.entrypoint(python, job_id)),
+                    submission_id=f"phitune-{kind.name}-{job_id}-{attempt}",
+                    runtime_env={"env_vars": env},
+                    metadata={"phitune_kind": kind.name, "phitune_id": job_id},
+                )
+                break
+            except RuntimeError as exc:
+                # a head that just started has no job agent yet ("try again later")
+                if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
         self.store.record_launch(job_id, job_id=submission, table=kind.table)
         logger.info("%s %s: driver submitted as Ray Job %s", kind.name, job_id, submission)
         row = self.store.get_job(kind.table, job_id)

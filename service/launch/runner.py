@@ -26,7 +26,8 @@ from service.launch.env import driver_env
 from service.launch.kinds import JOB_MARKER, DriverRef, JobKind, marker
 from service.schemas import TERMINAL_STATUSES, CurvatureCreate, StudyCreate
 from service.store import Store
-from tuning.specs import Resources, SearchSpace, StudySpec, TrainSpec
+from trainables.config import TrainConfig
+from tuning.specs import LadderSpec, Resources, SearchSpace, StudySpec, TrainSpec
 
 if TYPE_CHECKING:
     from tuning.curvature_job import CurvatureSpec
@@ -39,7 +40,7 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
     """Map a validated ``StudyCreate`` to `tuning`'s :class:`StudySpec` (``total_steps`` already
     converted from epochs when the budget was given in epochs)."""
     opt = spec.optimizer
-    train = TrainSpec(
+    train = TrainConfig(
         model=spec.model,
         dataset=spec.dataset,
         optimizer=opt.name,
@@ -57,15 +58,23 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         data_roots=settings.data_root_paths,
         memory_limit_mb=settings.trial_memory_mb or None,
     )
+    eta_range = None
+    if spec.search.eta_max is not None:
+        eta_range = (spec.search.eta_max.min, spec.search.eta_max.max)
+    elif spec.search.eta_max_scale is not None:  # relative to the optimizer's lr
+        eta_range = (opt.lr * spec.search.eta_max_scale.min, opt.lr * spec.search.eta_max_scale.max)
     search = SearchSpace(
         phi_min=spec.search.phi.min,
         phi_max=spec.search.phi.max,
         phases_min=spec.search.phases.min,
         phases_max=spec.search.phases.max,
-        eta_max_min=spec.search.eta_max.min if spec.search.eta_max else None,
-        eta_max_max=spec.search.eta_max.max if spec.search.eta_max else None,
+        eta_max_min=eta_range[0] if eta_range else None,
+        eta_max_max=eta_range[1] if eta_range else None,
         variant=spec.search.variant,
+        sampler=spec.search.sampler,
+        phi_grid=tuple(spec.search.phi_grid),
     )
+    lad = spec.ladder
     return StudySpec(
         study_id=study_id,
         train=train,
@@ -76,8 +85,13 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         max_concurrent_trials=spec.max_concurrent_trials,
         resources=Resources(cpu=spec.resources.cpu, gpu=spec.resources.gpu,
                             memory_mb=settings.trial_memory_mb),
-        early_stopping=spec.early_stopping,
+        method="asha" if spec.early_stopping else spec.method,
+        ladder=LadderSpec(eta=lad.eta, min_fraction=lad.min_fraction, rungs=lad.rungs,
+                          brackets=lad.brackets, iterations=lad.iterations),
+        finalists=spec.finalists,
+        finalist_seeds=spec.finalist_seeds,
         seed=spec.seed,
+        max_failed_trials=spec.max_failed_trials,
         storage_path=str(settings.ray_results_path / study_id),
         compare=tuple(spec.compare),
         seeds=spec.seeds,

@@ -1,6 +1,7 @@
 """A real 2-node Ray cluster (two ``ray start`` processes, token auth on), the study's driver
 submitted as a Ray Job through ``JobSubmissionClient`` (``PHITUNE_RUNNER=ray-job``), and the
-study's trials landing on both nodes (each node has 1 CPU, two trials run at once)."""
+study's trials landing on both nodes (each node has 1 CPU, two trials run at once); a
+curvature job runs as a Ray Job the same way."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from service.cli.demo import _stop, ensure_ray_token, start_api, start_ray_head
 from service.client import PhiTuneClient
+from service.launch.kinds import CURVATURE
 from service.launch.ray_jobs import ray_auth_headers
 from service.store import Store
 
@@ -111,7 +113,7 @@ def test_study_as_ray_job_uses_both_nodes(cluster, tmp_path):
             time.sleep(1)
     finally:
         _stop(api)
-    assert job_id == f"phitune-{study.id}-1"
+    assert job_id == f"phitune-study-{study.id}-1"
     assert job["status"] == "SUCCEEDED" and job["entrypoint"].endswith(
         f"-m service.launch.study_driver {study.id}")
     assert len(trials) == 2 and all(t.status == "terminated" for t in trials)
@@ -159,8 +161,42 @@ def test_cancel_stops_trials_on_the_cluster_within_10s(cluster, tmp_path, runner
         _stop(api)
     print(f"{runner}: trials on the cluster stopped {elapsed:.2f} s after DELETE")
     if runner == "ray-job":
-        job_id = f"phitune-{study.id}-1"
+        job_id = f"phitune-study-{study.id}-1"
         deadline = time.monotonic() + 30
         while dashboard_get(dashboard, f"/api/jobs/{job_id}")["status"] != "STOPPED":
             assert time.monotonic() < deadline
             time.sleep(0.5)
+
+
+def test_curvature_job_runs_as_a_ray_job(cluster, tmp_path):
+    """Curvature jobs share the studies' runner: with ``PHITUNE_RUNNER=ray-job`` their driver
+    is a Ray Job too (and it does not migrate the schema: the API did)."""
+    address, dashboard = cluster
+    env = {"PHITUNE_RUNNER": "ray-job", "PHITUNE_RAY_DASHBOARD_ADDRESS": dashboard,
+           "PHITUNE_API_TOKEN": TOKEN, "PHITUNE_RECONCILE_INTERVAL_S": "0",
+           "PHITUNE_DATASET_DIR": os.environ.get("PHITUNE_DATASET_DIR", str(tmp_path / "data"))}
+    api, url = start_api(tmp_path, address, tmp_path / "api.log", extra_env=env)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        r = httpx.post(f"{url}/v1/curvature", headers=auth, timeout=30, json={
+            "model": "mlp", "dataset": "digits", "num_batches": 1, "batch_size": 64,
+            "lanczos_steps": 5, "num_probes": 1})
+        assert r.status_code == 202, r.text
+        job = r.json()
+        deadline = time.monotonic() + 300
+        while job["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, job
+            time.sleep(1)
+            r = httpx.get(f"{url}/v1/curvature/{job['id']}", headers=auth, timeout=30)
+            assert r.status_code == 200, r.text
+            job = r.json()
+    finally:
+        _stop(api)
+    ray_job = Store(f"sqlite:///{tmp_path / 'phitune.db'}",
+                    migrate=False).get_job(CURVATURE.table, job["id"]).driver_job_id
+    assert ray_job == f"phitune-curvature-{job['id']}-1"
+    assert job["status"] == "succeeded", (job["error"],
+                                          dashboard_get(dashboard, f"/api/jobs/{ray_job}"))
+    assert job["report"] and job["suggestions"]
+    assert dashboard_get(dashboard, f"/api/jobs/{ray_job}")["entrypoint"].endswith(
+        f"-m service.launch.curvature_driver {job['id']}")

@@ -1,5 +1,6 @@
 """End to end, as a user runs it: a real uvicorn server, a real driver process, a real local Ray,
-Optuna + ASHA, real training on scikit-learn's digits; driven through the client and the CLI."""
+Optuna + the horizon ladder, real training on scikit-learn's digits; driven through the client
+and the CLI."""
 
 from __future__ import annotations
 
@@ -159,10 +160,10 @@ def test_budget_study_with_baselines_through_the_api(server):
         png = client.plot(study.id, "budgets")
         phi_png = client.plot(study.id, "phi")
         trials = client.trials(study.id).data
-    assert [row["budget_steps"] for row in budgets.curve] == [30, 60]
-    assert {b["schedule"] for b in budgets.baselines} == {"uba", "cosine"}
-    assert all(row["best_baseline"] == "cosine" for row in budgets.curve)
-    assert budgets.target is not None and budgets.target["kind"] in (
+    assert [row.budget_steps for row in budgets.curve] == [30, 60]
+    assert {b.schedule for b in budgets.baselines} == {"uba", "cosine"}
+    assert all(row.best_baseline == "cosine" for row in budgets.curve)
+    assert budgets.target is not None and budgets.target.kind in (
         "measured", "interpolated", "not_reached")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and phi_png[:8] == b"\x89PNG\r\n\x1a\n"
     assert {t.params["kind"] for t in trials} == {"search", "compare"}
@@ -202,3 +203,38 @@ def test_curvature_job_runs_on_ray_and_returns_report_suggestions_and_density(se
             client.curvature({"model": "mlp", "dataset": "digits", "at_steps": [10]})
         assert err.value.status_code == 422 and "train_steps" in str(err.value)
         assert client._http.get("/v1/curvature/unknown-id").status_code == 404
+
+
+def _run_signature(client: PhiTuneClient, study_id: str) -> tuple:
+    """Everything a study decided, without ids or timings: every run (horizon, kind, params,
+    steps, value), the best and its seeds, the rungs and the compute."""
+    trials = client.trials(study_id).data
+    runs = sorted((t.budget_steps, t.params["kind"], round(t.params["phi"], 12),
+                   t.params["phases"], t.params.get("seed"), t.status, t.step,
+                   t.metrics.get("val_accuracy")) for t in trials)
+    best = client.best(study_id)
+    result = client.result(study_id)
+    return (runs, (best.phi, best.phases, best.value, best.value_std, tuple(best.seeds)),
+            [r.model_dump() for r in result.rungs], result.compute.model_dump())
+
+
+def test_the_same_spec_and_seed_give_the_same_study(server):
+    """Determinism: ladder rungs asked before told, seeded sampler, shared search seed and
+    derived finalist seeds. Two runs of one spec (the second while nothing else runs, the
+    first with two trials at a time) must agree on every trial, value and the best."""
+    url, data_dir = server
+    spec = {**SPEC, "name": "e2e determinism", "budget": {"steps": 90}, "eval_every": 15,
+            "num_trials": 4, "finalists": 1, "finalist_seeds": 1, "seed": 3}
+    with PhiTuneClient(url) as client:
+        first = client.submit(spec)
+        done = client.wait(first.id, timeout=480, poll=1.0)
+        assert done.status == "succeeded", (done.error, driver_log(data_dir, first.id))
+        second = client.submit({**spec, "max_concurrent_trials": 1})
+        done = client.wait(second.id, timeout=480, poll=1.0)
+        assert done.status == "succeeded", (done.error, driver_log(data_dir, second.id))
+        a, b = _run_signature(client, first.id), _run_signature(client, second.id)
+    runs, best, rungs, compute = a
+    assert [(r["steps"], r["num_trials"]) for r in rungs] == [(30, 4), (90, 1)]
+    assert len(runs) == 4 + 1 + 1 and best[4] and len(best[4]) == 2
+    assert compute["units"] == pytest.approx((4 * 30 + 2 * 90) / 90)
+    assert a == b

@@ -114,6 +114,15 @@ def test_base_install_has_no_torch_or_ray(client_venv) -> None:
     # the client imports with what the base install has
     subprocess.run([str(venv / "bin" / "python"), "-c",
                     "import service.client, service.schemas, service.cli"], check=True, cwd=venv)
+    # a tuned result names the extra that turns it into a scheduler
+    code = ("from service.schemas import BestSchedule as B\n"
+            "b = B(schedule='uba', phi=1.0, phases=1, eta_max=0.1, eta_min=0.0, "
+            "variant='restart', total_steps=3, metric='val_accuracy', value=0.5, trial_id='t', "
+            "lr_curve=[0.1, 0.05, 0.0])\n"
+            "try:\n    b.to_scheduler(None)\nexcept ModuleNotFoundError as e:\n    print(e)\n")
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True,
+                         text=True, check=True, cwd=venv)
+    assert "pip install 'phitune[schedules]'" in out.stdout, out
 
 
 def test_client_cli_drives_a_running_server(client_venv, server) -> None:

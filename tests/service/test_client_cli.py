@@ -227,12 +227,7 @@ def test_client_errors_are_not_retried(flaky: _Flaky) -> None:
 @pytest.mark.parametrize("flaky", [SCRIPT], indirect=True)
 def test_cli_wait_survives_the_blips_and_prints_the_best(
         flaky: _Flaky, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
-    import service.client as client_mod
-
-    # the CLI uses the default Backoff; shorten it for the test (same code path)
-    monkeypatch.setattr(client_mod.PhiTuneClient.__init__, "__defaults__", None, raising=False)
-    monkeypatch.setattr(client_mod.PhiTuneClient.__init__, "__kwdefaults__",
-                        {**client_mod.PhiTuneClient.__init__.__kwdefaults__, "retry": FAST})
+    monkeypatch.setattr("service.client.DEFAULT_BACKOFF", FAST)  # the CLI's default, shorter
     rc = main(["--url", flaky.url, "wait", "s1", "--poll", "0.01", "--json"])
     out, err = capsys.readouterr()
     assert rc == 0, err
@@ -242,7 +237,8 @@ def test_cli_wait_survives_the_blips_and_prints_the_best(
 
 # --------------------------------------------------------------------- the CLI
 
-def _walk(parser: argparse.ArgumentParser, path: str = "phitune") -> Iterator[tuple[str, argparse.Action]]:
+def _walk(parser: argparse.ArgumentParser,
+          path: str = "phitune") -> Iterator[tuple[str, argparse.Action]]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():

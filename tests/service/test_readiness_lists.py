@@ -12,6 +12,9 @@ from service.api.routes.health import parse_ray_address
 from service.config import Settings
 from service.store import Store
 
+#: Without a token the API answers only to loopback Host names (DNS-rebinding guard).
+LOOPBACK = "http://127.0.0.1"
+
 
 @pytest.mark.parametrize(("address", "want"), [
     ("10.0.0.1:6380", ("10.0.0.1", 6380)),
@@ -35,35 +38,37 @@ def test_readyz_checks_ray_when_configured(tmp_path):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             down = f"127.0.0.1:{s.getsockname()[1]}"  # bound, not listening: refused
-        with TestClient(create_app(Settings(data_dir=tmp_path / "a", ray_address=up))) as c:
+        with TestClient(create_app(Settings(data_dir=tmp_path / "a", ray_address=up)),
+                        base_url=LOOPBACK) as c:
             r = c.get("/readyz")
             assert r.status_code == 200 and r.json() == {"status": "ok", "store": "ok",
                                                          "ray": "ok"}
-        with TestClient(create_app(Settings(data_dir=tmp_path / "b", ray_address=down))) as c:
+        with TestClient(create_app(Settings(data_dir=tmp_path / "b", ray_address=down)),
+                        base_url=LOOPBACK) as c:
             r = c.get("/readyz")
             assert r.status_code == 503 and "unreachable" in r.json()["ray"]
             assert r.json()["store"] == "ok"
         settings = Settings(data_dir=tmp_path / "c", ray_address=up, runner="ray-job",
                             ray_dashboard_address=f"http://{down}")
-        with TestClient(create_app(settings)) as c:
+        with TestClient(create_app(settings), base_url=LOOPBACK) as c:
             r = c.get("/readyz")
             assert r.status_code == 503 and r.json()["ray"] == "ok"
             assert "unreachable" in r.json()["ray_jobs"]
 
 
 def test_readyz_without_ray_address_checks_only_the_store(tmp_path):
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url=LOOPBACK) as c:
         assert c.get("/readyz").json() == {"status": "ok", "store": "ok"}
     app = create_app(Settings(data_dir=tmp_path))
     # a store whose database cannot be opened (the server went away after startup)
     app.state.store = Store("sqlite:////nonexistent-dir/x.db", migrate=False)
-    r = TestClient(app).get("/readyz")  # no lifespan: keep the broken store
+    r = TestClient(app, base_url=LOOPBACK).get("/readyz")  # no lifespan: keep the broken store
     assert r.status_code == 503 and r.json()["store"].startswith("unavailable")
 
 
 def test_study_and_trial_lists_paginate_and_filter(tmp_path):
     settings = Settings(data_dir=tmp_path)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOOPBACK) as c:
         store: Store = c.app.state.store
         spec = {"model": "mlp", "dataset": "digits", "budget": {"steps": 100}}
         ids = [store.create_study(spec, f"s{i}")[0].id for i in range(3)]

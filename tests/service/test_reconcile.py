@@ -231,3 +231,21 @@ def test_ended_study_has_no_running_trial_in_the_store_or_in_optuna(env):
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
     assert optuna.load_study(study_name="someone-else", storage=settings.sqlalchemy_url
                              ).trials[0].state == optuna.trial.TrialState.RUNNING
+
+
+def test_a_failed_launch_requeues_then_fails_after_max_launches(tmp_path):
+    class Unreachable(RecordingRunner):
+        def launch(self, kind: JobKind, job_id: str) -> str:
+            raise RuntimeError("No available agent to submit job, please try again later.")
+
+    settings = Settings(data_dir=tmp_path, max_concurrent_studies=1, max_launches=2)
+    store = Store(settings.sqlalchemy_url)
+    runner = Unreachable(settings, store)
+    sid = store.create_study({"model": "mlp"}, "x")[0].id
+    assert start_queued(store, runner, settings) == []
+    row = store.get_study(sid)
+    assert (row.status, row.launches, row.started_at) == ("queued", 1, None), "back in line"
+    assert start_queued(store, runner, settings) == []
+    row = store.get_study(sid)
+    assert row.status == "failed" and "launch failed 2 times" in row.error
+    assert "No available agent" in row.error

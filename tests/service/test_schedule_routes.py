@@ -14,7 +14,7 @@ from tuning.schedules import SCHEDULES, create_schedule
 def client() -> TestClient:
     app = FastAPI()
     app.include_router(router)
-    return TestClient(app)
+    return TestClient(app, base_url="http://127.0.0.1")  # loopback mode checks Host
 
 
 def test_list_has_every_schedule_with_params(client: TestClient) -> None:

@@ -19,11 +19,14 @@ VALID: dict[str, Any] = {
     "num_trials": 4,
 }
 
+#: Without a token the API answers only to loopback Host names (DNS-rebinding guard).
+LOOPBACK = "http://127.0.0.1"
+
 
 @pytest.fixture()
 def client(tmp_path):
     settings = Settings(data_dir=tmp_path, max_trials=10, max_budget_steps=100_000, ray_num_cpus=2)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOOPBACK) as c:
         yield c
 
 

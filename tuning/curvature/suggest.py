@@ -27,13 +27,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tuning.curvature.report import CurvatureReport, json_safe
+from tuning.schedules._uba import PAPER_DEFAULT_PHI  # paper §4.1, defined once with Eq. (5)
 
 logger = logging.getLogger(__name__)
 
 CALIBRATION_PATH = Path(__file__).with_name("calibration.json")
-
-#: Paper defaults (Section 4.1): phi = 5 for SGD, phi = 0.5 for AdamW.
-PAPER_DEFAULT_PHI: dict[str, float] = {"sgd": 5.0, "adamw": 0.5, "adam": 0.5}
 
 #: Optimizer name -> family whose tuned phi are comparable (momentum/adaptivity class).
 OPTIMIZER_FAMILIES: dict[str, str] = {

@@ -33,11 +33,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["DEFAULT_VARIANT", "UBA_VARIANTS", "equal_boundaries", "uba_lr", "UBACurve", "uba_array"]
+__all__ = ["DEFAULT_VARIANT", "PAPER_DEFAULT_PHI", "UBA_VARIANTS", "equal_boundaries", "uba_lr", "UBACurve", "uba_array"]
 
 UBA_VARIANTS: tuple[str, ...] = ("cyclic", "restart")
 #: The one default variant (registry, ``UBALR``, ``get_uba_schedule``, specs, schemas).
 DEFAULT_VARIANT: str = "restart"
+#: The paper's default φ per optimizer (§4.1: 5 for SGD, 0.5 for AdamW; Adam as AdamW): the
+#: one definition, used by the trial config, the search's first point and the φ suggestions.
+PAPER_DEFAULT_PHI: dict[str, float] = {"sgd": 5.0, "adamw": 0.5, "adam": 0.5}
 
 _PI = math.pi
 

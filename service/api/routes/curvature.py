@@ -5,8 +5,9 @@ cancel with ``DELETE``. The same queue, runner, cancel and reconcile as studies
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
+from service.api.auth import HIDDEN_ERROR, is_authenticated
 from service.api.deps import RunnerDep, SettingsDep, StoreDep
 from service.api.routes.studies import validate_model_and_dataset
 from service.api.spec_checks import check_spec_inputs
@@ -67,8 +68,11 @@ def cancel_curvature_job(job_id: str, store: StoreDep, runner: RunnerDep,
 
 @router.get("/{job_id}", response_model=CurvatureJobPublic,
             responses={404: {"description": "unknown job"}})
-def get_curvature_job(job_id: str, store: StoreDep) -> CurvatureJobPublic:
-    return _public(_get(store, job_id))
+def get_curvature_job(job_id: str, store: StoreDep, request: Request) -> CurvatureJobPublic:
+    job = _public(_get(store, job_id))
+    if job.error and not is_authenticated(request):  # an error can name a data path
+        job.error = HIDDEN_ERROR
+    return job
 
 
 @router.get("/{job_id}/density.png", response_class=Response,

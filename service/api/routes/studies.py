@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Annotated, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic_core import to_jsonable_python
 
+from service.api.auth import HIDDEN_ERROR, is_authenticated
 from service.api.deps import RunnerDep, SettingsDep, StoreDep
 from service.api.spec_checks import check_spec_inputs
 from service.api.watch import study_watch_fields
@@ -38,6 +42,7 @@ from service.schemas import (
     TrialsPublic,
 )
 from service.store import Store, StudyRow, TrialSummary
+from service.store.views import StudyView, get_study_view, study_page
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
@@ -83,9 +88,11 @@ def validate_names(spec: StudyCreate) -> None:
             raise InvalidSpecError(str(exc), field="compare") from None
 
 
-def progress_of(store: Store, row: StudyRow, summary: TrialSummary | None = None) -> Progress:
+def progress_of(store: Store | None, row: StudyRow | StudyView,
+                summary: TrialSummary | None = None) -> Progress:
     """Trial counts and the best value, from one aggregate query (or a page's ``summary``)."""
     if summary is None:
+        assert store is not None
         summary = store.trial_summaries([row.id]).get(row.id, TrialSummary())
     mode = "max" if row.spec.get("metric", "val_accuracy").endswith("accuracy") else "min"
     counts = summary.counts
@@ -98,18 +105,52 @@ def progress_of(store: Store, row: StudyRow, summary: TrialSummary | None = None
     )
 
 
-def to_public(store: Store, row: StudyRow, summary: TrialSummary | None = None,
-              settings: Settings | None = None) -> StudyPublic:
+def _public_fields(row: StudyRow | StudyView, progress: Progress,
+                   settings: Settings | None) -> dict[str, Any]:
+    """Every ``StudyPublic`` field but ``spec``, from the stored columns."""
     base = f"/v1/studies/{row.id}"
     watch = study_watch_fields(settings, row.id) if settings is not None else {}
-    return StudyPublic(
-        id=row.id, name=row.name, status=row.status,  # type: ignore[arg-type]
-        spec=StudyCreate.model_validate(row.spec), created_at=row.created_at,
+    return dict(
+        id=row.id, name=row.name, status=row.status, created_at=row.created_at,
         started_at=row.started_at, finished_at=row.finished_at, error=row.error,
-        dashboard_url=row.dashboard_url, progress=progress_of(store, row, summary), **watch,
+        dashboard_url=row.dashboard_url, progress=progress, **watch,
         links={"self": Link(href=base), "trials": Link(href=f"{base}/trials"),
                "best": Link(href=f"{base}/best"), "result": Link(href=f"{base}/result")},
     )
+
+
+def to_public(store: Store, row: StudyRow, summary: TrialSummary | None = None,
+              settings: Settings | None = None) -> StudyPublic:
+    return StudyPublic(spec=StudyCreate.model_validate(row.spec),
+                       **_public_fields(row, progress_of(store, row, summary), settings))
+
+
+def public_json(view: StudyView, settings: Settings, authenticated: bool) -> dict[str, Any]:
+    """A ``StudyPublic`` as JSON-ready data, built from stored columns: the spec is sent as
+    stored (validated at submit), not re-validated through ``StudyCreate`` on every read,
+    and the response is not re-validated by FastAPI either (the hot polling path)."""
+    fields = _public_fields(view, progress_of(None, view, view.summary), settings)
+    if fields["error"] and not authenticated:
+        fields["error"] = HIDDEN_ERROR
+    data = dict(_PUBLIC_DEFAULTS)
+    for key, value in fields.items():
+        if isinstance(value, datetime):
+            value = value.isoformat().replace("+00:00", "Z")  # as pydantic writes UTC
+        elif key == "progress":
+            value = value.model_dump()
+        elif key == "links":
+            value = {k: {"href": v.href} for k, v in value.items()}
+        data[key] = value
+    data["spec"] = view.spec
+    return data
+
+
+#: ``StudyPublic`` fields :func:`_public_fields` does not set, at their JSON defaults (a
+#: field added to the schema appears here by itself; a test compares with ``to_public``).
+_PUBLIC_DEFAULTS: dict[str, Any] = {
+    name: to_jsonable_python(field.get_default(call_default_factory=True))
+    for name, field in StudyPublic.model_fields.items() if not field.is_required()
+}
 
 
 def _get(store: Store, study_id: str) -> StudyRow:
@@ -158,7 +199,8 @@ def create_study(
     check_trial_resources(spec.resources, settings)
     check_spec_inputs(settings, model=spec.model, model_kwargs=spec.model_kwargs,
                       dataset=spec.dataset, dataset_kwargs=spec.dataset_kwargs,
-                      optimizer=spec.optimizer.name, batch_size=spec.batch_size)
+                      optimizer=spec.optimizer.name, batch_size=spec.batch_size,
+                      metric=spec.metric)
     if idempotency_key is not None:
         existing = store.find_by_idempotency_key(idempotency_key)
         if existing is not None:
@@ -178,6 +220,7 @@ def create_study(
 def list_studies(
     store: StoreDep,
     settings: SettingsDep,
+    request: Request,
     status_filter: Annotated[
         Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
         Query(alias="status"),
@@ -185,16 +228,22 @@ def list_studies(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> StudiesPublic:
-    rows, total = store.list_studies(status=status_filter, limit=limit, offset=offset)
-    summaries = store.trial_summaries([r.id for r in rows])  # one query for the whole page
-    return StudiesPublic(data=[to_public(store, r, summaries.get(r.id, TrialSummary()),
-                                         settings) for r in rows], count=total)
+    """Newest first; ``count`` is the total matching ``status``. Built from stored columns
+    (:func:`public_json`), so a page costs two indexed queries and no validation."""
+    views, total = study_page(store, status=status_filter, limit=limit, offset=offset)
+    authenticated = is_authenticated(request)
+    return JSONResponse({"data": [public_json(v, settings, authenticated)  # type: ignore[return-value]
+                                  for v in views], "count": total})
 
 
 @router.get("/{study_id}", response_model=StudyPublic,
             responses={404: {"description": "unknown study"}})
-def get_study(study_id: str, store: StoreDep, settings: SettingsDep) -> StudyPublic:
-    return to_public(store, _get(store, study_id), settings=settings)
+def get_study(study_id: str, store: StoreDep, settings: SettingsDep,
+              request: Request) -> StudyPublic:
+    view = get_study_view(store, study_id)
+    if view is None:
+        raise StudyNotFoundError(study_id)
+    return JSONResponse(public_json(view, settings, is_authenticated(request)))  # type: ignore[return-value]
 
 
 @router.get("/{study_id}/trials", response_model=TrialsPublic,
@@ -202,6 +251,7 @@ def get_study(study_id: str, store: StoreDep, settings: SettingsDep) -> StudyPub
 def list_trials(
     study_id: str,
     store: StoreDep,
+    request: Request,
     status_filter: Annotated[
         Literal["pending", "running", "terminated", "stopped_early", "error", "cancelled"]
         | None,
@@ -216,8 +266,10 @@ def list_trials(
     _get(store, study_id)
     rows = store.list_trials(study_id, status=status_filter, budget_steps=budget_steps,
                              limit=limit, offset=offset)
+    shown = is_authenticated(request)
     data = [TrialPublic(trial_id=t.trial_id, budget_steps=t.budget_steps, status=t.status,
-                        params=t.params, step=t.step, metrics=t.metrics, error=t.error,
+                        params=t.params, step=t.step, metrics=t.metrics,
+                        error=t.error if shown or not t.error else HIDDEN_ERROR,
                         node_ip=t.node_ip, updated_at=t.updated_at) for t in rows]
     total = store.count_trials(study_id, status=status_filter, budget_steps=budget_steps)
     return TrialsPublic(data=data, count=total)

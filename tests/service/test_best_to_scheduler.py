@@ -1,0 +1,61 @@
+"""A tuned result drops into a training loop in one call, from either side of the API: the
+client's pydantic ``BestSchedule`` (what ``client.best(id)`` returns) and ``tuning``'s dataclass
+give the same scheduler, whose LRs are the result's own ``lr_curve``; and the variant default
+is the same on both sides, so a schedule rebuilt without naming it is the tuned one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from service import schemas
+from tuning import results
+from tuning.schedules import DEFAULT_VARIANT, StepUpdateScheduler, create_schedule
+
+torch.set_num_threads(1)
+
+
+def _best_fields() -> dict:
+    curve = create_schedule("uba", 30, phi=2.5, phases=3, eta_max=0.2, eta_min=0.01,
+                            variant="restart").values()
+    return {"schedule": "uba", "phi": 2.5, "phases": 3, "eta_max": 0.2, "eta_min": 0.01,
+            "variant": "restart", "total_steps": 30, "metric": "val_loss", "value": 0.3,
+            "trial_id": "t7", "lr_curve": curve}
+
+
+def _train(opt: torch.optim.Optimizer, model: torch.nn.Module, sched, steps: int) -> list[float]:
+    torch.manual_seed(0)
+    used = []
+    for _ in range(steps):
+        used.append(opt.param_groups[0]["lr"])
+        opt.zero_grad()
+        model(torch.randn(4, 3)).pow(2).mean().backward()
+        opt.step()
+        sched.step()
+    return used
+
+
+def test_mirror_has_the_dataclass_fields() -> None:
+    assert set(schemas.BestSchedule.model_fields) == {
+        f.name for f in dataclasses.fields(results.BestSchedule)}
+
+
+@pytest.mark.parametrize("side", ["client", "tuning"])
+def test_to_scheduler_follows_the_tuned_lr_curve(side: str) -> None:
+    fields = _best_fields()
+    best = (schemas.BestSchedule.model_validate_json(
+        schemas.BestSchedule(**fields).model_dump_json())  # as it arrives over HTTP
+            if side == "client" else results.BestSchedule(**fields))
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=123.0)  # replaced by the tuned η
+    used = _train(opt, model, best.to_scheduler(opt), 30)
+    assert used == pytest.approx(fields["lr_curve"], rel=1e-12)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    assert isinstance(best.to_scheduler(opt, style="timm"), StepUpdateScheduler)
+    assert best.to_scheduler(opt, style="lightning")["interval"] == "step"
+
+
+def test_variant_default_is_the_same_in_the_schema_and_the_schedule_library() -> None:
+    assert schemas.SearchSpaceSpec().variant == DEFAULT_VARIANT

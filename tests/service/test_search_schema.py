@@ -1,0 +1,119 @@
+"""Search settings: the schema (422 naming the field) and `tuning` (ValueError naming it) refuse
+the same ladders; the result schemas mirror `tuning.results` field for field; the spec maps
+onto `tuning.specs` once."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service import schemas
+from service.api.main import create_app
+from service.config import Settings
+from service.launch.runner import spec_from_study
+from trainables.config import TrainConfig
+from tuning import results
+from tuning.specs import LadderSpec, StudySpec
+
+VALID: dict[str, Any] = {"model": "mlp", "dataset": "digits", "budget": {"steps": 400},
+                         "num_trials": 8, "eval_every": 50}
+LOOPBACK = "http://127.0.0.1"
+
+
+@pytest.fixture()
+def client(tmp_path):
+    settings = Settings(data_dir=tmp_path, max_trials=64, max_budget_steps=100_000, ray_num_cpus=2)
+    with TestClient(create_app(settings), base_url=LOOPBACK) as c:
+        yield c
+
+
+# One table, both layers: (ladder settings, other spec fields, the field the error names).
+BAD_LADDERS = [
+    ({"eta": 1}, {}, "eta"),
+    ({"min_fraction": 0.1}, {}, "min_fraction"),  # 40 steps < one eval interval of 50
+    ({"rungs": 3}, {}, "rungs"),  # 8 candidates cannot fill 3 rungs at eta 3 (needs 9)
+    ({"rungs": 3, "eta": 2}, {"eval_every": 150}, "rungs"),  # lowest rung 100 < 150
+    ({"rungs": 2, "brackets": 3}, {}, "brackets"),
+    ({"iterations": 9}, {}, "iterations"),
+]
+
+
+@pytest.mark.parametrize(("ladder", "other", "field"), BAD_LADDERS)
+def test_bad_ladders_are_refused_by_schema_and_tuning_naming_the_field(client, ladder, other,
+                                                                       field):
+    with pytest.raises(ValueError, match=field):
+        StudySpec(study_id="s", total_steps=400, num_trials=8,
+                  train=TrainConfig(model="mlp", dataset="digits",
+                                    eval_every=other.get("eval_every", 50)),
+                  ladder=LadderSpec(**ladder))
+    spec = {**copy.deepcopy(VALID), **other, "ladder": ladder}
+    response = client.post("/v1/studies", json=spec)
+    assert response.status_code == 422, response.text
+    assert field in response.text
+
+
+# Every pydantic mirror and the dataclass it mirrors.
+MIRRORS = [
+    (schemas.BestSchedule, results.BestSchedule),
+    (schemas.BudgetPublic, results.BudgetResult),
+    (schemas.RungResult, results.RungResult),
+    (schemas.FinalistRow, results.FinalistRow),
+    (schemas.BaselineRow, results.BaselineRow),
+    (schemas.BudgetRow, results.BudgetRow),
+    (schemas.TargetEstimate, results.TargetEstimate),
+    (schemas.ComputeSpent, results.ComputeSpent),
+    (schemas.StudyResultPublic, results.StudyResult),
+]
+
+
+@pytest.mark.parametrize(("mirror", "original"), MIRRORS, ids=lambda c: c.__name__)
+def test_each_result_mirror_has_the_fields_of_its_dataclass(mirror, original):
+    fields = {f.name for f in dataclasses.fields(original)}
+    if original is results.StudyResult:
+        fields.add("best")  # a property of the dataclass, serialised by to_dict
+    assert set(mirror.model_fields) == fields
+    hints = typing.get_type_hints(original)
+    for name in fields - {"best"}:
+        dc_default = next(f for f in dataclasses.fields(original) if f.name == name)
+        has_default = (dc_default.default is not dataclasses.MISSING
+                       or dc_default.default_factory is not dataclasses.MISSING)
+        assert mirror.model_fields[name].is_required() == (not has_default), name
+        assert name in hints
+
+
+def test_a_stored_result_validates_against_the_public_schema():
+    best = results.BestSchedule(schedule="uba", phi=0.3, phases=1, eta_max=0.1, eta_min=0.0,
+                                variant="restart", total_steps=10, metric="val_accuracy",
+                                value=0.8, trial_id="t", lr_curve=[0.1] * 10, value_std=0.01,
+                                n_seeds=3, seeds=[0, 1, 2])
+    result = results.StudyResult(
+        metric="val_accuracy", mode="max",
+        budgets=[results.BudgetResult(10, 1.0, 4, 0, best)],
+        rungs=[results.RungResult(10, 1.0, True, 4, 4, 0, 0.8)],
+        compute=results.ComputeSpent(steps=40, units=4.0, full_budget_steps=10, search_steps=40),
+        target=results.TargetEstimate(target=0.5, steps=10, kind="measured"))
+    public = schemas.StudyResultPublic.model_validate(result.to_dict())
+    assert public.best is not None and public.best.n_seeds == 3
+    assert public.compute is not None and public.compute.units == 4.0
+
+
+def test_spec_maps_search_settings_and_eta_max_scale(tmp_path):
+    spec = schemas.StudyCreate.model_validate({
+        **VALID, "optimizer": {"lr": 0.2},
+        "search": {"sampler": "gp", "eta_max_scale": {"min": 0.5, "max": 2.0}},
+        "ladder": {"eta": 2}, "finalists": 1, "finalist_seeds": 3})
+    out = spec_from_study("s1", spec, Settings(data_dir=tmp_path), 400)
+    assert out.method == "ladder" and out.ladder == LadderSpec(eta=2)
+    assert out.search.sampler == "gp"
+    assert (out.search.eta_max_min, out.search.eta_max_max) == pytest.approx((0.1, 0.4))
+    assert (out.num_finalists, out.finalist_seeds) == (1, 3)
+    legacy = schemas.StudyCreate.model_validate({**VALID, "early_stopping": True})
+    assert spec_from_study("s2", legacy, Settings(data_dir=tmp_path), 400).method == "asha"
+    with pytest.raises(ValueError, match="eta_max_scale"):
+        schemas.StudyCreate.model_validate({**VALID, "search": {
+            "eta_max": {"min": 0.01, "max": 1}, "eta_max_scale": {"min": 0.5, "max": 2}}})
