@@ -80,8 +80,12 @@ bench-search: venv
 readme-results: venv
 	$(PY) -m bench.render_readme
 
+# φ corpus (resumable; CPU: 2 workers, ~1.5 h; on a GPU: PHI_CORPUS_ARGS="--device cuda
+# --workers 12", ~4 min) + leave-one-case-out report + refit of tuning/curvature/phi_model.json
+PHI_CORPUS_ARGS ?=
 bench-phi: venv data
-	$(PY) -m bench.phi_suggestions
+	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) -m bench.phi_corpus $(PHI_CORPUS_ARGS)
+	$(PY) -m bench.phi_suggestions --refit
 
 bench-warm-start: venv data
 	$(PY) -m bench.warm_start

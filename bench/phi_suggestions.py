@@ -320,9 +320,11 @@ def noise_table(cases: list[CaseData]) -> list[str]:
                      if all(math.isfinite(x) for x in d.values())]
             scale = 100 if c.unit == "points" else 100 / min(means)
             spreads.append((max(means) - min(means)) * scale)
-        sd, sp = statistics.median(sds), statistics.median(spreads)
+        sp = statistics.median(spreads)
+        sd = statistics.median(sds) if sds else math.nan  # one seed: no noise estimate
+        ratio = f"{sp / sd:.1f}" if sd > 0 else "—"
         lines.append(f"| {task} | {len(cs)} | {'pt' if cs[0].unit == 'points' else '%'} | "
-                     f"{sd:.2f} | {sp:.2f} | {sp / sd:.1f} |")
+                     f"{sd:.2f} | {sp:.2f} | {ratio} |")
     return lines
 
 

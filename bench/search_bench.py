@@ -84,6 +84,9 @@ METHODS = ("grid12", "random", "tpe", "tpe_asha", "ladder_tpe", "ladder_gp", "la
 REGRET_AT_UNITS = 12.0  # the paper grid's compute
 GOAL_UNITS = 4.0
 GOAL_SPEARMAN = 0.8
+#: the issue's three tasks where schedules matter (with each optimizer the corpus has)
+MAIN_CASES = ("mlp-fmnist/sgd", "mlp-fmnist/adamw", "cnn-fmnist/sgd", "cnn-fmnist/adamw",
+              "charlm-shakespeare/adamw")
 
 Config = tuple[float, int]  # (phi, phases)
 
@@ -136,7 +139,7 @@ class TaskCorpus:
     def seed_std(self) -> float:
         """Pooled standard deviation over seeds of the full-horizon final metric."""
         var = [statistics.variance(v.values()) for (c, f), v in self.finals.items()
-               if f == 1.0 and len(v) > 1]
+               if f == 1.0 and len(v) > 1 and all(math.isfinite(x) for x in v.values())]
         return math.sqrt(statistics.fmean(var)) if var else 0.0
 
     def best_mean(self) -> tuple[Config, float]:
@@ -147,7 +150,13 @@ class TaskCorpus:
         """Seed-mean gap to the grid's best (≥ 0, in metric units); inf without incumbent."""
         if c is None:
             return math.inf
-        return self.sign() * (self.best_mean()[1] - self.mean_final(c))
+        return max(0.0, self.sign() * (self.best_mean()[1] - self.mean_final(c)))
+
+    def within_target(self) -> int:
+        """How many configurations are within one seed std of the best (the target's size:
+        a random first trial hits it with probability within_target / len(configs))."""
+        tol = self.seed_std()
+        return sum(self.regret(c) <= tol + 1e-12 for c in self.configs)
 
     def snap(self, phi: float, phases: int) -> Config:
         """Nearest corpus φ in log distance, nearest phase count (among configs)."""
@@ -284,7 +293,7 @@ def fidelity_rows(tc: TaskCorpus) -> list[dict[str, Any]]:
 
 def _fid_row(tc: TaskCorpus, kind: str, frac: float, xs_c: list[float], ys_c: list[float],
              xs_r: list[float], ys_r: list[float]) -> dict[str, Any]:
-    means = [tc.mean_final(c) for c in tc.configs]
+    means = [m for m in (tc.mean_final(c) for c in tc.configs) if math.isfinite(m)]
     return {"case": tc.case, "task": tc.task, "metric": tc.metric, "mode": tc.mode,
             "fidelity": kind, "fraction": frac, "n_configs": len(xs_c), "n_runs": len(xs_r),
             "spearman_configs": spearman(xs_c, ys_c), "spearman_runs": spearman(xs_r, ys_r),
@@ -608,18 +617,19 @@ def markdown(corpora: dict[str, TaskCorpus], fid: list[dict[str, Any]],
         f"grid's best seed mean. Wall time {wall:.0f} s.\n",
         "## Corpus per case\n",
         "| case | task | metric | full steps | configs (φ × phases) | seeds | horizons | "
-        "grid best (seed mean) | seed std | best − worst config |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "grid best (seed mean) | seed std | best − worst config | configs within target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for tc in corpora.values():
         best, mu = tc.best_mean()
         n_seeds = max(len(tc.finals[(c, 1.0)]) for c in tc.configs)
-        means = [tc.mean_final(c) for c in tc.configs]
+        means = [m for m in (tc.mean_final(c) for c in tc.configs) if math.isfinite(m)]
         lines.append(
             f"| {tc.case} | {tc.task} | {tc.metric} ({tc.mode}) | {tc.full_steps} | "
             f"{len(tc.configs)} ({len(tc.phis)} × {len(tc.phases)}) | {n_seeds} | "
             f"{', '.join(f'{f:g}' for f in tc.fractions)} | {mu:.4f} at φ={best[0]:g}, "
-            f"phases={best[1]} | {tc.seed_std():.4f} | {max(means) - min(means):.4f} |")
+            f"phases={best[1]} | {tc.seed_std():.4f} | {max(means) - min(means):.4f} | "
+            f"{tc.within_target()} of {len(tc.configs)} |")
     lines += ["", "## Rank fidelity: Spearman vs the final full-horizon metric\n",
               "ASHA rung = the same full-horizon run's value at T/4 or T/2 (what within-run "
               "early stopping sees); ladder rung = the final value of complete schedules "
@@ -628,7 +638,7 @@ def markdown(corpora: dict[str, TaskCorpus], fid: list[dict[str, Any]],
               "| case | ASHA T/4 | ASHA T/2 | ladder T/4 | ladder T/2 | n configs | "
               f"ladder rungs ≥ {GOAL_SPEARMAN} |",
               "|---|---|---|---|---|---|---|"]
-    for case in corpora:
+    for case in dict.fromkeys(r["case"] for r in fid):
         f = {(r["fidelity"], r["fraction"]): r for r in fid if r["case"] == case}
 
         def cell(kind: str, frac: float, f: dict = f) -> str:
@@ -720,12 +730,13 @@ def run(corpus_path: Path, out: Path, args: argparse.Namespace) -> dict[str, Any
     prov = provenance(command=args.command, seeds=(
         f"search seeds 0..{args.search_seeds - 1} per method (sampler seed = search seed, "
         "oracle seed draws with random.Random(search seed)); training seeds: the corpus's"))
-    corpora = load_corpus(corpus_path, min_seeds=args.min_seeds)
-    if args.cases:
-        corpora = {k: v for k, v in corpora.items() if k in args.cases}
+    everything = load_corpus(corpus_path, min_seeds=args.min_seeds)
+    wanted = args.cases if args.cases is not None else MAIN_CASES
+    corpora = {k: v for k, v in everything.items() if not wanted or k in wanted}
     if not corpora:
-        raise SystemExit(f"no complete case in {corpus_path}")
-    fid = [r for tc in corpora.values() for r in fidelity_rows(tc)]
+        raise SystemExit(f"no complete case of {wanted} in {corpus_path}")
+    # rank fidelity is cheap: every case of the corpus; the search simulation: the main tasks
+    fid = [r for tc in everything.values() for r in fidelity_rows(tc)]
     rows = [r for tc in corpora.values() for r in compute_rows(
         tc, args.methods, args.search_seeds, args.max_units, args.candidates, args.eta)]
     summary = summarize(rows, args.max_units)
@@ -774,7 +785,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="candidates at the lowest rung of each ladder")
     ap.add_argument("--eta", type=int, default=3)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--cases", nargs="*", default=None)
+    ap.add_argument("--cases", nargs="*", default=None,
+                    help="cases for the search simulation (default: the issue's three tasks; "
+                    "an empty list = every case); rank fidelity always covers every case")
     ap.add_argument("--min-seeds", type=int, default=3,
                     help="drop configurations with fewer full-horizon seeds (partial corpus)")
     ap.add_argument("--threads", type=int, default=1,

@@ -34,6 +34,7 @@ from service.schemas import (
     BudgetsPublic,
     CurvatureCreate,
     CurvatureJobPublic,
+    PhiRecommendation,
     Recommendation,
     StudiesPublic,
     StudyCreate,
@@ -248,6 +249,11 @@ class _Api:
                                     budget=budget))
 
     @staticmethod
+    def recommend(spec: StudyCreate | Mapping[str, Any]) -> _Call:
+        return _Call("POST", "/v1/recommendations", _model(PhiRecommendation),
+                     json=_body(spec))
+
+    @staticmethod
     def curvature_submit(spec: CurvatureCreate | Mapping[str, Any]) -> _Call:
         return _Call("POST", "/v1/curvature", _model(CurvatureJobPublic), json=_body(spec))
 
@@ -296,8 +302,11 @@ class PhiTuneClient:
                  timeout: float = 30.0, transport: httpx.BaseTransport | None = None,
                  retry: Backoff | None = None) -> None:
         self.retry = DEFAULT_BACKOFF if retry is None else retry
-        self._http = httpx.Client(base_url=url.rstrip("/"), headers=_headers(token),
-                                  timeout=timeout, transport=transport)
+        try:
+            self._http = httpx.Client(base_url=url.rstrip("/"), headers=_headers(token),
+                                      timeout=timeout, transport=transport)
+        except httpx.InvalidURL as exc:
+            raise PhiTuneClientError(f"invalid server URL {url!r}: {exc}") from None
 
     def close(self) -> None:
         self._http.close()
@@ -367,6 +376,11 @@ class PhiTuneClient:
         """The φ to start from for this model/dataset/optimizer/budget, with its evidence."""
         return self._send(_Api.recommend_phi(model, dataset, optimizer, budget))
 
+    def recommend(self, spec: StudyCreate | Mapping[str, Any]) -> PhiRecommendation:
+        """The φ and phases to start this study spec from (the body of ``submit``), with the
+        expected gap and every labelled suggestion; measures curvature (seconds)."""
+        return self._send(_Api.recommend(spec))
+
     def curvature(self, spec: CurvatureCreate | Mapping[str, Any], *, wait: bool = True,
                   timeout: float | None = 600, poll: float = 1.0) -> CurvatureJobPublic:
         """Queue a Hessian-spectrum estimate (runs on Ray); by default wait for its report."""
@@ -410,8 +424,11 @@ class AsyncPhiTuneClient:
                  timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None,
                  retry: Backoff | None = None) -> None:
         self.retry = DEFAULT_BACKOFF if retry is None else retry
-        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), headers=_headers(token),
-                                       timeout=timeout, transport=transport)
+        try:
+            self._http = httpx.AsyncClient(base_url=url.rstrip("/"), headers=_headers(token),
+                                           timeout=timeout, transport=transport)
+        except httpx.InvalidURL as exc:
+            raise PhiTuneClientError(f"invalid server URL {url!r}: {exc}") from None
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -475,6 +492,9 @@ class AsyncPhiTuneClient:
     async def recommend_phi(self, model: str, dataset: str, optimizer: str = "sgd",
                             budget: int | None = None) -> Recommendation:
         return await self._send(_Api.recommend_phi(model, dataset, optimizer, budget))
+
+    async def recommend(self, spec: StudyCreate | Mapping[str, Any]) -> PhiRecommendation:
+        return await self._send(_Api.recommend(spec))
 
     async def curvature(self, spec: CurvatureCreate | Mapping[str, Any], *, wait: bool = True,
                         timeout: float | None = 600, poll: float = 1.0) -> CurvatureJobPublic:

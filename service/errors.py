@@ -16,11 +16,24 @@ class PhituneError(Exception):
         self.message = message
         self.field = field
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses build the message from other arguments than Exception.args holds; rebuild
+        # from the finished state instead of calling their __init__ (errors cross processes).
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
     def detail(self) -> Any:
         if self.field is None:
             return self.message
         return [{"loc": ["body", *self.field.split(".")], "msg": self.message,
                  "type": type(self).__name__}]
+
+
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    """An exception of ``cls`` with ``args``, without running ``cls.__init__`` (pickle then
+    restores its ``__dict__``)."""
+    err = cls.__new__(cls)
+    err.args = args
+    return err
 
 
 class InvalidSpecError(PhituneError):

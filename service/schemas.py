@@ -1,6 +1,6 @@
 """The one HTTP contract of phitune, shared by routes, the client library and the CLI.
 
-Pydantic only (no torch, Ray or SQLAlchemy) so that ``pip install phitune[client]`` can import
+Pydantic only (no torch, Ray or SQLAlchemy) so that the base ``pip install phitune`` can import
 it. Naming follows the FastAPI full-stack template: ``StudyCreate`` is what a user POSTs,
 ``StudyPublic`` what leaves the service. Every bound a user can violate lives in a ``Field``
 so a bad spec is a 422 naming the field, before anything is stored.
@@ -87,6 +87,19 @@ class IntRange(_Strict):
         return self
 
 
+class StepsRange(_Strict):
+    """A range of optimizer steps (0 allowed): searched uniformly."""
+
+    min: int = Field(0, ge=0)
+    max: int = Field(..., ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StepsRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+
 #: The paper's φ ablation grid (§4), what ``search.sampler: grid`` evaluates by default
 #: (mirrors ``tuning.specs.PAPER_PHI_GRID``; the schema cannot import tuning).
 PAPER_PHI_GRID: tuple[float, ...] = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -118,6 +131,10 @@ class SearchSpaceSpec(_Strict):
     phi_grid: list[float] = Field(
         default_factory=lambda: list(PAPER_PHI_GRID), min_length=1, max_length=64,
         description="φ values of sampler 'grid' (default: the paper's ablation grid)")
+    warmup_steps: Annotated[int, Field(ge=0)] | StepsRange = Field(
+        0, description="linear warmup before the UBA curve, in steps of the full budget: a "
+        "number (fixed) or {min, max} (searched); shorter horizons of the ladder warm up for "
+        "the same fraction of their run")
 
     @model_validator(mode="after")
     def _one_eta_max_range(self) -> SearchSpaceSpec:
@@ -194,6 +211,9 @@ class StudyCreate(_Strict):
     metric: Literal["val_accuracy", "val_loss", "val_perplexity"] = Field(
         "val_accuracy", description="what the search optimises (accuracy up, loss and "
         "perplexity down); val_perplexity needs a language-model dataset")
+    warm_start_from: str | None = Field(
+        None, max_length=64, description="id of a finished study whose best candidates this "
+        "search evaluates first (up to half of num_trials); the rest are sampled")
     max_failed_trials: int | None = Field(
         None, ge=0, description="end the study as failed once more trials than this have "
         "failed (Katib's maxFailedTrialCount); null: trial failures never stop the study")
@@ -224,6 +244,11 @@ class StudyCreate(_Strict):
         for lr in self.compare_eta_max:
             if not lr > 0:
                 raise ValueError(f"compare_eta_max: {lr} must be > 0")
+        w = self.search.warmup_steps
+        longest = w if isinstance(w, int) else w.max
+        if self.budget.steps is not None and longest >= self.budget.steps:
+            raise ValueError(f"search.warmup_steps: {longest} must be < budget.steps "
+                             f"({self.budget.steps}): the schedule needs steps after warmup")
         return self
 
 
@@ -358,6 +383,7 @@ class BestSchedule(BaseModel):
     value_std: float | None = None
     n_seeds: int = 1
     seeds: list[int] = Field(default_factory=list)
+    warmup_steps: int = Field(0, description="linear warmup steps at the start of lr_curve")
 
     def to_scheduler(self, optimizer: Any, *, style: str = "torch") -> Any:
         """A scheduler for ``optimizer`` following this schedule: ``style`` ``torch`` (an
@@ -398,6 +424,7 @@ class RungResult(BaseModel):
 class FinalistRow(BaseModel):
     """A finalist re-trained with extra seeds (mirror of ``tuning.results.FinalistRow``)."""
 
+    trial_id: str
     phi: float
     phases: int
     eta_max: float
@@ -507,6 +534,32 @@ class Recommendation(BaseModel):
     suggestions: list[dict[str, Any]]
     curvature_measured: bool
     history_studies: int
+
+
+class PhiRecommendation(BaseModel):
+    """``POST /v1/recommendations``: the φ and phases to start a study from, for the same body
+    as ``POST /v1/studies``. ``source`` is ``model`` (nearest tuned cases in curvature/budget
+    feature space, ``tuning.curvature.recommend``), ``model_partial_features`` (curvature
+    could not be measured: budget features only) or ``paper_default``. ``expected_gap`` is the
+    leave-one-case-out gap to the tuned φ per unit (accuracy points / % relative loss:
+    median, p90, worst, n); ``suggestions`` lists every labelled suggestion (model,
+    history, calibrated, paper default, theory 2κ) as evidence. Never NaN: an unmeasurable
+    number is null."""
+
+    phi: float
+    phases: int
+    source: str
+    budget_steps: int
+    optimizer: str
+    expected_gap: dict[str, Any]
+    suggestions: list[dict[str, Any]]
+    features: dict[str, float | None]
+    feature_cost_s: dict[str, float]
+    neighbours: list[dict[str, Any]]
+    model_provenance: dict[str, Any]
+    history_cases: int
+    warnings: list[str]
+    seconds: float
 
 
 class CurvatureCreate(_Strict):

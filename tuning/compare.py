@@ -44,8 +44,12 @@ def arm_config(name: str, base: TrainConfig, best: BestSchedule, lr: float) -> T
     """The trial config of one arm: the tuned UBA, UBA at the paper's default φ, or a baseline
     (with the study's η_min where the baseline takes one)."""
     if name == "uba":
+        extra = {}
+        if best.warmup_steps and base.total_steps:  # the tuned warmup fraction at this budget
+            extra["warmup_steps"] = min(base.total_steps - 1, round(
+                best.warmup_steps * base.total_steps / best.total_steps))
         return base.with_schedule("uba", phi=best.phi, phases=best.phases, variant=best.variant,
-                                  eta_min=best.eta_min, lr=lr)
+                                  eta_min=best.eta_min, lr=lr, **extra)
     if name == UBA_DEFAULT:
         return base.with_schedule("uba", phi=PAPER_DEFAULT_PHI[base.optimizer], phases=1, lr=lr)
     return base.with_schedule(name, lr=lr)

@@ -209,7 +209,7 @@ def schedule_features(train: TrainSpec, total_steps: int, spec: FeatureSpec = Fe
     t0 = time.perf_counter()
     if bundle is None:
         bundle = get_dataset(train.dataset, data_dir=train.data_dir or None,
-                             **train.dataset_kwargs)
+                             data_roots=train.data_roots, **train.dataset_kwargs)
     batches = _fixed_batches(bundle, curv, device)
     cost["data"] = time.perf_counter() - t0
     limit = stability_limit(train.optimizer, momentum=train.momentum)
@@ -279,6 +279,143 @@ def schedule_features(train: TrainSpec, total_steps: int, spec: FeatureSpec = Fe
         features["warm_loss_ratio"] = features["loss_warm"] / features["loss_init"]
     return {"features": features, "cost_s": cost, "warmup_steps": steps,
             "reports": {k: r.to_dict() for k, r in reports.items()}}
+
+
+def budget_features(train: TrainSpec, total_steps: int) -> dict[str, float]:
+    """The features known without measuring anything (budget, batch, η_max, optimizer)."""
+    from tuning.curvature.features import stability_limit
+
+    return {"adam": float(train.optimizer == "adamw"), "log_T": math.log(total_steps),
+            "log_batch": math.log(train.batch_size), "log_eta": math.log(train.lr),
+            "stability_limit": stability_limit(train.optimizer, momentum=train.momentum)}
+
+
+def _finite_or_none(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite_or_none(v) for v in x]
+    return x
+
+
+def recommend_for(train: TrainSpec, total_steps: int, *,
+                  history: Sequence[HistoryPoint] = (), history_cases: Sequence[Any] = (),
+                  model: Any = None, measure: bool = True,
+                  spec: FeatureSpec = FeatureSpec()) -> dict[str, Any]:
+    """The recommended φ and phases for a run, with every labelled suggestion as evidence.
+
+    Measures exactly the features the fitted :class:`tuning.curvature.recommend.PhiModel`
+    needs (the packaged one: the Hessian at initialisation only, one estimate), predicts from
+    the nearest tuned cases (the corpus plus ``history_cases``, finished studies), and lists
+    theory (2κ), calibrated, history and paper default next to it. Never raises for a run
+    that cannot be measured (``measure=False``, a diverging warm-up, a non-finite loss): it
+    answers a labelled fallback (the model on the budget features alone, else the paper
+    default) and says why in ``warnings``. Every float in the answer is finite or None.
+    """
+    import time
+
+    from tuning.curvature.recommend import load_phi_model
+    from tuning.specs import PAPER_DEFAULT_PHI
+
+    t0 = time.perf_counter()
+    phi_model = model if model is not None else load_phi_model()
+    warnings: list[str] = []
+    features = budget_features(train, total_steps)
+    cost: dict[str, float] = {}
+    report = None
+    needed = phi_model.needed_features if phi_model is not None else []
+    needs_warm = any(n.startswith(("warm_", "step_", "loss_warm")) for n in needed)
+    if measure:
+        try:
+            res = schedule_features(train, total_steps, spec, warmup=needs_warm)
+            features.update(res["features"])
+            cost = res["cost_s"]
+            if "init" in res["reports"]:
+                report = CurvatureReport.from_dict(res["reports"]["init"])
+        except (WarmupDivergedError, ValueError) as exc:
+            warnings.append(f"curvature not measured ({exc}); the recommendation uses the "
+                            "budget features only")
+    source = "model"
+    neighbours: list[dict[str, Any]] = []
+    expected: dict[str, Any] = {}
+    phases = 1
+    if phi_model is not None:
+        if history_cases:
+            phi_model = phi_model.with_cases(list(history_cases))
+        try:
+            pred = phi_model.predict(features, train.optimizer)
+            phi, phases = pred.phi, pred.phases
+            neighbours = [dict(n.__dict__) for n in pred.neighbours]
+            expected = pred.expected_gap
+            warnings += pred.notes
+            if len(pred.features_used) < len(needed):
+                source = "model_partial_features"
+        except ValueError as exc:
+            warnings.append(str(exc))
+            phi_model = None
+    if phi_model is None:
+        phi, source = PAPER_DEFAULT_PHI[train.optimizer], "paper_default"
+        warnings.append("no fitted phi model for this optimizer: answering the paper default")
+    suggestions = [{"source": "model" if source.startswith("model") else source, "phi": phi,
+                    "kappa_definition": None,
+                    "rationale": (f"weighted best φ of the {len(neighbours)} nearest tuned "
+                                  f"cases in feature space ({', '.join(needed)})"
+                                  if neighbours else "fallback"),
+                    "valid_for": "runs like the corpus cases (bench/results/phi_corpus.csv); "
+                                 "validated leave-one-case-out",
+                    "evidence": {"neighbours": neighbours, "expected_gap": expected}}]
+    suggestions += [sg.to_dict() for sg in suggest_phi(
+        report, train.optimizer, history=history, model=train.model, dataset=train.dataset,
+        budget_steps=total_steps)]
+    return _finite_or_none({
+        "phi": float(phi), "phases": int(phases), "source": source,
+        "budget_steps": int(total_steps), "optimizer": train.optimizer,
+        "expected_gap": expected, "features": features, "feature_cost_s": cost,
+        "neighbours": neighbours, "suggestions": suggestions,
+        "model_provenance": dict(phi_model.provenance) if phi_model is not None else {},
+        "history_cases": len(history_cases), "warnings": warnings,
+        "seconds": time.perf_counter() - t0,
+    })
+
+
+def study_recommendation(spec: StudySpec) -> dict[str, Any] | None:
+    """The φ model's recommendation for a study (:func:`recommend_for`): measured on a Ray task
+    with a trial's resources when the study asks for curvature, else from the budget features
+    alone (no measurement). None, logged, when it fails: a recommendation never stops a study.
+    """
+    try:
+        if not spec.curvature:
+            return recommend_for(spec.train, spec.total_steps, history=spec.history,
+                                 measure=False)
+        import ray
+
+        task = ray.remote(recommend_for).options(num_cpus=spec.resources.cpu,
+                                                 num_gpus=spec.resources.gpu)
+        return ray.get(task.remote(spec.train, spec.total_steps, history=spec.history))
+    except Exception as exc:  # noqa: BLE001 - the study must run without it
+        logger.warning("study %s: no phi recommendation (%s)", spec.study_id, exc)
+        return None
+
+
+def with_recommendation(spec: StudySpec, recommendation: dict[str, Any] | None,
+                        suggestions: Sequence[dict[str, Any]]
+                        ) -> tuple[StudySpec, list[dict[str, Any]]]:
+    """The recommended (φ, phases) as the search's first point, and its suggestion (with the
+    features it was computed from, so the finished study can feed the model as history)
+    first among the suggestions whose gap the study measures."""
+    import dataclasses
+
+    if recommendation is None:
+        return spec, list(suggestions)
+    first = {"phi": recommendation["phi"], "phases": recommendation["phases"]}
+    model = dict(recommendation["suggestions"][0])
+    model["evidence"] = {**model.get("evidence", {}), "source": recommendation["source"],
+                         "features": recommendation["features"],
+                         "model_provenance": recommendation["model_provenance"]}
+    spec = dataclasses.replace(spec, extra_points=(first, *spec.extra_points))
+    return spec, [model, *suggestions]
 
 
 def measure_curvature_on_ray(train: TrainSpec, resources: Resources,

@@ -61,6 +61,8 @@ class BestSchedule:
     value_std: float | None = None
     n_seeds: int = 1
     seeds: list[int] = field(default_factory=list)
+    #: linear warmup steps at the start of ``lr_curve`` (part of ``total_steps``)
+    warmup_steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,8 +106,10 @@ class RungResult:
 
 @dataclass
 class FinalistRow:
-    """A full-budget finalist re-trained with extra seeds: its values and their mean ± std."""
+    """A full-budget finalist re-trained with extra seeds: its values and their mean ± std;
+    ``trial_id`` is its search run (the first of ``values``)."""
 
+    trial_id: str
     phi: float
     phases: int
     eta_max: float

@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: Searched parameters (Optuna parameter names; ``lr`` is η_max).
 PHI, PHASES, LR = "phi", "phases", "lr"
+#: Searched warmup: a fraction of each run (SearchSpace.warmup_min/max).
+WARMUP = "warmup"
 #: A rung's model is fitted on the highest rung with at least this many COMPLETE trials.
 MIN_MODEL_POINTS = 4
 _METRIC_KEYS = ("train_loss", "val_loss", "val_accuracy", "val_perplexity", "lr", "samples_per_s")
@@ -63,7 +65,16 @@ def optuna_space(spec: StudySpec) -> dict[str, optuna.distributions.BaseDistribu
     if s.searches_eta_max:
         assert s.eta_max_min is not None and s.eta_max_max is not None
         space[LR] = optuna.distributions.FloatDistribution(s.eta_max_min, s.eta_max_max, log=True)
+    if s.searches_warmup:
+        space[WARMUP] = optuna.distributions.FloatDistribution(s.warmup_min, s.warmup_max)
     return space
+
+
+def warmup_steps(spec: StudySpec, params: Mapping[str, Any], steps: int) -> int:
+    """Warmup steps of a run of ``steps`` updates: the candidate's (or the spec's fixed)
+    fraction of it, leaving at least one step of the UBA curve."""
+    frac = float(params.get(WARMUP, spec.search.warmup_min))
+    return max(0, min(int(frac * steps), steps - 1))
 
 
 def _clip_point(spec: StudySpec, cand: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,6 +88,9 @@ def _clip_point(spec: StudySpec, cand: Mapping[str, Any]) -> dict[str, Any]:
         assert s.eta_max_min is not None and s.eta_max_max is not None
         lr = float(cand.get(LR, spec.train.lr))
         point[LR] = min(max(lr, s.eta_max_min), s.eta_max_max)
+    if s.searches_warmup:
+        w = float(cand.get(WARMUP, s.warmup_min))
+        point[WARMUP] = min(max(w, s.warmup_min), s.warmup_max)
     return point
 
 
@@ -234,6 +248,9 @@ def candidate_config(spec: StudySpec, cand: Candidate, steps: int, seed: int) ->
     """The trial config of a candidate at a horizon: the study template, budget, seed, φ,
     phases and η_max (when searched) set once, here."""
     params = {k: cand.params[k] for k in (PHI, PHASES, LR) if k in cand.params}
+    warmup = warmup_steps(spec, cand.params, steps)
+    if warmup:
+        params["warmup_steps"] = warmup
     return spec.train.for_budget(steps, seed=seed).with_schedule(
         "uba", variant=spec.search.variant, eta_min=spec.train.eta_min, **params)
 
@@ -319,7 +336,8 @@ def run_configs(
     path = os.path.join(storage, name)
     wrapped = tune.with_resources(trainable, spec.resources.as_ray())
     if tune.Tuner.can_restore(path):
-        logger.info("study %s: restoring experiment %s from %s", spec.study_id, name, path)
+        logger.info("study %s: restoring budget %d (experiment %s) from %s", spec.study_id,
+                    steps, name, path)
         tuner = tune.Tuner.restore(path, trainable=wrapped, resume_unfinished=True,
                                    resume_errored=True, param_space=None)
         return tuner.fit()

@@ -51,6 +51,10 @@ class SearchSpace:
     #: (clipped to the range, ``phases_min`` phases) in order; ``random`` is the control.
     sampler: SamplerName = "tpe"
     phi_grid: tuple[float, ...] = PAPER_PHI_GRID
+    #: Linear warmup as a fraction of each run (so every horizon of the ladder warms up alike):
+    #: fixed when min == max (0: none), searched uniformly in [min, max] otherwise.
+    warmup_min: float = 0.0
+    warmup_max: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sampler not in ("tpe", "gp", "random", "grid"):
@@ -63,6 +67,9 @@ class SearchSpace:
             raise ValueError(f"phi_max ({self.phi_max}) must be >= phi_min ({self.phi_min})")
         if self.phases_min < 1:
             raise ValueError(f"phases_min must be >= 1, got {self.phases_min}")
+        if not 0.0 <= self.warmup_min <= self.warmup_max < 1.0:
+            raise ValueError(f"warmup range must satisfy 0 <= warmup_min <= warmup_max < 1, "
+                             f"got [{self.warmup_min}, {self.warmup_max}]")
         if self.phases_max < self.phases_min:
             raise ValueError(
                 f"phases_max ({self.phases_max}) must be >= phases_min ({self.phases_min})"
@@ -79,6 +86,10 @@ class SearchSpace:
     @property
     def searches_eta_max(self) -> bool:
         return self.eta_max_min is not None
+
+    @property
+    def searches_warmup(self) -> bool:
+        return self.warmup_max > self.warmup_min
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from tuning.search import (
     propose,
     run_candidates,
     tell_rung,
+    warmup_steps,
 )
 from tuning.specs import StudySpec
 
@@ -114,6 +115,10 @@ def run_study(
         # every suggestion is evaluated as a starting point, so its gap is measured
         points = [{PHI: s["phi"]} for s in suggestions]
         spec = dataclasses.replace(spec, extra_points=(*spec.extra_points, *points))
+    # the fitted φ model's recommendation is the first point of every search (issue 13 §5)
+    from tuning.curvature_job import study_recommendation, with_recommendation
+
+    spec, suggestions = with_recommendation(spec, study_recommendation(spec), suggestions)
 
     if spec.method == "asha":
         outcomes = search_asha(spec, trainable, sink)
@@ -268,7 +273,8 @@ def pick_finalists(spec: StudySpec, full: Sequence[Outcome], trainable: Callable
         values = [v for _, v in ok]
         p = o.candidate.params
         rows.append(FinalistRow(
-            phi=float(p[PHI]), phases=int(p[PHASES]), eta_max=float(p.get(LR, spec.train.lr)),
+            trial_id=o.trial_id, phi=float(p[PHI]), phases=int(p[PHASES]),
+            eta_max=float(p.get(LR, spec.train.lr)),
             seeds=[s for s, _ in ok], values=values, n=len(values),
             mean=statistics.fmean(values) if values else None,
             std=statistics.stdev(values) if len(values) > 1 else None))
@@ -288,12 +294,14 @@ def best_schedule(spec: StudySpec, steps: int, params: dict[str, Any], value: fl
     phi, phases = float(params[PHI]), int(params[PHASES])
     eta_max = float(params.get(LR, spec.train.lr))
     variant, eta_min = spec.search.variant, spec.train.eta_min
+    warmup = warmup_steps(spec, params, steps)
     curve = create_schedule("uba", steps, phi=phi, phases=phases, eta_max=eta_max,
-                            eta_min=eta_min, variant=variant).values()
+                            eta_min=eta_min, variant=variant, warmup_steps=warmup).values()
     return BestSchedule(schedule="uba", phi=phi, phases=phases, eta_max=eta_max, eta_min=eta_min,
                         variant=variant, total_steps=steps, metric=spec.metric, value=value,
                         trial_id=trial_id, lr_curve=[float(v) for v in curve], value_std=std,
-                        n_seeds=max(1, len(seeds)), seeds=list(seeds) or [spec.seed])
+                        n_seeds=max(1, len(seeds)), seeds=list(seeds) or [spec.seed],
+                        warmup_steps=warmup)
 
 
 def budget_result(spec: StudySpec, steps: int, outs: Sequence[Outcome],
@@ -304,9 +312,7 @@ def budget_result(spec: StudySpec, steps: int, outs: Sequence[Outcome],
     best = None
     if finalists and finalists[0].mean is not None:
         f = finalists[0]
-        match = next(o for o in outs if o.completed and float(o.candidate.params[PHI]) == f.phi
-                     and int(o.candidate.params[PHASES]) == f.phases
-                     and float(o.candidate.params.get(LR, spec.train.lr)) == f.eta_max)
+        match = next(o for o in outs if o.completed and o.trial_id == f.trial_id)
         best = best_schedule(spec, steps, match.candidate.params, f.mean, match.trial_id,
                              std=f.std, seeds=f.seeds)
     else:

@@ -60,8 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runner = make_runner(settings, store)
         app.state.settings, app.state.store, app.state.runner = settings, store, runner
         reconcile(store, runner, settings)
-        # import the registries now, not in the first POST (seconds: torch, plugins)
-        await asyncio.to_thread(studies.registry_names)
+        # import the registries and Ray Tune now, not in the first POST (seconds)
+        await asyncio.to_thread(studies.warm_up)
         watcher = asyncio.create_task(_lifecycle_forever(store, runner, settings))
         yield
         watcher.cancel()

@@ -96,7 +96,10 @@ def start_ray_head(log: Path, num_cpus: int | None = None) -> tuple[subprocess.P
     port, dash = free_port(), free_port()
     cmd = [ray_bin, "start", "--head", "--block", f"--port={port}",
            f"--num-cpus={num_cpus or os.cpu_count() or 1}", "--dashboard-host=127.0.0.1",
-           f"--dashboard-port={dash}", "--include-dashboard=true", "--disable-usage-stats"]
+           f"--dashboard-port={dash}", "--include-dashboard=true", "--disable-usage-stats",
+           # Ray's default 52365 is taken by any other Ray on the machine; without its agent
+           # the head cannot run jobs ("No available agent to submit job")
+           f"--dashboard-agent-listen-port={free_port()}"]
     # token auth explicitly on: an open Ray port is remote code execution
     env = dict(os.environ, RAY_AUTH_MODE="token")
     with open(log, "ab") as out:

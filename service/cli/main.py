@@ -193,6 +193,41 @@ def cmd_curvature(args: argparse.Namespace) -> int:
     return 0 if job.status in ("succeeded", "queued", "running") else 1
 
 
+def cmd_recommend(args: argparse.Namespace) -> int:
+    """``phitune recommend spec.yaml``: the φ and phases to start that study from."""
+    from service.client import PhiTuneClient
+
+    token = args.token or os.environ.get("PHITUNE_TOKEN")
+    with PhiTuneClient(args.url, token=token, timeout=args.timeout) as client:
+        rec = client.recommend(load_spec(args.spec))
+    if args.json:
+        print_json(rec.model_dump(mode="json"))
+        return 0
+    print(f"phi={rec.phi:g} phases={rec.phases} source={rec.source} "
+          f"(budget {rec.budget_steps} steps, {rec.optimizer})")
+    for unit, gap in rec.expected_gap.items():
+        print(f"  expected gap to the tuned φ ({unit}): median {gap.get('median')}, "
+              f"p90 {gap.get('p90')}, worst {gap.get('worst')} over {gap.get('n')} cases")
+    for s in rec.suggestions:
+        print(f"  {s['source']:>14}  phi={s['phi']:.4g}"
+              + (f"  ({s['kappa_definition']} κ)" if s.get("kappa_definition") else ""))
+    for w in rec.warnings:
+        print(f"  warning: {w}")
+    return 0
+
+
+def cmd_recommend_phi(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rec = client.recommend_phi(args.model, args.dataset, args.optimizer, args.budget)
+    if args.json:
+        print_json(rec.model_dump(mode="json"))
+        return 0
+    print(f"phi={rec.phi:g} source={rec.source} ({rec.history_studies} past studies)")
+    for s in rec.suggestions:
+        print("  " + "  ".join(f"{k}={v}" for k, v in s.items()))
+    return 0
+
+
 def cmd_wait(args: argparse.Namespace) -> int:
     with _client(args) as client:
         study = client.wait(args.study_id, progress=True, poll=args.poll, timeout=args.timeout)
@@ -326,6 +361,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between status polls (default 1)")
     _json(p)
     p.set_defaults(func=cmd_curvature)
+
+    p = sub.add_parser("recommend", help="the φ and phases to start a study spec from "
+                       "(measures curvature; evidence and expected gap)")
+    p.add_argument("spec", help="study spec file (YAML or JSON, as for submit), - for stdin")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds to wait for the answer (default 300)")
+    _json(p)
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("recommend-phi", help="the φ to start from for a model, dataset and "
+                       "optimizer, from past studies and calibration (no measurement)")
+    p.add_argument("model", help="model name from the registry, e.g. mlp")
+    p.add_argument("dataset", help="dataset name from the registry, e.g. digits")
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"),
+                   help="optimizer of the run (default sgd)")
+    p.add_argument("--budget", type=int, help="training budget in steps (history match)")
+    _json(p)
+    p.set_defaults(func=cmd_recommend_phi)
 
     p = sub.add_parser("wait", help="follow a study until it ends, then print its best")
     _study_id(p)

@@ -45,6 +45,11 @@ CURVATURE = JobKind("curvature", CurvatureJobRow, "service.launch.curvature_driv
 KINDS = (STUDY, CURVATURE)
 
 
+class LaunchDeferred(RuntimeError):
+    """The runner cannot launch a driver yet (a cluster still starting its job agent): the job
+    goes back to the queue without counting as a failed launch."""
+
+
 @dataclass(frozen=True)
 class DriverRef:
     """Who runs a job now: a local process (pid + its start time) or a Ray Job id."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from service.config import Settings
 from service.errors import TooManyStudiesError
-from service.launch.kinds import KINDS, STUDY, DriverRef, JobKind
+from service.launch.kinds import KINDS, STUDY, DriverRef, JobKind, LaunchDeferred
 from service.launch.runner import Runner
 from service.schemas import TERMINAL_STATUSES
 from service.store import Store, StudyRow, utcnow
@@ -62,6 +62,10 @@ def start_queued(store: Store, runner: Runner, settings: Settings) -> list[str]:
         while (job_id := store.claim_next(kind.table, settings.max_concurrent_studies)):
             try:
                 runner.launch(kind, job_id)
+            except LaunchDeferred as exc:
+                store.requeue(kind.table, job_id, count=False)
+                logger.warning("%s %s: launch deferred (%s)", kind.name, job_id, exc)
+                break
             except Exception as exc:  # noqa: BLE001 - the job must not hold its slot forever
                 # back to the queue for the next poll (a cluster that is still starting), up
                 # to max_launches attempts; then failed with the reason

@@ -69,7 +69,10 @@ def ensure_head(settings: Settings, timeout: float = 120.0) -> RayHead:
     cmd = [ray_bin(), "start", "--head", f"--port={settings.ray_head_port}",
            "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
            f"--dashboard-port={settings.ray_head_dashboard_port}", "--include-dashboard=true",
-           f"--ray-client-server-port={_free_port()}", "--disable-usage-stats"]
+           f"--ray-client-server-port={_free_port()}", "--disable-usage-stats",
+           # Ray's default agent port (52365) belongs to whichever Ray took it first; without
+           # its agent a head cannot run Ray Jobs
+           f"--dashboard-agent-listen-port={_free_port()}"]
     if settings.ray_num_cpus is not None:
         cmd.append(f"--num-cpus={settings.ray_num_cpus}")
     settings.logs_path.mkdir(parents=True, exist_ok=True)

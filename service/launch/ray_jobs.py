@@ -26,7 +26,7 @@ from typing import Any
 
 from service.config import Settings
 from service.launch.env import driver_env
-from service.launch.kinds import JOB_MARKER, DriverRef, JobKind, marker
+from service.launch.kinds import JOB_MARKER, DriverRef, JobKind, LaunchDeferred, marker
 from service.schemas import TERMINAL_STATUSES
 from service.store import Store
 
@@ -35,8 +35,9 @@ logger = logging.getLogger(__name__)
 #: Environment a job's driver gets (the rest of the API's environment stays with the API).
 FORWARDED_PREFIXES = ("PHITUNE_", "TUNE_", "RAY_AUTH_MODE", "PYTHONUNBUFFERED")
 ACTIVE_JOB_STATES = frozenset({"PENDING", "RUNNING"})
-#: How long a submit waits for the head's job agent to come up.
-AGENT_WAIT_S = 30.0
+#: How long a submit waits for the head's job agent to come up before the job goes back to the
+#: queue (a request must not hang on it).
+AGENT_WAIT_S = 5.0
 
 
 def ray_auth_headers() -> dict[str, str]:
@@ -100,8 +101,10 @@ class RayJobRunner:
                 break
             except RuntimeError as exc:
                 # a head that just started has no job agent yet ("try again later")
-                if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                if "No available agent" not in str(exc):
                     raise
+                if time.monotonic() > deadline:
+                    raise LaunchDeferred(str(exc)) from exc
                 time.sleep(1.0)
         self.store.record_launch(job_id, job_id=submission, table=kind.table)
         logger.info("%s %s: driver submitted as Ray Job %s", kind.name, job_id, submission)

@@ -63,6 +63,11 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         eta_range = (spec.search.eta_max.min, spec.search.eta_max.max)
     elif spec.search.eta_max_scale is not None:  # relative to the optimizer's lr
         eta_range = (opt.lr * spec.search.eta_max_scale.min, opt.lr * spec.search.eta_max_scale.max)
+    warmup = spec.search.warmup_steps  # steps of the full budget -> fractions of each run
+    w_min, w_max = (warmup, warmup) if isinstance(warmup, int) else (warmup.min, warmup.max)
+    if w_max >= total_steps:
+        raise ValueError(f"search.warmup_steps: {w_max} must be < the budget of {total_steps} "
+                         "steps")
     search = SearchSpace(
         phi_min=spec.search.phi.min,
         phi_max=spec.search.phi.max,
@@ -73,6 +78,8 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         variant=spec.search.variant,
         sampler=spec.search.sampler,
         phi_grid=tuple(spec.search.phi_grid),
+        warmup_min=w_min / total_steps,
+        warmup_max=w_max / total_steps,
     )
     lad = spec.ladder
     return StudySpec(
@@ -100,6 +107,42 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         curvature=spec.curvature,
         optuna_storage_url=settings.sqlalchemy_url if settings.optuna_in_store else None,
     )
+
+
+#: Searched parameters a warm start carries over (φ, phases, η_max when it was searched).
+_WARM_KEYS = ("phi", "phases", "lr")
+
+
+def warm_start_points(store: Store, source_id: str, mode: str, limit: int) -> list[dict]:
+    """The ``limit`` best search candidates of study ``source_id``, best first.
+
+    Only search trials that trained to the longest horizon the source reached count (values
+    of shorter horizons or of stopped runs do not rank schedules truthfully, see the search
+    design); each point is its ``phi``/``phases``/``lr``.
+    """
+    rows = [t for t in store.list_trials(source_id, status="terminated")
+            if t.value is not None and t.params.get("kind", "search") == "search"
+            and "phi" in t.params]
+    if not rows:
+        return []
+    top = max(t.budget_steps for t in rows)
+    rows = sorted((t for t in rows if t.budget_steps == top), key=lambda t: t.value,
+                  reverse=mode == "max")
+    points: list[dict] = []
+    for t in rows:
+        point = {k: t.params[k] for k in _WARM_KEYS if k in t.params}
+        if point not in points:
+            points.append(point)
+    return points[:limit]
+
+
+def warm_start(spec: StudySpec, store: Store, source_id: str) -> StudySpec:
+    """``spec`` whose search first evaluates the best points of study ``source_id``
+    (``warm_start_from``): up to half of ``num_trials``, the rest left to the sampler."""
+    points = warm_start_points(store, source_id, spec.mode, max(1, spec.num_trials // 2))
+    logger.info("study %s: warm start from %s with %d points", spec.study_id, source_id,
+                len(points))
+    return dataclasses.replace(spec, extra_points=(*points, *spec.extra_points))
 
 
 @dataclass(frozen=True)

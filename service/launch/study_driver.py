@@ -21,7 +21,7 @@ from typing import Any
 from service.config import Settings
 from service.launch.kinds import JOB_MARKER, STUDY
 from service.launch.lifecycle import finalize_stopped
-from service.launch.runner import spec_from_study
+from service.launch.runner import spec_from_study, warm_start
 from service.schemas import TERMINAL_STATUSES, StudyCreate
 from service.store import Store, StudyRow
 from tuning.results import StudyResult, TrialRecord
@@ -125,6 +125,8 @@ def run(study_id: str, settings: Settings) -> int:
     try:
         request = StudyCreate.model_validate(row.spec)
         spec = spec_from_study(study_id, request, settings, total_steps_of(request, settings))
+        if request.warm_start_from:
+            spec = warm_start(spec, store, request.warm_start_from)
         if request.curvature:
             from service.store.history import history_points
 

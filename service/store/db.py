@@ -327,14 +327,14 @@ class Store:
                           {"key": QUEUE_LOCK_KEY})
             return s.execute(claim).scalar()
 
-    def requeue(self, table: type[Any], job_id: str) -> int:
+    def requeue(self, table: type[Any], job_id: str, *, count: bool = True) -> int:
         """A claimed job whose launch failed goes back to ``queued`` (its place in the queue
-        is its submission time); counts the attempt. Returns the attempts so far."""
+        is its submission time); ``count``: as a launch attempt. Returns the attempts."""
         with self.session() as s:
             row = s.get(table, job_id, with_for_update=True)
             if row is None:
                 raise KeyError(job_id)
-            row.launches = (row.launches or 0) + 1
+            row.launches = (row.launches or 0) + int(count)
             if row.status == "running":
                 row.status, row.started_at = "queued", None
             return row.launches

@@ -3,10 +3,12 @@ study measured curvature) becomes a :class:`tuning.curvature.HistoryPoint`."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from service.store.db import Store
 from tuning.curvature import HistoryPoint
+from tuning.curvature.recommend import Case
 
 #: κ definitions in order of preference: the certified-positive SLQ quantile is seed-stable on
 #: networks; λmax/λmin⁺ (``lanczos``) is the noisiest.
@@ -55,3 +57,51 @@ def latest_curvature(store: Store, model: str, dataset: str) -> dict[str, Any] |
                 row.result and row.result.get("curvature"):
             return row.result["curvature"]
     return None
+
+
+def _optimizer(spec: dict[str, Any]) -> tuple[str, float]:
+    opt = spec.get("optimizer") or {}
+    return str(opt.get("name", "sgd")), float(opt.get("lr", 0.1))
+
+
+def history_cases(store: Store, *, exclude: str | None = None, limit: int = 1000,
+                  min_phis: int = 3) -> list[Case]:
+    """Finished studies as tuned cases of the φ model (one per budget with >= ``min_phis``
+    distinct φ run to their horizon): the regret curve from the trials' values, the features
+    from the spec (budget, batch, η_max) plus the curvature features the study's own
+    recommendation measured (its ``model`` suggestion's evidence). History thus feeds
+    the same model as the corpus instead of a separate lookup."""
+    from tuning.curvature.recommend import gap_unit, regret_curve
+    from tuning.specs import metric_mode
+
+    rows, _ = store.list_studies(status="succeeded", limit=limit)
+    cases = []
+    for row in rows:
+        if row.id == exclude or not row.result:
+            continue
+        spec = row.spec
+        name, lr = _optimizer(spec)
+        metric = spec.get("metric", "val_accuracy")
+        model_suggestion = next((x for x in row.result.get("suggestions") or []
+                                 if x.get("source") == "model"), {})
+        measured = (model_suggestion.get("evidence") or {}).get("features") or {}
+        for budget in row.result.get("budgets", []):
+            steps = int(budget["budget_steps"])
+            values: dict[float, list[float]] = {}
+            for t in store.list_trials(row.id, budget_steps=steps):
+                phi = (t.params or {}).get("phi")
+                if t.value is None or phi is None or t.step < steps or not phi > 0:
+                    continue
+                values.setdefault(float(f"{float(phi):.6g}"), []).append(float(t.value))
+            if len(values) < min_phis:
+                continue
+            curve = regret_curve({p: sum(v) / len(v) for p, v in values.items()},
+                                 metric_mode(metric), gap_unit(metric))
+            features = {k: float(v) for k, v in measured.items()
+                        if isinstance(v, int | float) and not k.startswith("log_T")}
+            features.update({"adam": float(name == "adamw"), "log_T": math.log(steps),
+                             "log_eta": math.log(lr),
+                             "log_batch": math.log(int(spec.get("batch_size", 128)))})
+            cases.append(Case(f"study {row.id} @ {steps} steps", name, features,
+                              tuple(curve), tuple(curve.values()), f"history:{row.id}"))
+    return cases

@@ -106,24 +106,34 @@ def test_search_efficiency_smoke(tmp_path) -> None:
 
 
 def test_phi_suggestions_smoke(tmp_path) -> None:
-    assert phi_suggestions.main(["--smoke", "--out", str(tmp_path)]) == 0
+    """Corpus (digits, 3 horizons x 3 phi x 2 phases) -> features -> LOCO report -> refit."""
+    from tuning.curvature.recommend import load_phi_model
+
+    model_path = tmp_path / "phi_model.json"
+    assert phi_suggestions.main(["--smoke", "--out", str(tmp_path),
+                                 "--model-out", str(model_path)]) == 0
+    corpus = read_csv(tmp_path / "phi_corpus_smoke.csv")
+    from bench.phi_corpus import COLUMNS
+
+    assert tuple(corpus[0]) == COLUMNS
+    finals = [r for r in corpus if r["final"] == "1"]
+    assert all(r["step"] == r["horizon_steps"] for r in finals)
+    assert len(finals) == 3 * 3 * 2  # horizons x phi x phases, one seed
     rows = read_csv(tmp_path / "phi_suggestions_smoke.csv")
-    grid = read_csv(tmp_path / "phi_suggestions_smoke_grid.csv")
     cases = {r["case"] for r in rows}
-    assert len(cases) == len(phi_suggestions.PRESETS["smoke"]["cases"])
+    assert len(cases) == 3
     for case in cases:
         sources = {r["source"] for r in rows if r["case"] == case}
-        assert {"tuned", "paper_default", "theory", "calibrated", "history"} <= sources
-        tuned = next(r for r in rows if r["case"] == case and r["source"] == "tuned")
-        g = {float(r["phi"]): float(r["val_accuracy_mean"]) for r in grid if r["case"] == case}
-        assert float(tuned["phi"]) == max(g, key=g.get)  # tuned = best grid point
-        assert float(tuned["gap_points"]) == 0.0
-        theory = [r for r in rows if r["case"] == case and r["source"] == "theory"]
-        for r in theory:  # Prop. 1: phi = 2 kappa
-            assert float(r["phi"]) == pytest.approx(2 * float(r["kappa"]), rel=1e-4)
+        assert {"model", "best_constant", "paper_default", "theory_2kappa", "calibrated",
+                "history"} <= sources
         default = next(r for r in rows if r["case"] == case and r["source"] == "paper_default")
         assert float(default["phi"]) == 5.0
+    md = (tmp_path / "phi_suggestions_smoke.md").read_text()
+    assert "Leave-one-case-out" in md and "Against the goal" in md
     assert (tmp_path / "phi_suggestions_smoke.png").read_bytes()[:4] == b"\x89PNG"
+    model = load_phi_model(model_path)
+    assert model is not None and model.provenance["corpus_cases"] == 3
+    assert model.provenance["refit_command"] == phi_suggestions.REFIT_COMMAND
 
 
 def test_schedule_quality_tunes_eta_max_of_every_arm(tmp_path) -> None:

@@ -129,7 +129,7 @@ def test_ladder_uses_tuning_ladder_plan(corpus: Path) -> None:
 def test_script_writes_tables_with_provenance(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert sb.main(["--corpus", str(corpus), "--out", str(out), "--search-seeds", "2", "--min-seeds", "2",
-                    "--max-units", "12", "--candidates", "6", "--methods", "grid12", "tpe",
+                    "--max-units", "12", "--candidates", "6", "--cases", "--methods", "grid12", "tpe",
                     "ladder_tpe"]) == 0
     md = (out / "search_bench.md").read_text()
     for needle in ("tabular (lookup) simulation", "git commit", "load average", "Spearman",

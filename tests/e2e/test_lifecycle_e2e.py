@@ -34,7 +34,7 @@ SPEC: dict[str, Any] = {
     "num_trials": 4,
     "max_concurrent_trials": 2,
     "eval_every": 30,
-    "early_stopping": False,
+    "ladder": {"rungs": 1},  # one horizon: all 4 trials train the full budget (restore counts)
     "seed": 3,
 }
 

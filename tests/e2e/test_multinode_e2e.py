@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.cli.demo import _stop, ensure_ray_token, start_api, start_ray_head
+from service.cli.demo import _stop, ensure_ray_token, free_port, start_api, start_ray_head
 from service.client import PhiTuneClient
 from service.launch.kinds import CURVATURE
 from service.launch.ray_jobs import ray_auth_headers
@@ -44,7 +44,8 @@ def start_worker(address: str, log: Path) -> subprocess.Popen:
     env = dict(os.environ, RAY_AUTH_MODE="token")
     with open(log, "ab") as out:
         return subprocess.Popen([ray_bin, "start", f"--address={address}", "--num-cpus=1",
-                                 "--block", "--disable-usage-stats"], stdout=out,
+                                 "--block", "--disable-usage-stats",
+                                 f"--dashboard-agent-listen-port={free_port()}"], stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
 

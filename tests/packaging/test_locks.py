@@ -31,4 +31,4 @@ def test_makefile_installs_server_postgres_test_with_both_locks() -> None:
     make = (REPO / "Makefile").read_text()
     assert "-c requirements/runtime.lock -c requirements/dev.lock" in make
     assert "-e '.[server,postgres,test]'" in make
-    assert not (REPO / "constraints.txt").exists() or "constraints.txt" not in make
+    assert "constraints.txt" not in make and not (REPO / "constraints.txt").exists()

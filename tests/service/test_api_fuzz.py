@@ -6,8 +6,10 @@ JSON. Valid study submissions cannot start real drivers: the store holds one run
 (its "driver" is a harmless ``sleep`` in its own session), ``max_concurrent_studies=1`` and
 ``max_queued_studies=0``, so they get 429 (queue full), which is itself checked for a message.
 
-POST /v1/curvature is left out: it has no concurrency cap yet and every valid request would
-start a real driver process (reported to its owner).
+POST /v1/curvature is fuzzed the same way: a running curvature job (another ``sleep``) holds
+its kind's only slot. The success paths (202, stored ``queued``) of both POSTs run against a
+second server whose queue has room but whose slots stay taken, so nothing ever launches
+(:func:`test_fuzz_success_paths_queue_and_never_launch`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from service.cli.demo import _stop, start_api
-from service.store import Store
+from service.store import Store, StudyRow
 
 schemathesis = pytest.importorskip("schemathesis", reason="pip install schemathesis==4.32.5")
 from schemathesis import GenerationMode  # noqa: E402
@@ -28,25 +30,38 @@ from schemathesis import GenerationMode  # noqa: E402
 TOKEN = "fuzz-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 EXAMPLES = int(os.environ.get("PHITUNE_FUZZ_EXAMPLES", "15"))
-EXCLUDED = {("POST", "/v1/curvature")}
+EXCLUDED: set[tuple[str, str]] = set()
+
+
+def hold_the_only_slots(data_dir, blocker: subprocess.Popen) -> str:
+    """A running study and a running curvature job whose "driver" is ``blocker``: with
+    ``max_concurrent_studies=1`` no submitted job can start. Returns the study's id."""
+    from service.store.curvature_jobs import CurvatureJobRow, create_job
+
+    store = Store(f"sqlite:///{data_dir / 'phitune.db'}")
+    row, _ = store.create_study({"model": "mlp", "dataset": "digits",
+                                 "budget": {"steps": 100}}, "holds the only slot")
+    store.update_study(row.id, status="running")
+    store.record_launch(row.id, pid=blocker.pid)
+    job = create_job(store, {"model": "mlp", "dataset": "digits"})
+    with store.session() as s:
+        s.get(CurvatureJobRow, job.id).status = "running"
+    store.record_launch(job.id, pid=blocker.pid, table=CurvatureJobRow)
+    store.engine.dispose()
+    return row.id
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("fuzz")
     blocker = subprocess.Popen(["sleep", "3600"], start_new_session=True)
-    store = Store(f"sqlite:///{data_dir / 'phitune.db'}")
-    row, _ = store.create_study({"model": "mlp", "dataset": "digits",
-                                 "budget": {"steps": 100}}, "holds the only slot")
-    store.update_study(row.id, status="running")
-    store.record_launch(row.id, pid=blocker.pid)
-    store.engine.dispose()
+    blocker_study = hold_the_only_slots(data_dir, blocker)
     env = {"PHITUNE_API_TOKEN": TOKEN, "PHITUNE_MAX_CONCURRENT_STUDIES": "1",
            "PHITUNE_MAX_QUEUED_STUDIES": "0",  # the queue is full: valid submits get 429
            "PHITUNE_RECONCILE_INTERVAL_S": "0", "PHITUNE_RAY_DASHBOARD": "false"}
     proc, url = start_api(data_dir, None, data_dir / "api.log", extra_env=env)
     try:
-        yield url, data_dir, row.id
+        yield url, data_dir, blocker_study
     finally:
         _stop(proc)
         blocker.kill()
@@ -133,3 +148,69 @@ def test_valid_submission_over_the_cap_is_429_with_message(server):
     assert r.status_code == 429 and "max_concurrent_studies" in r.json()["detail"]
     r = httpx.post(f"{url}/v1/studies", json=spec, headers={**AUTH, "Idempotency-Key": "k"})
     assert r.status_code == 429, "a new idempotency key does not bypass the cap"
+
+
+@pytest.fixture(scope="module")
+def queueing_server(tmp_path_factory):
+    """Room in the queue (valid submits are 202 ``queued``), every slot held: nothing runs."""
+    data_dir = tmp_path_factory.mktemp("fuzz-queue")
+    blocker = subprocess.Popen(["sleep", "3600"], start_new_session=True)
+    hold_the_only_slots(data_dir, blocker)
+    env = {"PHITUNE_API_TOKEN": TOKEN, "PHITUNE_MAX_CONCURRENT_STUDIES": "1",
+           "PHITUNE_MAX_QUEUED_STUDIES": "1000", "PHITUNE_RECONCILE_INTERVAL_S": "0",
+           "PHITUNE_RAY_DASHBOARD": "false", "PHITUNE_LOCAL_RAY": "per-study"}
+    proc, url = start_api(data_dir, None, data_dir / "api.log", extra_env=env)
+    try:
+        yield url, data_dir
+    finally:
+        _stop(proc)
+        blocker.kill()
+        blocker.wait()
+
+
+#: Registered names (the schema cannot enumerate a plugin registry, so generated names
+#: would almost always be 422): the rest of each body is generated from the schema.
+VALID_NAMES = {"model": "mlp", "dataset": "digits", "model_kwargs": {}, "dataset_kwargs": {}}
+
+
+def test_fuzz_success_paths_queue_and_never_launch(queueing_server):
+    """Schema-valid bodies with registered names: each POST is 202 (stored ``queued``) or a
+    4xx with a message (a configured cap, a batch larger than the data), never a 5xx, and no
+    submitted job ever starts (both kinds' slots stay held)."""
+    from service.store.curvature_jobs import CurvatureJobRow
+
+    url, data_dir = queueing_server
+    seen: dict[str, set[int]] = {}
+    for op in operations(url):
+        if op.method.upper() == "POST" and op.path in ("/v1/studies", "/v1/curvature"):
+            fuzz_valid(op, url, f"POST {op.path}", seen)
+    assert 202 in seen.get("POST /v1/studies", set()), seen
+    assert 202 in seen.get("POST /v1/curvature", set()), seen
+    store = Store(f"sqlite:///{data_dir / 'phitune.db'}", migrate=False)
+    for table in (StudyRow, CurvatureJobRow):  # only the blockers run; the rest waits
+        assert store.count_status(table, "running") == 1, table
+        assert store.count_status(table, "queued") >= 1, table
+    print({k: sorted(v) for k, v in sorted(seen.items())})
+
+
+def fuzz_valid(op: Any, url: str, label: str, seen: dict[str, set[int]]) -> None:
+    """Positive cases of ``op`` with :data:`VALID_NAMES` (and a small budget) patched in."""
+
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=op.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    def run(case: Any) -> None:
+        if isinstance(case.body, dict):
+            case.body = {**case.body, **VALID_NAMES}
+            if label.endswith("studies"):  # a budget the caps allow
+                case.body["budget"] = {"steps": 100}
+        headers = {k: v for k, v in (case.headers or {}).items()
+                   if k.lower() != "authorization"}
+        case.headers = {**headers, **AUTH}
+        response = case.call(base_url=url, timeout=30)
+        seen.setdefault(label, set()).add(response.status_code)
+        check_response(case, response)
+        if response.status_code == 202:
+            assert response.json()["status"] == "queued", response.text[:300]
+
+    run()

@@ -260,7 +260,7 @@ def _verbs() -> dict[str, argparse.ArgumentParser]:
 
 
 #: client method -> CLI verb (the CLI is the client on the command line)
-VERB_OF = {"get": "status", "recommend_phi": "recommend"}
+VERB_OF = {"get": "status", "recommend_phi": "recommend-phi"}
 NO_JSON = {"plot", "serve", "demo", "plot-schedule"}  # write files or run things
 
 
@@ -292,6 +292,10 @@ def test_cli_reads_a_real_server(api, capsys: pytest.CaptureFixture[str], tmp_pa
     assert json.loads(capsys.readouterr().out) == {"data": [], "count": 0}
     assert main(["--url", url, "wait", study_id, "--poll", "0.01"]) == 1  # not succeeded
     assert "cancelled" in capsys.readouterr().err
+    assert main(["--url", url, "recommend-phi", "mlp", "digits", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["phi"] > 0
+    assert main(["--url", url, "cancel", study_id, "--json"]) == 0  # a finished one: no change
+    assert json.loads(capsys.readouterr().out)["status"] == "cancelled"
 
 
 @pytest.mark.parametrize("argv,code,needle", [
@@ -318,3 +322,7 @@ def test_cli_unreachable_server_is_a_message(capsys: pytest.CaptureFixture[str])
         port = s.getsockname()[1]  # closed again: nothing listens there
     assert main(["--url", f"http://127.0.0.1:{port}", "status", "x"]) == 1
     assert "cannot reach" in capsys.readouterr().err
+    for url in ("http://[::1", "no-scheme"):
+        assert main(["--url", url, "status", "x"]) in (1, 2)
+        err = capsys.readouterr().err
+        assert err.startswith("phitune: error:") and "Traceback" not in err

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -134,7 +135,8 @@ class PhiModel:
         self.cases = list(cases)
         x = self._matrix(self.cases)
         if center is None or scale is None:
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing feature
                 c = np.nanmean(x, axis=0) if x.size else np.zeros(0)
                 s = np.nanstd(x, axis=0) if x.size else np.zeros(0)
             center = np.nan_to_num(c).tolist()
@@ -161,7 +163,7 @@ class PhiModel:
             return 0.0
         m = np.isfinite(a) & np.isfinite(b)
         if not m.any():
-            return math.inf
+            return math.inf if np.isfinite(a).any() else 1.0
         d = (a[m] - b[m]) / self.scale[m]
         # features one side lacks count as one standard deviation apart
         return float(math.sqrt((np.sum(d**2) + (len(a) - m.sum())) / len(a)))
@@ -178,7 +180,9 @@ class PhiModel:
             if math.isfinite(d):
                 scored.append((d, c))
         scored.sort(key=lambda t: (t[0], t[1].case))
-        near = scored[: self.k]
+        # a query with no usable feature is equally far from every case: all of them, equal
+        # weights (the best constant), rather than an arbitrary k
+        near = scored[: self.k] if np.isfinite(q).any() or not self.features else scored
         return [Neighbour(c.case, c.source, d, 1.0 / (d + 0.1), c.tuned_phi) for d, c in near]
 
     def predict(self, features: Mapping[str, float], optimizer: str,

@@ -31,6 +31,17 @@ PARAM_KINDS = ("float", "int", "str", "bool", "float_or_list", "float_list", "in
 class ScheduleError(ValueError):
     """Base class of every refusal by the schedule library (a ``ValueError``)."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Ray pickles a trial's error; subclasses' __init__ take other arguments than
+        # Exception.args holds, so rebuild from the finished state instead of calling it.
+        return (_rebuild_error, (type(self), self.args), self.__dict__)
+
+
+def _rebuild_error(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    err = cls.__new__(cls)
+    err.args = args
+    return err
+
 
 class UnknownScheduleError(ScheduleError):
     """The schedule name is not in the registry; the message lists the valid names."""

@@ -18,7 +18,7 @@ from torch.optim.lr_scheduler import LRScheduler
 __all__ = ["ScheduleLR"]
 
 
-class Schedule(Protocol):
+class ScheduleLike(Protocol):
     """What ``ScheduleLR`` needs of :class:`tuning.schedules.Schedule` (structural type)."""
 
     total_steps: int
@@ -34,7 +34,7 @@ class Schedule(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Schedule: ...
+    def from_dict(cls, data: Mapping[str, Any]) -> ScheduleLike: ...
 
 
 class ScheduleLR(LRScheduler):
@@ -60,7 +60,7 @@ class ScheduleLR(LRScheduler):
     def __init__(
         self,
         optimizer: Optimizer,
-        schedule: Schedule,
+        schedule: ScheduleLike,
         *,
         relative: bool | None = None,
         last_epoch: int = -1,
@@ -72,11 +72,11 @@ class ScheduleLR(LRScheduler):
         self.relative = schedule.relative if relative is None else bool(relative)
         self.total_steps = schedule.total_steps
         # Filled on the first get_lr(), once the base class has recorded base_lrs.
-        self._group_schedules: list[Schedule] | None = None
+        self._group_schedules: list[ScheduleLike] | None = None
         self._factors: list[float] | None = None
         super().__init__(optimizer, last_epoch)
 
-    def _make_groups(self) -> tuple[list[Schedule], list[float]]:
+    def _make_groups(self) -> tuple[list[ScheduleLike], list[float]]:
         """Per-group (schedule, factor); group LR = factor * schedule.lr(step)."""
         n = len(self.base_lrs)
         if self.relative:

@@ -1,8 +1,18 @@
-"""φ recommendations with their evidence, from the store alone (no Ray in a request).
+"""φ recommendations with their evidence.
 
-Sources, most specific first: ``history`` (the most similar finished studies), ``calibrated``
-(a fitted κ → φ mapping, its provenance and error stated), ``paper_default`` (5 for SGD,
-0.5 for AdamW), ``theory`` (Prop. 1: φ = 2κ, exact only for the rescaled quadratic).
+``POST /v1/recommendations`` takes the body of ``POST /v1/studies`` and answers, in about the
+time of one curvature estimate, the φ and phases to start that study from: the fitted φ model
+(:mod:`tuning.curvature.recommend`, nearest tuned cases of the corpus and of finished studies
+in feature space) on the features it needs, measured in-process on the spec's model and data,
+with its leave-one-case-out expected gap and every labelled suggestion (history, calibrated,
+paper default, theory 2κ) as evidence. Why in-process and not a queued job: the answer is
+what a client waits for before submitting, and the packaged model needs one Hessian estimate
+at initialisation (seconds for the shipped models); a model over ``IN_REQUEST_MAX_PARAMS``
+is not measured in a request and gets the labelled budget-features fallback (queue ``POST
+/v1/curvature`` for its spectrum). Too large for the configured caps: 422 naming the field.
+
+``GET /v1/recommendations`` answers from the store alone (no measurement): history,
+calibrated, paper default and theory from the latest stored curvature report.
 """
 
 from __future__ import annotations
@@ -11,12 +21,51 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from service.api.deps import StoreDep
-from service.schemas import Recommendation
-from service.store.history import history_points, latest_curvature
+from service.api.deps import SettingsDep, StoreDep
+from service.api.routes.studies import check_caps, validate_names
+from service.api.spec_checks import check_spec_inputs
+from service.launch.resources import check_trial_resources
+from service.schemas import PhiRecommendation, Recommendation, StudyCreate
+from service.store.history import history_cases, history_points, latest_curvature
 from tuning.curvature import CurvatureReport, suggest_phi
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
+
+#: Largest model whose curvature a request measures itself (Lanczos on a few batches of a
+#: model this size takes seconds to tens of seconds on a CPU).
+IN_REQUEST_MAX_PARAMS = 5_000_000
+
+
+@router.post("/recommendations", response_model=PhiRecommendation,
+             responses={422: {"description": "invalid spec (the message names the field)"}})
+def recommend_for_study(spec: StudyCreate, store: StoreDep,
+                        settings: SettingsDep) -> PhiRecommendation:
+    """The φ and phases to start this study from, with the expected gap and the evidence."""
+    from service.launch.runner import spec_from_study
+    from service.launch.study_driver import total_steps_of
+    from trainables.preflight import count_parameters, dataset_shape
+    from tuning.curvature_job import recommend_for
+
+    validate_names(spec)
+    check_caps(spec, settings)
+    check_trial_resources(spec.resources, settings)
+    check_spec_inputs(settings, model=spec.model, model_kwargs=spec.model_kwargs,
+                      dataset=spec.dataset, dataset_kwargs=spec.dataset_kwargs,
+                      optimizer=spec.optimizer.name, batch_size=spec.batch_size,
+                      metric=spec.metric)
+    total = total_steps_of(spec, settings)
+    train = spec_from_study("recommendation", spec, settings, total).train
+    shape = dataset_shape(spec.dataset, spec.dataset_kwargs)
+    n_params = count_parameters(spec.model, shape.info, spec.model_kwargs) if shape else None
+    measure = n_params is not None and n_params <= IN_REQUEST_MAX_PARAMS
+    result = recommend_for(train, total, history=history_points(store),
+                           history_cases=history_cases(store), measure=measure)
+    if not measure:
+        why = (f"{n_params:,} parameters > {IN_REQUEST_MAX_PARAMS:,} measured in a request"
+               if n_params is not None else "a plugin dataset's shape is unknown before loading")
+        result["warnings"].insert(0, f"curvature not measured ({why}); POST /v1/curvature "
+                                     "queues an estimate")
+    return PhiRecommendation(**result)
 
 
 @router.get("/recommendations", response_model=Recommendation)

@@ -67,6 +67,14 @@ def registry_names() -> tuple[list[str], list[str]]:
     return _registry_cache[1], _registry_cache[2]
 
 
+def warm_up() -> None:
+    """Import at startup what the first submit would (registries, plugins, the baseline
+    registry with Ray Tune, the submit-time checks): seconds the first client need not wait."""
+    registry_names()
+    import trainables.preflight  # noqa: F401
+    import tuning.compare  # noqa: F401
+
+
 def validate_model_and_dataset(model: str, dataset: str) -> None:
     """Models and datasets come from the registry (plugins via entry points), never from an
     import path in the request."""
@@ -201,6 +209,9 @@ def create_study(
                       dataset=spec.dataset, dataset_kwargs=spec.dataset_kwargs,
                       optimizer=spec.optimizer.name, batch_size=spec.batch_size,
                       metric=spec.metric)
+    if spec.warm_start_from is not None and store.get_study(spec.warm_start_from) is None:
+        raise InvalidSpecError(f"warm_start_from: no study {spec.warm_start_from!r}",
+                               field="warm_start_from")
     if idempotency_key is not None:
         existing = store.find_by_idempotency_key(idempotency_key)
         if existing is not None:
