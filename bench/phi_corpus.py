@@ -8,7 +8,8 @@ evaluation step) to ``bench/results/phi_corpus.csv``. It is the data that the φ
 
 Run from the repository root::
 
-    python -m bench.phi_corpus                 # the corpus (~30-45 min, 2 processes)
+    python -m bench.phi_corpus                 # the corpus: 2 CPU workers (~1.5 h here)
+    python -m bench.phi_corpus --device cuda --workers 12   # ~4 min on one H100 (as shipped)
     python -m bench.phi_corpus --probe         # one run per task: seconds per run
     python -m bench.phi_corpus --smoke --out /tmp/c.csv   # seconds, used by the tests
 
@@ -25,7 +26,13 @@ Method (design.md, "UBA math conventions" and "Search design"):
   is the run's elapsed wall time at that row. A diverged run has one final row with NaN.
 * **Resumable.** Rows are appended as runs finish; runs already in the CSV (final row
   present) are skipped, so an interrupted corpus is usable and can be continued.
-* **CPU budget.** At most 2 worker processes, one torch thread each.
+* **Curvature features.** Per (task, optimizer) one job measures
+  :func:`tuning.curvature_job.schedule_features` for every horizon (initialisation once,
+  warm-up per horizon, Adam's preconditioned Hessian) into ``phi_features.json``.
+* **CPU budget.** At most 2 worker processes on a CPU (the dev machine is shared), one torch
+  thread each; with ``--device cuda`` any number of workers share the GPU.
+* **Size.** 19 (task, optimizer) pairs x 3 horizons = 57 cases, 10 phi (x 2 phases on the
+  demo MLP) x 3 seeds = 1 890 runs; the three issue-11 tasks are :data:`CORE_TASKS`.
 """
 
 from __future__ import annotations
@@ -363,7 +370,21 @@ def run_corpus(tasks: Mapping[str, Task], grid: tuple[float, ...], out: Path,
                 for i, (kind, result) in enumerate(pool.imap_unordered(
                         _job, [(j, data_dir) for j in jobs], chunksize=1), 1):
                     write(kind, result, i)
+    _write_provenance(out, device, workers, len(todo), len(done), time.perf_counter() - t0)
     return len(jobs)
+
+
+def _write_provenance(out: Path, device: str, workers: int, trained: int, resumed: int,
+                      elapsed: float) -> None:
+    """``phi_corpus.provenance.json``: how the rows were produced (last session; a resumed
+    corpus says how many runs were already there)."""
+    from bench.common import finish_provenance, provenance
+
+    info = finish_provenance(provenance(device=device,
+                                        seeds="training seeds 0..2 per grid point; split seed 0"))
+    info.update(workers=workers, runs_trained=trained, runs_already_present=resumed,
+                elapsed_s={"this session": round(elapsed, 1)})
+    out.with_name(out.stem + ".provenance.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
 def probe(tasks: Mapping[str, Task], data_dir: str | None) -> None:

@@ -492,6 +492,14 @@ def run(corpus: Path, out_dir: Path, *, refit_path: Path | None, name: str = NAM
                        f"set ({curv_best[0]}, k={curv_best[1]}) median normalised gap "
                        f"{c_norm[0]:.2f} vs {b_norm[0]:.2f} for the best budget-only set "
                        f"({budget_best[0]}, k={budget_best[1]}); constant {k_norm[0]:.2f}.")
+    verdict.append(
+        f"Caveat: most cases have siblings in the corpus (the same network at other horizons or "
+        f"η_max), and the initialisation features mostly identify the network: the old "
+        f"name-based `history` lookup gets {_fmt_summary(summary(per_source['history'], cases))}"
+        f" on the same LOCO. On a network left out entirely (leave-one-model/dataset-out) the "
+        f"model gets {_fmt_summary(summary(lomo[best], cases))}, the best constant "
+        f"{_fmt_summary(summary(lomo[('constant', 0)], cases))}, budget features alone "
+        f"{_fmt_summary(summary(lomo[budget_best], cases))}.")
     lines += ["", "## Against the goal (issue 13)", "", *goal_lines, "", *verdict, "",
               "## Cost of the features (seconds, median over horizons)", "",
               *feature_cost_table(features_path), "",

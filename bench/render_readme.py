@@ -66,7 +66,10 @@ def provenance_note(results: Path, names: Sequence[str]) -> str:
                          "load average before/after, no dirty flag)")
         else:
             dirty = " dirty" if m.group(3) and "dirty" in m.group(3) else ""
-            parts.append(f"`{name}.md` {m.group(1)}, commit {m.group(2)}{dirty}")
+            load = re.search(r"before: ([0-9.]+) / .*?after: ([0-9.]+) /", text)
+            load_txt = (f", 1-min load average {load.group(1)} → {load.group(2)} on 2 cores"
+                        if load else "")
+            parts.append(f"`{name}.md` {m.group(1)}, commit {m.group(2)}{dirty}{load_txt}")
     return ("Provenance: " + "; ".join(parts) + ".\n") if parts else ""
 
 
@@ -365,7 +368,18 @@ def render_overheads(results: Path) -> str:
             f"{statistics.median(float(r[k]) for r in rows):.2f} s"
             for k in cols) + " (min / median, `service_overhead.md`).")
     la = results / "load_api.csv"
-    if la.exists():
+    if la.exists() and "ratio_to_healthz" in read_csv(la)[0]:  # bench.load_api --wrk
+        rows = read_csv(la)
+        parts = []
+        for name, goal in (("GET study", 0.5), ("GET list(20)", 0.25)):
+            ratio = statistics.median(float(r["ratio_to_healthz"]) for r in rows
+                                      if r["scenario"] == name)
+            parts.append(f"{name} {ratio:.2f}× ({'meets' if ratio >= goal else 'misses'} "
+                         f"≥ {goal}×)")
+        lines.append(f"- API throughput relative to `/healthz` (wrk, {rows[0]['clients']} "
+                     "connections, one uvicorn process, median over rounds on a busy shared "
+                     "machine): " + "; ".join(parts) + " (`load_api.md`).")
+    elif la.exists():
         rows = read_csv(la)
         parts = [f"{r['shape']} {r['scenario']} p99 {float(r['p99_ms']):.0f} ms" for r in rows
                  if r["shape"] == "polling"]

@@ -236,11 +236,18 @@ class StudyCreate(_Strict):
 
     @model_validator(mode="after")
     def _compare_lrs_positive(self) -> StudyCreate:
-        peak = min([self.optimizer.lr] + ([self.search.eta_max.min] if self.search.eta_max
-                                            else []))
+        # the smallest peak LR any trial can have (tuned UBA or a baseline's η_max grid)
+        if self.search.eta_max is not None:
+            peak = self.search.eta_max.min
+        elif self.search.eta_max_scale is not None:
+            peak = self.optimizer.lr * self.search.eta_max_scale.min
+        else:
+            peak = self.optimizer.lr
+        peak = min([peak, *(lr for lr in self.compare_eta_max if lr > 0)])
         if not self.eta_min < peak:
-            raise ValueError(f"eta_min ({self.eta_min}) must be < the peak learning rate "
-                             f"({peak}: optimizer.lr or search.eta_max.min)")
+            raise ValueError(f"eta_min ({self.eta_min}) must be < the smallest peak learning "
+                             f"rate a trial can have ({peak:g}: optimizer.lr, search.eta_max "
+                             "or compare_eta_max)")
         for lr in self.compare_eta_max:
             if not lr > 0:
                 raise ValueError(f"compare_eta_max: {lr} must be > 0")

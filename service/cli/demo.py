@@ -155,7 +155,7 @@ def run_demo(data_dir: Path, steps: int = 400, trials: int = 8) -> int:
         # one row per run: a search candidate at its rung's horizon, or a finalist's extra seed
         print(f"{'trial':<12} {'kind':<9} {'horizon':>7} {'status':<11} {'phi':>8} {'phases':>6} "
               f"{'step':>6} metric")
-        for t in sorted(trials_, key=lambda t: (t.budget_steps, t.params.get("kind", ""),
+        for t in sorted(trials_, key=lambda t: (t.budget_steps, t.params.get("kind") != "search",
                                                 t.params.get("phi", 0))):
             value = t.metrics.get(best.metric)
             print(f"{t.trial_id:<12} {t.params.get('kind', 'search'):<9} {t.budget_steps:>7} "

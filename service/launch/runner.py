@@ -27,7 +27,7 @@ from service.launch.kinds import JOB_MARKER, DriverRef, JobKind, marker
 from service.schemas import TERMINAL_STATUSES, CurvatureCreate, StudyCreate
 from service.store import Store
 from trainables.config import TrainConfig
-from tuning.specs import LadderSpec, Resources, SearchSpace, StudySpec, TrainSpec
+from tuning.specs import LadderSpec, Resources, SearchSpace, StudySpec
 
 if TYPE_CHECKING:
     from tuning.curvature_job import CurvatureSpec
@@ -148,14 +148,14 @@ def warm_start(spec: StudySpec, store: Store, source_id: str) -> StudySpec:
 @dataclass(frozen=True)
 class CurvatureJobSpec:
     """What a curvature driver runs, mapped once from a ``CurvatureCreate``: the model/data
-    (a :class:`TrainSpec` like a study's), the per-task resources, the estimator's work and,
+    (a :class:`TrainConfig` like a study's), the per-task resources, the estimator's work and,
     when ``at_steps`` asks for a timeline, the UBA run to measure along."""
 
-    train: TrainSpec
+    train: TrainConfig
     resources: Resources
     curv: CurvatureSpec
     at_steps: tuple[int, ...] = ()
-    timeline_train: TrainSpec | None = None
+    timeline_train: TrainConfig | None = None
     train_steps: int = 1
     phi: float = 5.0
     phases: int = 1
@@ -166,11 +166,11 @@ def curvature_spec_from_request(req: CurvatureCreate, settings: Settings) -> Cur
     curvature counterpart of :func:`spec_from_study`)."""
     from tuning.curvature_job import CurvatureSpec
 
-    train = TrainSpec(model=req.model, dataset=req.dataset, optimizer=req.optimizer,
-                      model_kwargs=dict(req.model_kwargs),
-                      dataset_kwargs=dict(req.dataset_kwargs),
-                      data_dir=str(settings.datasets_path),
-                      data_roots=settings.data_root_paths)
+    train = TrainConfig(model=req.model, dataset=req.dataset, optimizer=req.optimizer,
+                        model_kwargs=dict(req.model_kwargs),
+                        dataset_kwargs=dict(req.dataset_kwargs),
+                        data_dir=str(settings.datasets_path),
+                        data_roots=settings.data_root_paths)
     curv = CurvatureSpec(num_batches=req.num_batches, batch_size=req.batch_size,
                          lanczos_steps=req.lanczos_steps, num_probes=req.num_probes,
                          ggn=req.ggn, seed=req.seed)

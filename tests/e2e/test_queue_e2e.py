@@ -56,7 +56,7 @@ def test_concurrent_submits_over_the_cap_queue_and_all_finish(database_url, tmp_
     store = Store(database_url, migrate=False)
     try:
         with PhiTuneClient(url) as client:
-            info = httpx.get(f"{url}/v1/info").json()
+            info = httpx.get(f"{url}/v1/info", timeout=60).json()
             assert info["ray"]["mode"] == "shared", info
             ids: list[str] = []
             barrier = threading.Barrier(N)

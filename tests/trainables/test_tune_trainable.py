@@ -74,6 +74,28 @@ def test_trials_report_metrics_checkpoints_and_divergence_errors(ray_local, tmp_
     assert "diverged" in str(bad.error) and "at step" in str(bad.error)
 
 
+def test_a_trial_over_its_memory_budget_fails_alone_with_a_clear_error(ray_local, tmp_path):
+    """Each trial reserves Ray ``memory`` (tuning.specs.Resources) and carries the same budget
+    as ``memory_limit_mb``: the too-big model fails with the reason, the other trial runs."""
+    from tuning.specs import Resources
+
+    resources = Resources(cpu=1, memory_mb=300).as_ray()
+    assert resources["memory"] == 300 * 2**20
+    space = {**CONFIG, "phi": 5.0, "memory_limit_mb": 300,
+             "model_kwargs": tune.grid_search([{"hidden_sizes": [16]},
+                                               {"hidden_sizes": [8000, 8000]}])}
+    tuner = tune.Tuner(
+        tune.with_resources(uba_trainable, resources), param_space=space,
+        tune_config=tune.TuneConfig(metric="val_accuracy", mode="max"),
+        run_config=tune.RunConfig(name="memory", storage_path=str(tmp_path), verbose=0))
+    results = tuner.fit()
+    assert len(results) == 2 and results.num_errors == 1
+    ok = next(r for r in results if r.error is None)
+    bad = next(r for r in results if r.error is not None)
+    assert ok.metrics["step"] == 20
+    assert "trial memory budget of 300 MB" in str(bad.error), bad.error
+
+
 @pytest.mark.slow
 def test_worker_failure_resumes_at_the_identical_schedule_position(ray_local, tmp_path):
     """A trial that crashes after its step-10 checkpoint is restarted by Tune from it."""

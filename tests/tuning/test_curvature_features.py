@@ -250,3 +250,40 @@ def test_the_recommendation_is_the_first_point_of_every_search():
     gaps = suggestion_gaps(sugg, 100, trials, 0.9, "max", (0.01, 50.0))
     assert gaps[0]["source"] == "model" and gaps[0]["gap"] == pytest.approx(0.1)
     assert gaps[1]["gap"] == pytest.approx(0.0)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_transformer_hessian_uses_an_attention_kernel_with_double_backward(device):
+    """Fused attention (flash / memory-efficient, picked on CUDA) has no double backward; the
+    operator forces the math kernel, so a transformer's H v works on every device."""
+    import torch.nn.functional as F
+
+    from trainables.models import transformer_lm
+
+    torch.manual_seed(0)
+    lm = transformer_lm({"task": "lm", "num_classes": 20, "input_shape": (16,)},
+                        d_model=32).to(device)
+    tok = torch.randint(0, 20, (8, 17), device=device)
+
+    def lm_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+    rep = estimate_curvature(lm, lm_loss, [(tok[:, :-1], tok[:, 1:])], lanczos_steps=6,
+                             num_probes=2)
+    assert rep.lambda_max > 0 and math.isfinite(rep.trace)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_preconditioned_estimate_on_cuda_matches_cpu():
+    model, x, y, _ = _ls()
+    d = torch.linspace(0.5, 4.0, 8, dtype=torch.float64)
+    cpu = estimate_curvature(model, half_mse, [(x, y)], preconditioner=d, lanczos_steps=8,
+                             num_probes=2)
+    gpu = estimate_curvature(model.cuda(), half_mse, [(x, y)], preconditioner=d,
+                             lanczos_steps=8, num_probes=2)
+    assert gpu.settings["device"].startswith("cuda")
+    assert gpu.lambda_max == pytest.approx(cpu.lambda_max, rel=1e-6)
+    assert gpu.trace == pytest.approx(cpu.trace, rel=1e-6)

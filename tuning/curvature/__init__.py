@@ -6,15 +6,20 @@ Public API::
     report.kappa("slq_quantile").value
     suggestions = suggest_phi(report, "sgd", history=[...])     # list[PhiSuggestion]
     png = hessian_density_plot(report)
+    features = spectrum_features(report, eta_max=0.1, limit=stability_limit("sgd"), prefix="")
+    load_phi_model().predict(features, "sgd").phi             # fitted nearest-case phi model
 
 Modules: ``_operator`` (Hessian/GGN products), ``_lanczos`` (Lanczos, SLQ, power iteration),
 ``estimate`` (``estimate_curvature``), ``report`` (result types), ``suggest`` (phi
-suggestions, calibration loading), ``plot`` (PNG). Needs only torch, numpy and the standard
+suggestions, calibration loading), ``features`` (curvature features of a schedule: stability
+ratio, Adam preconditioner), ``recommend`` (the fitted phi model), ``plot`` (PNG). Needs only torch, numpy and the standard
 library (matplotlib lazily, for the plot).
 """
 
 from tuning.curvature.estimate import estimate_curvature
+from tuning.curvature.features import adam_preconditioner, spectrum_features, stability_limit
 from tuning.curvature.plot import hessian_density_plot
+from tuning.curvature.recommend import PhiModel, load_phi_model
 from tuning.curvature.report import KAPPA_DEFINITIONS, CurvatureReport, KappaEstimate
 from tuning.curvature.suggest import (
     CALIBRATION_PATH,
@@ -35,10 +40,15 @@ __all__ = [
     "CurvatureReport",
     "HistoryPoint",
     "KappaEstimate",
+    "PhiModel",
     "PhiSuggestion",
+    "adam_preconditioner",
     "estimate_curvature",
     "hessian_density_plot",
     "load_calibration",
+    "load_phi_model",
     "optimizer_family",
+    "spectrum_features",
+    "stability_limit",
     "suggest_phi",
 ]
