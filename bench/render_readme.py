@@ -67,8 +67,9 @@ def provenance_note(results: Path, names: Sequence[str]) -> str:
         else:
             dirty = " dirty" if m.group(3) and "dirty" in m.group(3) else ""
             load = re.search(r"before: ([0-9.]+) / .*?after: ([0-9.]+) /", text)
-            load_txt = (f", 1-min load average {load.group(1)} → {load.group(2)} on 2 cores"
-                        if load else "")
+            cpus = re.search(r"\((\d+) CPUs visible", text)
+            load_txt = (f", 1-min load average {load.group(1)} → {load.group(2)}"
+                        + (f" on {cpus.group(1)} CPUs" if cpus else "") if load else "")
             parts.append(f"`{name}.md` {m.group(1)}, commit {m.group(2)}{dirty}{load_txt}")
     return ("Provenance: " + "; ".join(parts) + ".\n") if parts else ""
 
@@ -225,6 +226,27 @@ def render_search(results: Path) -> str:
                      f"{cell('asha_rung', 0.5)} | {cell('ladder_rung', 0.25)} | "
                      f"{cell('ladder_rung', 0.5)} | {any_row['seed_std']:.4f} | "
                      f"{any_row['best_worst_spread']:.4f} |")
+    all_cases = list(dict.fromkeys(r["case"] for r in fid))
+
+    def share(kind: str) -> int:
+        """Cases where both rungs (T/4, T/2) of ``kind`` have Spearman >= the goal."""
+        ok = 0
+        for case in all_cases:
+            rho = [r["spearman_configs"] for r in fid if r["case"] == case
+                   and r["fidelity"] == kind]
+            ok += bool(rho) and all(math.isfinite(x) and x >= sb.GOAL_SPEARMAN for x in rho)
+        return ok
+
+    def negative(kind: str) -> int:
+        return sum(any(r["fidelity"] == kind and r["case"] == case
+                       and math.isfinite(r["spearman_configs"]) and r["spearman_configs"] < 0
+                       for r in fid) for case in all_cases)
+
+    lines += ["", f"Over all {len(all_cases)} cases of the corpus (tasks × optimizers, with "
+              f"η_max, batch-size and dataset variants; `{sb.NAME}.md`): both ladder rungs reach Spearman ≥ {sb.GOAL_SPEARMAN} in "
+              f"{share('ladder_rung')}, both ASHA rungs in {share('asha_rung')}; an ASHA rung "
+              f"ranks configurations backwards (Spearman < 0) in {negative('asha_rung')}, a "
+              f"ladder rung in {negative('ladder_rung')}."]
     methods = [m for m in sb.METHODS if any(r["method"] == m for r in summary)]
     n = summary[0]["n"]
     cap = summary[0]["max_units"]
@@ -236,7 +258,7 @@ def render_search(results: Path) -> str:
     for case in cases:
         s = {r["method"]: r for r in summary if r["case"] == case}
         lines.append(f"| {case} | " + " | ".join(
-            (f"{sb._fmt_units(s[m]['median_units'], cap)} ({s[m]['reached']}/{s[m]['n']})"
+            (f"{sb.fmt_units(s[m]['median_units'], cap)} ({s[m]['reached']}/{s[m]['n']})"
              if m in s else "–") for m in methods) + " |")
     verdict = sb.goal_verdict(cases, fid, summary)
     both = [c for c, g in verdict.items() if g["compute_ok"] and g["spearman_ok"]]

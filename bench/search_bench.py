@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import logging
 import math
 import random
 import statistics
@@ -75,6 +76,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS_DIR, new_figure, provenance, read_csv, write_csv, write_markdown
+
+logger = logging.getLogger(__name__)
 
 NAME = "search_bench"
 CORPUS = RESULTS_DIR / "phi_corpus.csv"
@@ -107,6 +110,7 @@ class TaskCorpus:
     mode: str
     metric: str
     full_steps: int
+    optimizer: str = "sgd"
     #: (config, horizon fraction) -> seed -> {step: val}
     curves: dict[tuple[Config, float], dict[int, dict[int, float]]] = field(default_factory=dict)
     #: (config, horizon fraction) -> seed -> final val
@@ -193,7 +197,8 @@ def load_corpus(path: Path, min_seeds: int = 1) -> dict[str, TaskCorpus]:
         tc = out.get(case)
         if tc is None:
             tc = out[case] = TaskCorpus(case=case, task=r["task"], mode=r["mode"],
-                                        metric=r["metric"], full_steps=int(r["full_steps"]))
+                                        metric=r["metric"], full_steps=int(r["full_steps"]),
+                                        optimizer=r["optimizer"])
         elif int(r["full_steps"]) != tc.full_steps:
             raise ValueError(f"{path}: case {case} has full_steps {r['full_steps']} and "
                              f"{tc.full_steps}")
@@ -310,10 +315,15 @@ class Oracle:
         self.tc = tc
         self.rng = random.Random(seed)
         self.spent = 0.0
+        self.last_seed = -1
 
-    def final(self, c: Config, frac: float) -> float:
+    def final(self, c: Config, frac: float, exclude: set[int] | frozenset[int] = frozenset()
+              ) -> float:
+        """A random training seed's final value (not one of ``exclude`` while others exist)."""
         seeds = sorted(self.tc.finals[(c, _frac_key(frac))])
-        s = self.rng.choice(seeds)
+        pool = [s for s in seeds if s not in exclude] or seeds
+        s = self.rng.choice(pool)
+        self.last_seed = s
         self.spent += frac
         return self.tc.finals[(c, _frac_key(frac))][s]
 
@@ -483,53 +493,87 @@ def run_tpe_asha(tc: TaskCorpus, seed: int, max_units: float) -> Trace:
     return trace
 
 
+def case_spec(tc: TaskCorpus, sampler: str, seed: int, candidates: int, eta: int,
+              finalists: int, finalist_seeds: int) -> Any:
+    """The :class:`tuning.specs.StudySpec` a user would submit for this case: the corpus's φ
+    and phase range, the given sampler and ladder, ``candidates`` trials per iteration."""
+    from tuning.specs import LadderSpec, SearchSpace, StudySpec, TrainSpec
+
+    return StudySpec(
+        study_id=f"bench-{tc.case}", seed=seed, total_steps=tc.full_steps,
+        train=TrainSpec(model="bench", dataset="bench", optimizer=tc.optimizer,  # type: ignore
+                        metric=tc.metric, lr=0.1),
+        search=SearchSpace(phi_min=tc.phis[0], phi_max=tc.phis[-1], phases_min=tc.phases[0],
+                           phases_max=tc.phases[-1], sampler=sampler),  # type: ignore
+        budget_fractions=tuple(f for f in tc.fractions if f <= 1.0), num_trials=candidates,
+        ladder=LadderSpec(eta=eta, iterations=1), finalists=finalists,
+        finalist_seeds=finalist_seeds)
+
+
 def run_ladder(tc: TaskCorpus, sampler_name: str, seed: int, max_units: float,
                candidates: int, eta: int, finalists: int = 0, finalist_seeds: int = 0
                ) -> Trace:
-    """Repeated horizon ladders (:func:`tuning.ladder.plan_ladder`, :func:`promote`).
+    """Successive ladder iterations as phitune's engine runs them, on lookups.
 
-    With ``finalists`` > 0 the top rung keeps at least that many candidates (``min_top``, as
-    :meth:`tuning.specs.StudySpec.ladders` plans it) and each is re-trained with
-    ``finalist_seeds`` extra seeds; the incumbent is then the best *mean* over its runs.
+    The plan is :meth:`tuning.specs.StudySpec.ladders` (:func:`tuning.ladder.plan_ladder` with
+    the corpus horizons as budget fractions); candidates come from
+    :func:`tuning.search.propose` (iteration 0 starts with :func:`tuning.search.initial_points`,
+    the paper's default φ), modelled on :func:`tuning.search.model_trials` (BOHB's rule: the
+    highest rung with enough COMPLETE values); promotion is :func:`tuning.ladder.promote`.
+    With ``finalists`` the best full-budget candidates get ``finalist_seeds`` extra training
+    seeds (distinct from their first one) and the best mean wins, as the engine picks.
     """
-    from tuning.ladder import plan_ladder, promote
+    import optuna
 
-    fracs = tuple(f for f in tc.fractions if f <= 1.0)
-    ladder = plan_ladder(tc.full_steps, candidates, eta=eta, budget_fractions=fracs,
-                         min_top=max(1, finalists))
+    from tuning.ladder import promote
+    from tuning.search import initial_points, model_trials, optuna_space, propose
+
+    spec = case_spec(tc, sampler_name, seed, candidates, eta, finalists, finalist_seeds)
+    (ladder,) = spec.ladders()
     horizons = [_frac_key(r.fraction) for r in ladder.rungs]
-    missing = [f for f in horizons if f not in fracs]
+    missing = [f for f in horizons if f not in tc.fractions]
     if missing:
-        raise ValueError(f"ladder horizons {missing} are not in the corpus ({fracs})")
-    oracle, inc, trace = Oracle(tc, seed), Incumbent(tc), Trace()
-    space = _space(tc)
-    # the sampler's study holds lowest-rung values only: complete schedules of one horizon
-    study = _study(make_sampler(sampler_name, seed), tc)
-    ladder_cost = sum(r.candidates * r.fraction for r in ladder.rungs)
-    n_fin = min(finalists, ladder.top.candidates) if finalist_seeds > 0 else 0
-    ladder_cost += n_fin * finalist_seeds
-    means: dict[Config, list[float]] = {}
+        raise ValueError(f"ladder horizons {missing} are not in the corpus ({tc.fractions})")
+    space = optuna_space(spec)
+    rung_studies = {r.steps: _study(optuna.samplers.RandomSampler(seed=0), tc)
+                    for r in ladder.rungs}
+    oracle, trace = Oracle(tc, seed), Trace()
+    n_fin = min(spec.num_finalists, ladder.top.candidates) if finalist_seeds > 0 else 0
+    ladder_cost = sum(r.candidates * r.fraction for r in ladder.rungs) + n_fin * finalist_seeds
+    runs: dict[Config, list[float]] = {}  # full-horizon values of each candidate (+ finalists)
+    inc = Incumbent(tc)
+    it = 0
     while oracle.spent + ladder_cost <= max_units + 1e-9:
-        trials = [study.ask(space) for _ in range(ladder.rungs[0].candidates)]
-        current = {i: tc.snap(t.params["phi"], t.params["phases"]) for i, t in enumerate(trials)}
-        for r_i, rung in enumerate(ladder.rungs):
-            results = {i: oracle.final(c, _frac_key(rung.fraction)) for i, c in current.items()}
-            if r_i == 0:
-                for i, value in results.items():
-                    _tell(study, trials[i], value)
-            if rung.promote == 0 and n_fin == 0:
-                for i, value in results.items():
-                    trace.points.append((oracle.spent, inc.see(current[i], value)))
-                break
-            if rung.promote == 0:  # noise-aware final pick: extra seeds, best mean wins
+        params = propose(spec, it, ladder.rungs[0].candidates,
+                         model=model_trials(rung_studies, it),
+                         first=initial_points(spec) if it == 0 else ())
+        current = {i: tc.snap(p["phi"], p["phases"]) for i, p in enumerate(params)}
+        for rung in ladder.rungs:
+            results: dict[int, float] = {}
+            seeds_used: dict[int, int] = {}
+            for i, c in current.items():
+                results[i] = oracle.final(c, rung.fraction)
+                seeds_used[i] = oracle.last_seed
+                ok = math.isfinite(results[i])
+                rung_studies[rung.steps].add_trial(optuna.trial.create_trial(
+                    params=params[i], distributions=space, value=results[i] if ok else None,
+                    state=(optuna.trial.TrialState.COMPLETE if ok
+                           else optuna.trial.TrialState.FAIL), user_attrs={"iteration": it}))
+            if rung.promote == 0:
+                if n_fin == 0:
+                    for i, value in results.items():
+                        trace.points.append((oracle.spent, inc.see(current[i], value)))
+                    break
                 for i in promote(results, n_fin, tc.mode):  # type: ignore[arg-type]
-                    extra = [oracle.final(current[i], 1.0) for _ in range(finalist_seeds)]
-                    means.setdefault(current[i], []).extend([results[i], *extra])
-                best = max(means, key=lambda c: tc.sign() * statistics.fmean(means[c]))
+                    extra = [oracle.final(current[i], 1.0, exclude={seeds_used[i]})
+                             for _ in range(finalist_seeds)]
+                    runs.setdefault(current[i], []).extend([results[i], *extra])
+                best = max(runs, key=lambda c: tc.sign() * statistics.fmean(runs[c]))
                 trace.points.append((oracle.spent, best))
                 break
             keep = promote(results, rung.promote, tc.mode)  # type: ignore[arg-type]
             current = {i: current[i] for i in keep}
+        it += 1
     trace.spent = oracle.spent
     return trace
 
@@ -557,6 +601,7 @@ def compute_rows(tc: TaskCorpus, methods: Sequence[str], search_seeds: int, max_
     tol = tc.seed_std()
     rows = []
     for m in methods:
+        t0 = time.perf_counter()
         for s in range(search_seeds):
             tr = run_method(tc, m, s, max_units, candidates, eta)
             inc12 = tr.incumbent_at(REGRET_AT_UNITS)
@@ -568,6 +613,8 @@ def compute_rows(tc: TaskCorpus, methods: Sequence[str], search_seeds: int, max_
                          "" if inc12 is None else f"{inc12[0]:g}/{inc12[1]}",
                          "units_spent": round(tr.spent, 4), "regret_final": tc.regret(final),
                          "target_tol": tol})
+        logger.info("%s %s: %d search seeds in %.0f s", tc.case, m, search_seeds,
+                    time.perf_counter() - t0)
     return rows
 
 
@@ -796,6 +843,8 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     torch.set_num_threads(args.threads)
 

@@ -334,9 +334,11 @@ def recommend_for(train: TrainSpec, total_steps: int, *,
             cost = res["cost_s"]
             if "init" in res["reports"]:
                 report = CurvatureReport.from_dict(res["reports"]["init"])
-        except (WarmupDivergedError, ValueError) as exc:
-            warnings.append(f"curvature not measured ({exc}); the recommendation uses the "
-                            "budget features only")
+        except Exception as exc:  # noqa: BLE001 - diverged, non-finite, OOM: a labelled fallback
+            if not isinstance(exc, WarmupDivergedError | ValueError):
+                logger.warning("curvature for the recommendation failed", exc_info=True)
+            warnings.append(f"curvature not measured ({type(exc).__name__}: {exc}); the "
+                            "recommendation uses the budget features only")
     source = "model"
     neighbours: list[dict[str, Any]] = []
     expected: dict[str, Any] = {}

@@ -133,7 +133,8 @@ def listening_socket(host: str, port: int, *, has_token: bool) -> socket.socket:
             raise ValueError(
                 f"host={host!r} bound {bound}, which is not a loopback address, and no API "
                 "token is configured; set PHITUNE_API_TOKEN (or bind to 127.0.0.1)")
-        sock.listen(2048)
+        # no listen() here: asyncio listens once the app has started (lifespan done), so a
+        # client that connects early is refused rather than left waiting on a backlog
         sock.set_inheritable(True)
     except BaseException:
         sock.close()

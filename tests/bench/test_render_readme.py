@@ -56,3 +56,17 @@ def test_missing_files_render_as_missing(tmp_path: Path) -> None:
     body = rr.render(tmp_path)
     assert "GPU: not measured (no device lent)" in body
     assert "search_bench_summary.csv` is not in `bench/results/` yet" in body
+
+
+def test_search_section_renders_from_a_bench_run(tmp_path: Path) -> None:
+    from bench import search_bench as sb
+    from tests.bench.test_search_bench import write_corpus
+
+    corpus = write_corpus(tmp_path / "phi_corpus.csv")
+    assert sb.main(["--corpus", str(corpus), "--out", str(tmp_path), "--search-seeds", "2",
+                    "--max-units", "8", "--candidates", "6", "--cases", "--methods", "grid12",
+                    "tpe", "ladder_tpe"]) == 0
+    text = rr.render_search(tmp_path)
+    assert "| mlp-toy/sgd | val_accuracy |" in text
+    assert "Goal (issue 11" in text and "of 1 task/optimizer cases" in text
+    assert "Over all 1 cases of the corpus" in text

@@ -185,12 +185,13 @@ def test_token_less_mode_refuses_foreign_host_headers(tmp_path):
     proc, url = start_api(tmp_path, None, tmp_path / "api.log", extra_env=env)
     try:
         port = url.rsplit(":", 1)[1]
-        assert httpx.get(url + "/v1/studies").status_code == 200
+        assert httpx.get(url + "/v1/studies", timeout=60).status_code == 200
         for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example"):
-            r = httpx.post(url + "/v1/studies", json=SPEC, headers={"Host": host})
+            r = httpx.post(url + "/v1/studies", json=SPEC, headers={"Host": host}, timeout=60)
             assert_refused(r, 400)
             assert "Host header not allowed" in r.json()["detail"]
-        assert httpx.get(url + "/healthz", headers={"Host": f"localhost:{port}"}).is_success
+        assert httpx.get(url + "/healthz", headers={"Host": f"localhost:{port}"},
+                         timeout=60).is_success
     finally:
         _stop(proc)
 

@@ -104,3 +104,21 @@ def test_compute_units_count_optimizer_steps_in_full_runs():
     assert spent_units([100, 100, 400], 400) == 1.5
     with pytest.raises(ValueError, match="total_steps"):
         compute_units(1, 0)
+
+
+def test_a_study_splits_its_trials_over_iterations_cycling_through_brackets():
+    from trainables.config import TrainConfig
+    from tuning.specs import LadderSpec, StudySpec
+
+    def study(**kw):
+        return StudySpec(study_id="s", total_steps=400, num_trials=16,
+                         train=TrainConfig(model="mlp", dataset="digits", eval_every=50), **kw)
+
+    default = study()
+    assert default.num_iterations == 2 and default.num_finalists == 2
+    assert [[(r.steps, r.candidates) for r in lad.rungs] for lad in default.ladders()] == [
+        [(133, 8), (400, 2)], [(133, 8), (400, 2)]]
+    hyper = study(ladder=LadderSpec(brackets=2))
+    assert [[(r.steps, r.candidates) for r in lad.rungs] for lad in hyper.ladders()] == [
+        [(133, 8), (400, 2)], [(400, 6)]]
+    assert study(finalist_seeds=0).num_finalists == 0

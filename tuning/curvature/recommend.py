@@ -134,6 +134,7 @@ class PhiModel:
         self.k = int(k)
         self.cases = list(cases)
         x = self._matrix(self.cases)
+        self._x = x  # the cases' transformed features, computed once
         if center is None or scale is None:
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing feature
@@ -152,8 +153,8 @@ class PhiModel:
         return np.asarray([_transform(features.get(n, math.nan), t) for n, t in self.features])
 
     def _matrix(self, cases: Sequence[Case]) -> np.ndarray:
-        if not self.features:
-            return np.zeros((len(cases), 0))
+        if not self.features or not cases:
+            return np.zeros((len(cases), len(self.features)))
         return np.stack([self.vector(c.features) for c in cases])
 
     def _distance(self, a: np.ndarray, b: np.ndarray) -> float:
@@ -173,10 +174,10 @@ class PhiModel:
                    exclude: Sequence[str] = ()) -> list[Neighbour]:
         q = self.vector(features)
         scored = []
-        for c in self.cases:
+        for c, x in zip(self.cases, self._x, strict=True):
             if c.optimizer != optimizer or c.case in exclude:
                 continue
-            d = self._distance(q, self.vector(c.features))
+            d = self._distance(q, x)
             if math.isfinite(d):
                 scored.append((d, c))
         scored.sort(key=lambda t: (t[0], t[1].case))
@@ -194,9 +195,11 @@ class PhiModel:
                              f"the model has {sorted({c.optimizer for c in self.cases})}")
         by_name = {c.case: c for c in self.cases}
         grid = sorted({p for n in near for p in by_name[n.case].phis})
-        total_w = sum(n.weight for n in near)
-        scores = [sum(n.weight * by_name[n.case].regret_at(p) for n in near) / total_w
-                  for p in grid]
+        log_grid = np.log(grid)
+        scores = np.zeros(len(grid))
+        for n in near:  # regret_at over the whole grid at once
+            c = by_name[n.case]
+            scores += n.weight * np.interp(log_grid, np.log(c.phis), c.regrets)
         phi = grid[int(np.argmin(scores))]
         q = self.vector(features)
         used = [n for (n, _), v in zip(self.features, q, strict=True) if math.isfinite(v)]

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Query
 from service.api.deps import SettingsDep, StoreDep
 from service.api.routes.studies import check_caps, validate_names
 from service.api.spec_checks import check_spec_inputs
+from service.errors import InvalidSpecError
 from service.launch.resources import check_trial_resources
 from service.schemas import PhiRecommendation, Recommendation, StudyCreate
 from service.store.history import history_cases, history_points, latest_curvature
@@ -43,6 +44,7 @@ def recommend_for_study(spec: StudyCreate, store: StoreDep,
     """The φ and phases to start this study from, with the expected gap and the evidence."""
     from service.launch.runner import spec_from_study
     from service.launch.study_driver import total_steps_of
+    from trainables.errors import TrainablesError
     from trainables.preflight import count_parameters, dataset_shape
     from tuning.curvature_job import recommend_for
 
@@ -53,10 +55,14 @@ def recommend_for_study(spec: StudyCreate, store: StoreDep,
                       dataset=spec.dataset, dataset_kwargs=spec.dataset_kwargs,
                       optimizer=spec.optimizer.name, batch_size=spec.batch_size,
                       metric=spec.metric)
-    total = total_steps_of(spec, settings)
-    train = spec_from_study("recommendation", spec, settings, total).train
-    shape = dataset_shape(spec.dataset, spec.dataset_kwargs)
-    n_params = count_parameters(spec.model, shape.info, spec.model_kwargs) if shape else None
+    try:  # what the driver would refuse later is refused here (a 422, never a 500)
+        total = total_steps_of(spec, settings)
+        train = spec_from_study("recommendation", spec, settings, total).train
+        shape = dataset_shape(spec.dataset, spec.dataset_kwargs)
+        n_params = count_parameters(spec.model, shape.info, spec.model_kwargs) if shape \
+            else None
+    except TrainablesError as exc:
+        raise InvalidSpecError(str(exc), field=getattr(exc, "field", None) or "spec") from None
     measure = n_params is not None and n_params <= IN_REQUEST_MAX_PARAMS
     result = recommend_for(train, total, history=history_points(store),
                            history_cases=history_cases(store), measure=measure)
