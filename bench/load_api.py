@@ -199,7 +199,7 @@ def main_wrk(args: argparse.Namespace) -> int:
         ax.hlines(goal, i - 0.3, i + 0.3, colors="tab:red", linestyles="--",
                   label="goal" if name == "GET study" else None)
     ax.set_ylabel("throughput / /healthz (same round)")
-    ax.set_ylim(0, 1.1)
+    ax.set_ylim(0, max(1.1, 1.05 * max(r["ratio_to_healthz"] for r in rows)))
     ax.set_title(f"wrk, {args.clients} connections, one uvicorn process, {args.rounds} rounds",
                  fontsize=10)
     ax.legend(fontsize=8)

@@ -553,7 +553,8 @@ def run(corpus: Path, out_dir: Path, *, refit_path: Path | None, name: str = NAM
         f"model gets {_fmt_summary(summary(lomo[best], cases))}, the best constant "
         f"{_fmt_summary(summary(lomo[('constant', 0)], cases))}, budget features alone "
         f"{_fmt_summary(summary(lomo[budget_best], cases))}.")
-    lines += ["", "## Against the goal (issue 13)", "", *goal_lines, "", *verdict, "",
+    lines += ["", "## Against the goal (issue 13)", "", *goal_lines, "",
+              *[x for v in verdict for x in (v, "")],
               "## Cost of the features (seconds, median over horizons)", "",
               *feature_cost_table(features_path), "",
               "`init`: Lanczos/SLQ + power iteration at initialisation (all κ definitions, "

@@ -19,6 +19,9 @@ def driver_env(settings: Settings) -> dict[str, str]:
     env["PHITUNE_DATABASE_URL"] = settings.sqlalchemy_url
     if settings.dataset_dir is not None:
         env["PHITUNE_DATASET_DIR"] = str(settings.dataset_dir.absolute())
+    # the same data roots (absolute) and memory budget the API checked the spec against
+    env["PHITUNE_DATA_ROOTS"] = os.pathsep.join(settings.data_root_paths)
+    env["PHITUNE_TRIAL_MEMORY_MB"] = f"{settings.trial_memory_mb:g}"
     if settings.ray_address:
         env["PHITUNE_RAY_ADDRESS"] = settings.ray_address
     if settings.ray_num_cpus is not None:
