@@ -260,6 +260,14 @@ def render_search(results: Path) -> str:
         lines.append(f"| {case} | " + " | ".join(
             (f"{sb.fmt_units(s[m]['median_units'], cap)} ({s[m]['reached']}/{s[m]['n']})"
              if m in s else "–") for m in methods) + " |")
+    lines += ["", f"Median regret (seed-mean gap of the returned configuration to the grid's best, "
+              f"metric units) after {sb.REGRET_AT_UNITS:g} units, the paper grid's compute:\n",
+              "| task / optimizer | " + " | ".join(methods) + " |",
+              "|---|" + "---|" * len(methods)]
+    for case in cases:
+        s = {r["method"]: r for r in summary if r["case"] == case}
+        lines.append(f"| {case} | " + " | ".join(
+            f"{s[m]['median_regret_12']:.4f}" if m in s else "–" for m in methods) + " |")
     by = {(r["case"], r["method"]): r for r in summary}
     lad = [m for m in ("ladder_tpe", "ladder_gp") if any(r["method"] == m for r in summary)]
     if lad and any(r["method"] == "tpe" for r in summary):

@@ -49,12 +49,14 @@ the corpus range snapped to the nearest corpus φ, phases from ``IntDistribution
   ``tuning.search.build_tuner`` configured it), driven with the run's reports; the truncated
   last value of a stopped trial is told to Optuna as COMPLETE, as Ray's ``OptunaSearch`` did
   (issue #11, point 3).
-* ``ladder_tpe``, ``ladder_gp``: the horizon ladder of :func:`tuning.ladder.plan_ladder` with
-  the corpus horizons as budget fractions (25/50/100 %, η and candidates per ladder from the
-  options), promotion by :func:`tuning.ladder.promote`; ladders repeat with new candidates
-  until the compute cap. The sampler learns only from values of one fidelity: the lowest
-  rung's complete schedules (every candidate reaches it); higher rungs only promote. Note the
-  compute of the top rung's results is charged when the whole rung has run (synchronous).
+* ``ladder_tpe``, ``ladder_gp``: phitune's engine on lookups. The ladder is the one
+  :meth:`tuning.specs.StudySpec.ladders` plans (``tuning.ladder.plan_ladder``, the corpus
+  horizons 25/50/100 % as budget fractions, η and candidates per iteration from the options),
+  candidates come from :func:`tuning.search.propose` (iteration 0 starts with the paper's
+  default φ from :func:`tuning.search.initial_points`; later iterations model the highest rung
+  with enough COMPLETE values, :func:`tuning.search.model_trials`), promotion is
+  :func:`tuning.ladder.promote`; iterations repeat until the compute cap. The top rung's
+  results count when the whole rung has run (synchronous rungs).
 * ``ladder_tpe_fin``: ``ladder_tpe`` with the product's noise-aware final pick (2 finalists
   at the top rung, each re-trained with 2 extra seeds, the best mean wins), which costs 4
   extra full runs per ladder.

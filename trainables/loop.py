@@ -252,7 +252,8 @@ def _prepare(cfg: TrainConfig, bundle: DataBundle | None) -> _Prepared:
         check_trial_memory(n_params, cfg.optimizer, cfg.memory_limit_mb)
     bundle = _prenormalize(bundle.to(device))
     torch.manual_seed(cfg.seed)  # model init (and dropout) come from the global RNG
-    model = build_model(cfg.model, bundle, **cfg.model_kwargs).to(device)
+    model = build_model(cfg.model, bundle, data_roots=cfg.data_roots,
+                        **cfg.model_kwargs).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()

@@ -225,11 +225,16 @@ def get_dataset(
     return bundle
 
 
-def build_model(name: str, bundle_info: DataBundle | Mapping[str, Any], **kwargs: Any) -> nn.Module:
-    """Build model ``name`` for data described by ``bundle_info`` (a bundle or its ``info()``)."""
+def build_model(name: str, bundle_info: DataBundle | Mapping[str, Any], *,
+                data_roots: Sequence[str] | None = None, **kwargs: Any) -> nn.Module:
+    """Build model ``name`` for data described by ``bundle_info`` (a bundle or its ``info()``).
+
+    ``data_roots`` as for :func:`get_dataset`: a path-like keyword (a plugin's weights file)
+    must resolve inside one of them."""
     table = _models()
     if name not in table:
         raise UnknownNameError("model", name, table)
+    kwargs = check_data_paths(kwargs, data_roots, "model_kwargs")
     info = bundle_info.info() if isinstance(bundle_info, DataBundle) else dict(bundle_info)
     model = _call("model", table[name], (info,), kwargs)
     if not isinstance(model, nn.Module):

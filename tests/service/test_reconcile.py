@@ -249,3 +249,19 @@ def test_a_failed_launch_requeues_then_fails_after_max_launches(tmp_path):
     row = store.get_study(sid)
     assert row.status == "failed" and "launch failed 2 times" in row.error
     assert "No available agent" in row.error
+
+
+def test_reconcile_relaunches_a_curvature_job_like_a_study(env):
+    store, runner, settings = env
+    job = create_job(store, {"model": "mlp"}).id
+    assert store.claim_next(CURVATURE.table, 1) == job
+    store.record_launch(job, pid=dead_pid(), table=CURVATURE.table)
+    assert reconcile(store, runner, settings) == [job]
+    row = store.get_job(CURVATURE.table, job)
+    assert (row.status, row.launches) == ("running", 2)
+    store.record_launch(job, pid=dead_pid(), table=CURVATURE.table)  # dies a third time
+    settings.logs_path.mkdir(parents=True, exist_ok=True)
+    runner.log_path(CURVATURE, job).write_text("RuntimeError: no GPU\n")
+    assert reconcile(store, runner, settings) == []
+    row = store.get_job(CURVATURE.table, job)
+    assert row.status == "failed" and "no GPU" in row.error

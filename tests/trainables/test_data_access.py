@@ -149,3 +149,11 @@ def test_resolve_refuses_nul_and_empty(tmp_path):
 def test_data_access_error_survives_pickling():
     err = pickle.loads(pickle.dumps(DataAccessError("dataset_kwargs.root", "is outside")))
     assert err.field == "dataset_kwargs.root" and str(err) == "dataset_kwargs.root: is outside"
+
+
+def test_model_kwargs_paths_are_checked_too(tmp_path):
+    from trainables.registry import build_model
+
+    info = {"num_classes": 10, "input_shape": (1, 8, 8), "task": "classification"}
+    with pytest.raises(DataAccessError, match=r"model_kwargs\.weights_file"):
+        build_model("mlp", info, data_roots=[str(tmp_path)], weights_file="/etc/passwd")
