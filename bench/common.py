@@ -364,14 +364,14 @@ def phitune_spec(model: str, dataset: str, total_steps: int, *, optimizer: str =
     (φ range left at None = :class:`tuning.specs.SearchSpace`'s defaults, read from there so a
     bench cannot mislabel an old range as "phitune's default"; with ``eta_max_range`` phitune
     also searches η_max, log-uniform, as the ``lr`` parameter)."""
-    from tuning.specs import SearchSpace, StudySpec, TrainSpec
+    from tuning.specs import SearchSpace, StudySpec, TrainConfig
 
     defaults = SearchSpace()
     phi_min = defaults.phi_min if phi_min is None else phi_min
     phi_max = defaults.phi_max if phi_max is None else phi_max
 
     return StudySpec(
-        study_id="bench", train=TrainSpec(model=model, dataset=dataset, optimizer=optimizer,
+        study_id="bench", train=TrainConfig(model=model, dataset=dataset, optimizer=optimizer,
                                           lr=lr),
         total_steps=total_steps, num_trials=num_trials, seed=seed,
         search=SearchSpace(phi_min=phi_min, phi_max=phi_max, phases_min=phases_min,

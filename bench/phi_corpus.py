@@ -27,7 +27,7 @@ Method (design.md, "UBA math conventions" and "Search design"):
 * **Resumable.** Rows are appended as runs finish; runs already in the CSV (final row
   present) are skipped, so an interrupted corpus is usable and can be continued.
 * **Curvature features.** Per (task, optimizer) one job measures
-  :func:`tuning.curvature_job.schedule_features` for every horizon (initialisation once,
+  :func:`tuning.phi_from_curvature.schedule_features` for every horizon (initialisation once,
   warm-up per horizon, Adam's preconditioned Hessian) into ``phi_features.json``.
 * **CPU budget.** At most 2 worker processes on a CPU (the dev machine is shared), one torch
   thread each; with ``--device cuda`` any number of workers share the GPU.
@@ -83,7 +83,7 @@ class Task:
     seeds: int = 3
 
     def train_config(self, optimizer: str, device: str = "cpu") -> dict[str, Any]:
-        """The trial config without schedule, budget and seed (a TrainSpec's constant part)."""
+        """The trial config without schedule, budget and seed (a TrainConfig's constant part)."""
         return {"model": self.model, "model_kwargs": dict(self.model_kwargs or {}),
                 "dataset": self.dataset, "dataset_kwargs": dict(self.dataset_kwargs or {}),
                 "optimizer": optimizer, "lr": self.optimizers[optimizer], "momentum": 0.9,
@@ -247,11 +247,11 @@ def train_run(run: Run, data_dir: str | None = None) -> list[dict[str, Any]]:
 def case_features(task_name: str, optimizer: str, data_dir: str | None) -> dict[str, Any]:
     """Curvature features of every horizon of (task, optimizer): ``{case: {...}}``.
 
-    :func:`tuning.curvature_job.schedule_features` with the default :class:`FeatureSpec`
+    :func:`tuning.phi_from_curvature.schedule_features` with the default :class:`FeatureSpec`
     (what the recommendation measures); the initialisation features do not depend on the
     horizon, so they are measured once and shared (their cost is counted once, on T/4).
     """
-    from tuning.curvature_job import FeatureSpec, WarmupDivergedError, schedule_features
+    from tuning.phi_from_curvature import FeatureSpec, WarmupDivergedError, schedule_features
 
     task = _TASKS[task_name]
     tune, _ = load_splits(task, data_dir)
@@ -282,10 +282,10 @@ def case_features(task_name: str, optimizer: str, data_dir: str | None) -> dict[
 
 
 def task_train_spec(task: Task, optimizer: str, data_dir: str | None) -> Any:
-    """The :class:`tuning.specs.TrainSpec` of a task (what a study of it would carry)."""
-    from tuning.specs import TrainSpec
+    """The :class:`trainables.config.TrainConfig` of a task (what a study of it would carry)."""
+    from tuning.specs import TrainConfig
 
-    return TrainSpec(model=task.model, dataset=task.dataset, optimizer=optimizer,  # type: ignore[arg-type]
+    return TrainConfig(model=task.model, dataset=task.dataset, optimizer=optimizer,  # type: ignore[arg-type]
                      lr=task.optimizers[optimizer], batch_size=task.batch_size,
                      metric=task.metric, model_kwargs=dict(task.model_kwargs or {}),  # type: ignore[arg-type]
                      dataset_kwargs=dict(task.dataset_kwargs or {}), data_dir=data_dir or "",

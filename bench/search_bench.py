@@ -499,11 +499,11 @@ def case_spec(tc: TaskCorpus, sampler: str, seed: int, candidates: int, eta: int
               finalists: int, finalist_seeds: int) -> Any:
     """The :class:`tuning.specs.StudySpec` a user would submit for this case: the corpus's φ
     and phase range, the given sampler and ladder, ``candidates`` trials per iteration."""
-    from tuning.specs import LadderSpec, SearchSpace, StudySpec, TrainSpec
+    from tuning.specs import LadderSpec, SearchSpace, StudySpec, TrainConfig
 
     return StudySpec(
         study_id=f"bench-{tc.case}", seed=seed, total_steps=tc.full_steps,
-        train=TrainSpec(model="bench", dataset="bench", optimizer=tc.optimizer,  # type: ignore
+        train=TrainConfig(model="bench", dataset="bench", optimizer=tc.optimizer,  # type: ignore
                         metric=tc.metric, lr=0.1),
         search=SearchSpace(phi_min=tc.phis[0], phi_max=tc.phis[-1], phases_min=tc.phases[0],
                            phases_max=tc.phases[-1], sampler=sampler),  # type: ignore

@@ -105,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         "to a local Ray head (already running) through the real API server.\n\n"
         "| phase | min s | median s |\n|---|---|---|\n"
         + "".join(f"| {k} | {lo[k]:.2f} | {med[k]:.2f} |\n" for k in keys)
-        + "\n`driver_running_s` includes starting the driver process, importing torch/Ray and "
-        "connecting to Ray; `first_trial_s` adds Tune/Optuna setup and the trial actor start.\n")
+        + "\n`driver_running_s` = the first poll that reads the study as `running` (when the "
+        "service sets that status is the service's choice: if it equals `post_s`, the status "
+        "is set at launch, before the driver has imported torch/Ray); `first_trial_s` = the "
+        "first poll that lists a trial, i.e. after the driver started, connected to Ray and "
+        "Tune started a trial actor.\n")
     sidecar_path(out / f"{name}.md").write_text(json.dumps(prov, indent=2) + "\n")
     print(f"median: {med}")
     return 0

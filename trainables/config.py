@@ -121,11 +121,6 @@ class TrainConfig:
     def eval_interval(self) -> int:
         return self.eval_every or max(1, self.total_steps // 10)
 
-    def trial_config(self, total_steps: int, seed: int) -> dict[str, Any]:
-        """Deprecated: ``for_budget(total_steps, seed=seed).to_dict()`` (kept for callers that
-        still edit the dict; new code keeps the object until the Ray boundary)."""
-        return self.for_budget(total_steps, seed=seed).to_dict()
-
     # ------------------------------------------------------------- Ray boundary
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from trainables.config import DEFAULT_VARIANT, PAPER_DEFAULT_PHI, TrainConfig, m
 from tuning.ladder import DEFAULT_ETA, Ladder, plan_brackets
 
 __all__ = ["PAPER_DEFAULT_PHI", "PAPER_PHI_GRID", "LadderSpec", "Resources", "SearchSpace",
-           "StudySpec", "TrainConfig", "TrainSpec", "metric_mode"]
+           "StudySpec", "TrainConfig", "metric_mode"]
 
 MetricName = Literal["val_accuracy", "val_loss"]
 Optimizer = Literal["sgd", "adamw"]
@@ -25,11 +25,6 @@ Method = Literal["ladder", "asha"]
 
 #: The paper's φ ablation grid (§4): what ``sampler="grid"`` evaluates by default.
 PAPER_PHI_GRID: tuple[float, ...] = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-#: Deprecated name of :class:`trainables.config.TrainConfig` (the one trial config): a study's
-#: ``train`` is a TrainConfig template whose budget and schedule the search fills in.
-TrainSpec = TrainConfig
-
 
 @dataclass(frozen=True)
 class SearchSpace:

@@ -105,7 +105,7 @@ def run_study(
 
     report, suggestions = None, []
     if spec.curvature or spec.history:
-        from tuning.curvature_job import measure_curvature_on_ray, suggestions_for
+        from tuning.phi_from_curvature import measure_curvature_on_ray, suggestions_for
 
         if spec.curvature:
             report = measure_curvature_on_ray(spec.train, spec.resources)
@@ -116,7 +116,7 @@ def run_study(
         points = [{PHI: s["phi"]} for s in suggestions]
         spec = dataclasses.replace(spec, extra_points=(*spec.extra_points, *points))
     # the fitted φ model's recommendation is the first point of every search (issue 13 §5)
-    from tuning.curvature_job import study_recommendation, with_recommendation
+    from tuning.phi_from_curvature import study_recommendation, with_recommendation
 
     spec, suggestions = with_recommendation(spec, study_recommendation(spec), suggestions)
 
@@ -329,7 +329,7 @@ def _add_gaps(spec: StudySpec, steps: int, suggestions: list[dict[str, Any]],
               outs: Sequence[Outcome]) -> None:
     """Attach to each suggestion how far its φ's metric was from the best single run at
     ``steps`` (single runs on both sides, so the gap is not a seed-mean vs one seed)."""
-    from tuning.curvature_job import suggestion_gaps
+    from tuning.phi_from_curvature import suggestion_gaps
 
     trials = [{"phi": float(o.candidate.params[PHI]), "step": o.trained_steps,
                "value": o.value} for o in outs if o.status != "error"]

@@ -35,7 +35,7 @@ def run(job_id: str, settings: Settings) -> int:
 
     from service.launch.study_driver import init_ray
     from tuning.curvature import CurvatureReport, suggest_phi
-    from tuning.curvature_job import measure_curvature_on_ray
+    from tuning.phi_from_curvature import measure_curvature_on_ray
 
     try:
         req = CurvatureCreate.model_validate(row.spec)
@@ -67,7 +67,7 @@ def timeline_on_ray(job: CurvatureJobSpec, optimizer: str) -> list[dict[str, Any
     import ray
 
     from tuning.curvature import suggest_phi
-    from tuning.curvature_job import measure_curvature_during_training
+    from tuning.phi_from_curvature import measure_curvature_during_training
 
     assert job.timeline_train is not None
     task = ray.remote(measure_curvature_during_training).options(

@@ -30,7 +30,7 @@ from trainables.config import TrainConfig
 from tuning.specs import LadderSpec, Resources, SearchSpace, StudySpec
 
 if TYPE_CHECKING:
-    from tuning.curvature_job import CurvatureSpec
+    from tuning.phi_from_curvature import CurvatureSpec
 
 logger = logging.getLogger(__name__)
 
@@ -162,9 +162,9 @@ class CurvatureJobSpec:
 
 
 def curvature_spec_from_request(req: CurvatureCreate, settings: Settings) -> CurvatureJobSpec:
-    """Map a validated ``CurvatureCreate`` to what :mod:`tuning.curvature_job` takes (the
+    """Map a validated ``CurvatureCreate`` to what :mod:`tuning.phi_from_curvature` takes (the
     curvature counterpart of :func:`spec_from_study`)."""
-    from tuning.curvature_job import CurvatureSpec
+    from tuning.phi_from_curvature import CurvatureSpec
 
     train = TrainConfig(model=req.model, dataset=req.dataset, optimizer=req.optimizer,
                         model_kwargs=dict(req.model_kwargs),

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from service.api.main import create_app
 from service.config import Settings
-from tuning.specs import SearchSpace, StudySpec, TrainSpec
+from tuning.specs import SearchSpace, StudySpec, TrainConfig
 
 VALID: dict[str, Any] = {
     "model": "mlp",
@@ -130,6 +130,6 @@ def test_bounds_agree_between_schema_and_tuning(client, space_kwargs, schema_pat
     ({"total_steps": 10, "budget_fractions": (0.01, 1.0)}, "zero steps"),
 ])
 def test_study_spec_rejects(kwargs, message):
-    base = {"study_id": "s", "train": TrainSpec(model="mlp", dataset="digits"), "total_steps": 100}
+    base = {"study_id": "s", "train": TrainConfig(model="mlp", dataset="digits"), "total_steps": 100}
     with pytest.raises(ValueError, match=message):
         StudySpec(**{**base, **kwargs})

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from trainables.config import TrainConfig
 from tuning.curvature import estimate_curvature
 from tuning.curvature._operator import CurvatureOperator
 from tuning.curvature.features import (
@@ -20,13 +21,12 @@ from tuning.curvature.features import (
     stability_limit,
 )
 from tuning.curvature.recommend import Case, PhiModel, load_phi_model, regret_curve
-from tuning.curvature_job import (
+from tuning.phi_from_curvature import (
     FeatureSpec,
     WarmupDivergedError,
     recommend_for,
     schedule_features,
 )
-from tuning.specs import TrainSpec
 
 torch.set_num_threads(1)
 
@@ -124,7 +124,7 @@ SMALL = FeatureSpec(min_warmup_steps=4, curv=FeatureSpec().curv.__class__(
 
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("adamw", 3e-3)])
 def test_schedule_features_of_a_real_run(optimizer, lr):
-    train = TrainSpec(optimizer=optimizer, lr=lr, **DIGITS)
+    train = TrainConfig(optimizer=optimizer, lr=lr, **DIGITS)
     out = schedule_features(train, 100, SMALL)
     f = out["features"]
     assert out["warmup_steps"] == 5  # 5 % of 100
@@ -144,7 +144,7 @@ def test_schedule_features_of_a_real_run(optimizer, lr):
 
 
 def test_a_diverging_warmup_is_a_clear_error():
-    train = TrainSpec(optimizer="sgd", lr=1e6, **DIGITS)
+    train = TrainConfig(optimizer="sgd", lr=1e6, **DIGITS)
     with pytest.raises(WarmupDivergedError, match="diverged"):
         schedule_features(train, 200, FeatureSpec(min_warmup_steps=30, curv=SMALL.curv),
                           warmup=True)
@@ -206,7 +206,7 @@ def test_packaged_model_has_provenance_and_validation():
 
 
 def test_recommend_for_a_real_run_and_its_fallbacks():
-    train = TrainSpec(optimizer="sgd", lr=0.1, **DIGITS)
+    train = TrainConfig(optimizer="sgd", lr=0.1, **DIGITS)
     rec = recommend_for(train, 100, spec=SMALL)
     json.dumps(rec, allow_nan=False)  # never NaN/inf
     assert rec["source"] == "model" and rec["phi"] > 0 and rec["phases"] == 1
@@ -221,7 +221,7 @@ def test_recommend_for_a_real_run_and_its_fallbacks():
     cases = [Case(n, "sgd", {"log_T": t, "warm_lambda_max": lm}, (0.1, 1.0), r)
              for n, t, lm, r in (("a", 5.0, 1.0, (0.0, 1.0)), ("b", 6.0, 10.0, (1.0, 0.0)))]
     warm_model = PhiModel([("log_T", "id"), ("warm_lambda_max", "log")], 2, cases)
-    diverging = TrainSpec(optimizer="sgd", lr=1e6, **DIGITS)
+    diverging = TrainConfig(optimizer="sgd", lr=1e6, **DIGITS)
     rec = recommend_for(diverging, 600, model=warm_model,
                         spec=FeatureSpec(min_warmup_steps=30, curv=SMALL.curv))
     json.dumps(rec, allow_nan=False)
@@ -230,11 +230,11 @@ def test_recommend_for_a_real_run_and_its_fallbacks():
 
 
 def test_the_recommendation_is_the_first_point_of_every_search():
-    from tuning.curvature_job import study_recommendation, suggestion_gaps, with_recommendation
+    from tuning.phi_from_curvature import study_recommendation, suggestion_gaps, with_recommendation
     from tuning.search import initial_points
     from tuning.specs import StudySpec
 
-    spec = StudySpec(study_id="s", train=TrainSpec(optimizer="sgd", lr=0.1, **DIGITS),
+    spec = StudySpec(study_id="s", train=TrainConfig(optimizer="sgd", lr=0.1, **DIGITS),
                      total_steps=100, num_trials=4)
     rec = study_recommendation(spec)  # no curvature asked: budget features, no Ray
     assert rec is not None and rec["source"] == "model_partial_features"

@@ -6,7 +6,7 @@ budget, eta_max *relative to the stability limit*, the optimizer (for Adam the p
 Hessian) and the curvature along the trajectory. This module turns a
 :class:`~tuning.curvature.report.CurvatureReport` into named numbers; measuring them on a
 registered model (at init and after a short warm-up at eta_max) is
-:func:`tuning.curvature_job.schedule_features`.
+:func:`tuning.phi_from_curvature.schedule_features`.
 
 Stability limits (quadratic model, eigenvalue lambda of the stepped matrix):
 

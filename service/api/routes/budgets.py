@@ -8,7 +8,7 @@ from service.api.deps import StoreDep
 from service.errors import ResultNotReadyError, StudyNotFoundError
 from service.schemas import BudgetsPublic
 from service.store import Store
-from tuning.reporting import plot_budget_curve, plot_phi_response
+from tuning.plots import plot_budget_curve, plot_phi_response
 
 router = APIRouter(prefix="/v1/studies", tags=["budgets"])
 PNG = {200: {"content": {"image/png": {}}, "description": "PNG image"}}

@@ -46,7 +46,7 @@ def recommend_for_study(spec: StudyCreate, store: StoreDep,
     from service.launch.study_driver import total_steps_of
     from trainables.errors import TrainablesError
     from trainables.preflight import count_parameters, dataset_shape
-    from tuning.curvature_job import recommend_for
+    from tuning.phi_from_curvature import recommend_for
 
     validate_names(spec)
     check_caps(spec, settings)

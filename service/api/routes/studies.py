@@ -43,6 +43,7 @@ from service.schemas import (
 )
 from service.store import Store, StudyRow, TrialSummary
 from service.store.views import StudyView, get_study_view, study_page
+from trainables.config import metric_mode
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
@@ -102,7 +103,7 @@ def progress_of(store: Store | None, row: StudyRow | StudyView,
     if summary is None:
         assert store is not None
         summary = store.trial_summaries([row.id]).get(row.id, TrialSummary())
-    mode = "max" if row.spec.get("metric", "val_accuracy").endswith("accuracy") else "min"
+    mode = metric_mode(row.spec.get("metric", "val_accuracy"))
     counts = summary.counts
     return Progress(
         trials_total=sum(counts.values()),

@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from trainables.config import TrainConfig
 from tuning.curvature import CurvatureReport, HistoryPoint, estimate_curvature, suggest_phi
-from tuning.specs import Resources, StudySpec, TrainSpec
+from tuning.specs import Resources, StudySpec
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +67,12 @@ def _estimate(model: torch.nn.Module, batches: list, curv: CurvatureSpec) -> Cur
                               num_probes=curv.num_probes, ggn=curv.ggn, seed=curv.seed)
 
 
-def _device(train: TrainSpec) -> torch.device:
+def _device(train: TrainConfig) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() and train.device != "cpu"
                         else "cpu")
 
 
-def measure_curvature(train: TrainSpec, curv: CurvatureSpec = CurvatureSpec()) -> CurvatureReport:
+def measure_curvature(train: TrainConfig, curv: CurvatureSpec = CurvatureSpec()) -> CurvatureReport:
     """Hessian spectrum of ``train.model`` at initialisation (seeded) on ``train.dataset``."""
     from trainables.registry import build_model, get_dataset
 
@@ -87,7 +88,7 @@ class _Done(Exception):
 
 
 def measure_curvature_during_training(
-    train: TrainSpec, total_steps: int, at_steps: Sequence[int], *, phi: float,
+    train: TrainConfig, total_steps: int, at_steps: Sequence[int], *, phi: float,
     phases: int = 1, variant: str = "restart", curv: CurvatureSpec = CurvatureSpec(),
 ) -> list[dict[str, Any]]:
     """Curvature at several points of a real UBA-scheduled run of ``total_steps`` (e.g. the
@@ -125,9 +126,9 @@ def measure_curvature_during_training(
     out = [measure(None, 0)] if steps[0] == 0 else []
     later = [s for s in steps if s > 0]
     if later:
-        config = train.trial_config(total_steps, train_seed)
-        config.update(eval_every=math.gcd(*later), checkpoint_every=0, phi=phi, phases=phases,
-                      schedule_params={"eta_min": train.eta_min, "variant": variant})
+        config = replace(train.for_budget(total_steps, seed=train_seed).with_schedule(
+            "uba", phi=phi, phases=phases, variant=variant, eta_min=train.eta_min),
+            eval_every=math.gcd(*later), checkpoint_every=0)
 
         def report(metrics: dict[str, float], state: dict | None) -> None:
             step = int(metrics["step"])
@@ -182,7 +183,7 @@ def _batch_loss(model: torch.nn.Module, batches: list) -> float:
     return sum(losses) / len(losses)
 
 
-def schedule_features(train: TrainSpec, total_steps: int, spec: FeatureSpec = FeatureSpec(),
+def schedule_features(train: TrainConfig, total_steps: int, spec: FeatureSpec = FeatureSpec(),
                       *, bundle: Any = None, warmup: bool = True) -> dict[str, Any]:
     """Features relating curvature to the schedule of a ``total_steps`` run (issue 13 §1).
 
@@ -241,9 +242,9 @@ def schedule_features(train: TrainSpec, total_steps: int, spec: FeatureSpec = Fe
                 "reports": {k: r.to_dict() for k, r in reports.items()}}
     steps = spec.warmup_steps(total_steps)
     t0 = time.perf_counter()
-    config = train.trial_config(steps, curv.seed)
-    config.update(eval_every=steps, checkpoint_every=0, phi=0.0, phases=1,
-                  schedule_params={"eta_min": 0.0, "variant": "restart"})
+    config = replace(train.for_budget(steps, seed=curv.seed).with_schedule(
+        "uba", phi=0.0, phases=1, variant="restart", eta_min=0.0),
+        eval_every=steps, checkpoint_every=0)
     final: dict[str, Any] = {}
     try:
         run_training(config, lambda m, s: final.update(state=s), bundle=bundle)
@@ -281,7 +282,7 @@ def schedule_features(train: TrainSpec, total_steps: int, spec: FeatureSpec = Fe
             "reports": {k: r.to_dict() for k, r in reports.items()}}
 
 
-def budget_features(train: TrainSpec, total_steps: int) -> dict[str, float]:
+def budget_features(train: TrainConfig, total_steps: int) -> dict[str, float]:
     """The features known without measuring anything (budget, batch, η_max, optimizer)."""
     from tuning.curvature.features import stability_limit
 
@@ -300,7 +301,7 @@ def _finite_or_none(x: Any) -> Any:
     return x
 
 
-def recommend_for(train: TrainSpec, total_steps: int, *,
+def recommend_for(train: TrainConfig, total_steps: int, *,
                   history: Sequence[HistoryPoint] = (), history_cases: Sequence[Any] = (),
                   model: Any = None, measure: bool = True,
                   spec: FeatureSpec = FeatureSpec()) -> dict[str, Any]:
@@ -420,7 +421,7 @@ def with_recommendation(spec: StudySpec, recommendation: dict[str, Any] | None,
     return spec, [model, *suggestions]
 
 
-def measure_curvature_on_ray(train: TrainSpec, resources: Resources,
+def measure_curvature_on_ray(train: TrainConfig, resources: Resources,
                              curv: CurvatureSpec = CurvatureSpec()) -> CurvatureReport:
     """:func:`measure_curvature` as a Ray task with a trial's resources."""
     import ray

@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from tuning.curvature_job import CurvatureSpec, measure_curvature, suggestion_gaps
-from tuning.specs import TrainSpec
+from trainables.config import TrainConfig
+from tuning.phi_from_curvature import CurvatureSpec, measure_curvature, suggestion_gaps
 
 
 def test_measure_curvature_of_the_registered_mlp_on_digits():
     torch.set_num_threads(1)
-    report = measure_curvature(TrainSpec(model="mlp", dataset="digits"),
+    report = measure_curvature(TrainConfig(model="mlp", dataset="digits"),
                                CurvatureSpec(num_batches=2, batch_size=64, lanczos_steps=10,
                                              num_probes=2))
     assert report.lambda_max > 0 and math.isfinite(report.trace)
@@ -40,10 +40,10 @@ def test_gaps_are_measured_only_for_trials_that_ran_the_whole_budget():
 
 
 def test_curvature_at_phase_boundaries_of_a_real_run():
-    from tuning.curvature_job import measure_curvature_during_training
+    from tuning.phi_from_curvature import measure_curvature_during_training
 
     torch.set_num_threads(1)
-    train = TrainSpec(model="mlp", dataset="digits", lr=0.2, batch_size=64)
+    train = TrainConfig(model="mlp", dataset="digits", lr=0.2, batch_size=64)
     points = measure_curvature_during_training(
         train, 40, [0, 20, 40], phi=5.0, phases=2,
         curv=CurvatureSpec(num_batches=1, batch_size=64, lanczos_steps=8, num_probes=1))
