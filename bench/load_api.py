@@ -185,7 +185,7 @@ def main_wrk(args: argparse.Namespace) -> int:
                                         if r["scenario"] == name))
                for name, _ in scenarios}
     args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(args.out / "load_api.csv", rows)
+    write_csv(args.out / "load_api_wrk.csv", rows)
     fig, ax = new_figure(6.5, 3.5)
     names = [name for name, _ in scenarios]
     for rnd in range(1, args.rounds + 1):
@@ -204,7 +204,7 @@ def main_wrk(args: argparse.Namespace) -> int:
                  fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.savefig(args.out / "load_api.png", dpi=120, bbox_inches="tight")
+    fig.savefig(args.out / "load_api_wrk.png", dpi=120, bbox_inches="tight")
     info = machine_info()
     command = (f"python -m bench.load_api --wrk --duration {args.duration:g} "
                f"--rounds {args.rounds}")
@@ -229,8 +229,8 @@ def main_wrk(args: argparse.Namespace) -> int:
               "compared with `/healthz` measured in the same round against the same server, "
               "and the median over rounds is reported. `/healthz` itself goes through the "
               "same middleware and auth dependency as the other routes.", "",
-              "![throughput ratios](load_api.png)", ""]
-    (args.out / "load_api.md").write_text("\n".join(lines))
+              "![throughput ratios](load_api_wrk.png)", ""]
+    (args.out / "load_api_wrk.md").write_text("\n".join(lines))
     return 0
 
 

@@ -318,21 +318,63 @@ def render_phi(results: Path) -> str:
     if not rows or not {"case", "source", "gap_points"} <= set(rows[0]):
         return ("### φ suggestions\n\nSee `phi_suggestions.md` (its CSV has no `gap_points` "
                 "column to summarise).\n")
-    cases = sorted({r["case"] for r in rows})
-    by_source: dict[str, list[float]] = {}
+    # one gap per case and source: the mean over its paired seeds (a diverged seed counts
+    # as the file records it), then median / p90 / worst over cases, per unit
+    per_seed: dict[tuple[str, str, str], list[float]] = {}
     for r in rows:
-        if r["source"] == "tuned" or r["gap_points"] == "":
+        if r["source"] == "tuned" or r.get("gap", r["gap_points"]) == "":
             continue
-        key = r["source"] + (f" ({r['kappa_definition']} κ)" if r.get("kappa_definition")
-                             and r["source"] == "theory" else "")
-        by_source.setdefault(key, []).append(float(r["gap_points"]))
-    lines = ["### φ suggestions\n",
-             f"Accuracy gap (points) of each zero-trial suggestion to the tuned φ over "
-             f"{len(cases)} cases (`phi_suggestions.md`):\n",
-             "| source | mean gap | worst gap | cases |", "|---|---|---|---|"]
-    for key, gaps in sorted(by_source.items(), key=lambda kv: statistics.fmean(kv[1])):
-        lines.append(f"| {key} | {statistics.fmean(gaps):+.2f} | {max(gaps):+.2f} | "
-                     f"{len(gaps)} |")
+        unit = r.get("unit", "points")
+        per_seed.setdefault((unit, r["source"], r["case"]),
+                            []).append(float(r.get("gap") or r["gap_points"]))
+    gap = {k: statistics.fmean(v) for k, v in per_seed.items()}
+    units = sorted({u for u, _, _ in gap})
+    cases = sorted({c for _, _, c in gap})
+    label = {"points": "accuracy points", "relative_%": "% relative validation loss"}
+    lines = ["### φ suggestions (zero trials)\n",
+             f"Gap of each suggestion's φ to the tuned φ, leave-one-case-out, over {len(cases)} "
+             "cases (the test-split metric at the suggested φ minus at the φ tuned on the "
+             "validation split; positive = worse; per case the mean over paired seeds; "
+             "`phi_suggestions.md`):\n"]
+    for unit in units:
+        lines += [f"| source ({label.get(unit, unit)}) | median | p90 | worst | cases |",
+                  "|---|---|---|---|---|"]
+        by_source: dict[str, list[float]] = {}
+        for (u, src, _), g in gap.items():
+            if u == unit:
+                by_source.setdefault(src, []).append(g)
+        for src, gs in sorted(by_source.items(), key=lambda kv: statistics.median(kv[1])):
+            gs = sorted(gs)
+            p90 = gs[min(len(gs) - 1, math.ceil(0.9 * len(gs)) - 1)]
+            lines.append(f"| {src} | {statistics.median(gs):+.2f} | {p90:+.2f} | "
+                         f"{gs[-1]:+.2f} | {len(gs)} |")
+        lines.append("")
+
+    def compare(a: str, b: str) -> tuple[int, int, int]:
+        better = tie = worse = 0
+        for (u, src, case), g in gap.items():
+            if src != a or (u, b, case) not in gap:
+                continue
+            other = gap[(u, b, case)]
+            if abs(g - other) < 1e-9:
+                tie += 1
+            elif g < other:
+                better += 1
+            else:
+                worse += 1
+        return better, tie, worse
+
+    if any(src == "model" for _, src, _ in gap):
+        pd, bc = compare("model", "paper_default"), compare("model", "best_constant")
+        n_pd = sum(pd)
+        lines.append(
+            f"Reading (computed from the file): the fitted model is better than the paper default "
+            f"(φ = 5 SGD / 0.5 AdamW) on {pd[0]} of {n_pd} cases ({100 * pd[0] / max(n_pd, 1):.0f} %, "
+            f"goal ≥ 80 %), and against the best constant φ per optimizer (chosen on the other "
+            f"cases) better on {bc[0]}, tied on {bc[1]}, worse on {bc[2]}. Goal for the median "
+            "gap: ≤ 0.3 accuracy points and ≤ 1 % relative loss. These cases share networks "
+            "across horizons and η_max, so leave-one-case-out is optimistic; "
+            "`phi_suggestions.md` has the stricter leave-one-model/dataset-out row.")
     lines += ["", provenance_note(results, ["phi_suggestions"])]
     return "\n".join(lines)
 
@@ -412,6 +454,18 @@ def render_overheads(results: Path) -> str:
             "CPU): " + "; ".join(parts) + ". The ≥ 0.95 goal holds in CPU time for "
             f"{len(rows) - len(low)} of {len(rows)} cases"
             + (f" (not for {', '.join(low)})" if low else "") + " (`trainer_overhead.md`).")
+    tc = results / "trainer_overhead_cuda.csv"
+    if tc.exists():
+        rows = read_csv(tc)
+        gpu = _gpu_name(results / "trainer_overhead_cuda.provenance.json")
+        parts = [f"{r['case']} {float(r['ratio']):.3f} (median), {float(r['paired_ratio']):.3f} "
+                 "(paired)" for r in rows]
+        low = [r["case"] for r in rows if float(r["ratio"]) < 0.95]
+        lines.append(
+            f"- The same on a GPU ({gpu}, {rows[0]['steps']} steps, batch "
+            f"{rows[0]['batch_size']}): " + "; ".join(parts) + ". The ≥ 0.95 goal holds for "
+            f"{len(rows) - len(low)} of {len(rows)} cases"
+            + (f" (not for {', '.join(low)})" if low else "") + " (`trainer_overhead_cuda.md`).")
     sv = results / "service_overhead.csv"
     if sv.exists():
         rows = read_csv(sv)
@@ -420,9 +474,9 @@ def render_overheads(results: Path) -> str:
             f"{k[:-2]} {min(float(r[k]) for r in rows):.2f} / "
             f"{statistics.median(float(r[k]) for r in rows):.2f} s"
             for k in cols) + " (min / median, `service_overhead.md`).")
-    la = results / "load_api.csv"
-    if la.exists() and "ratio_to_healthz" in read_csv(la)[0]:  # bench.load_api --wrk
-        rows = read_csv(la)
+    lw = results / "load_api_wrk.csv"
+    if lw.exists():  # bench.load_api --wrk
+        rows = read_csv(lw)
         parts = []
         for name, goal in (("GET study", 0.5), ("GET list(20)", 0.25)):
             ratio = statistics.median(float(r["ratio_to_healthz"]) for r in rows
@@ -431,8 +485,9 @@ def render_overheads(results: Path) -> str:
                          f"≥ {goal}×)")
         lines.append(f"- API throughput relative to `/healthz` (wrk, {rows[0]['clients']} "
                      "connections, one uvicorn process, median over rounds on a busy shared "
-                     "machine): " + "; ".join(parts) + " (`load_api.md`).")
-    elif la.exists():
+                     "machine): " + "; ".join(parts) + " (`load_api_wrk.md`).")
+    la = results / "load_api.csv"
+    if la.exists():
         rows = read_csv(la)
         parts = [f"{r['shape']} {r['scenario']} p99 {float(r['p99_ms']):.0f} ms" for r in rows
                  if r["shape"] == "polling"]
@@ -444,11 +499,30 @@ def render_overheads(results: Path) -> str:
     if len(lines) == 1:
         return ""
     lines += ["", provenance_note(results, ["schedule_overhead", "trainer_overhead",
-                                            "service_overhead", "load_api"])]
+                                            "trainer_overhead_cuda", "service_overhead",
+                                            "load_api_wrk", "load_api"])]
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- section
+
+
+def _gpu_name(provenance_json: Path) -> str:
+    """The GPU a result file's provenance names ("unknown GPU" if it names none)."""
+    try:
+        return str(json.loads(provenance_json.read_text()).get("gpu") or "unknown GPU")
+    except (OSError, ValueError):
+        return "unknown GPU"
+
+
+def gpu_note(results: Path) -> str:
+    """Which results ran on a GPU, from the files; the rest say "not measured"."""
+    tc = results / "trainer_overhead_cuda.provenance.json"
+    if not tc.exists():
+        return "GPU: not measured (no device lent)."
+    return (f"GPU: only the trainer-vs-hand-loop bench ran on a GPU ({_gpu_name(tc)}, lent for "
+            "one session; the φ corpus's training runs also ran there, see its provenance); "
+            "fractional GPU packing, bf16 and GPU studies: not measured.")
 
 
 def render(results: Path = RESULTS_DIR) -> str:
@@ -461,8 +535,7 @@ def render(results: Path = RESULTS_DIR) -> str:
         "from them, and a test fails when this section differs. Result files written by the "
         "current benches start with their provenance (command, git commit and dirty flag, "
         "date, machine, load average before and after, versions, seeds); each paragraph's "
-        "Provenance line names its files and labels older ones. "
-        "GPU: not measured (no device lent).\n")
+        "Provenance line names its files and labels older ones. " + gpu_note(results) + "\n")
     return "\n".join([head, *(p(results) for p in parts)]).rstrip("\n") + "\n"
 
 
