@@ -22,10 +22,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from service.api.deps import SettingsDep, StoreDep
-from service.api.routes.studies import check_caps, validate_names
-from service.api.spec_checks import check_spec_inputs
+from service.api.routes.studies import check_study_spec
 from service.errors import InvalidSpecError
-from service.launch.resources import check_trial_resources
 from service.schemas import PhiRecommendation, Recommendation, StudyCreate
 from service.store.history import history_cases, history_points, latest_curvature
 from tuning.curvature import CurvatureReport, suggest_phi
@@ -48,13 +46,7 @@ def recommend_for_study(spec: StudyCreate, store: StoreDep,
     from trainables.preflight import count_parameters, dataset_shape
     from tuning.phi_from_curvature import recommend_for
 
-    validate_names(spec)
-    check_caps(spec, settings)
-    check_trial_resources(spec.resources, settings)
-    check_spec_inputs(settings, model=spec.model, model_kwargs=spec.model_kwargs,
-                      dataset=spec.dataset, dataset_kwargs=spec.dataset_kwargs,
-                      optimizer=spec.optimizer.name, batch_size=spec.batch_size,
-                      metric=spec.metric)
+    check_study_spec(spec, settings)
     try:  # what the driver would refuse later is refused here (a 422, never a 500)
         total = total_steps_of(spec, settings)
         train = spec_from_study("recommendation", spec, settings, total).train

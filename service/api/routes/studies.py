@@ -169,6 +169,19 @@ def _get(store: Store, study_id: str) -> StudyRow:
     return row
 
 
+def check_study_spec(spec: StudyCreate, settings: Settings) -> None:
+    """Everything a study spec must pass before it is stored or measured (names, caps,
+    resources vs the cluster, data paths, model size, batch size): one place for every route
+    that takes a study body (``POST /v1/studies``, ``POST /v1/recommendations``)."""
+    validate_names(spec)
+    check_caps(spec, settings)
+    check_trial_resources(spec.resources, settings)
+    check_spec_inputs(settings, model=spec.model, model_kwargs=spec.model_kwargs,
+                      dataset=spec.dataset, dataset_kwargs=spec.dataset_kwargs,
+                      optimizer=spec.optimizer.name, batch_size=spec.batch_size,
+                      metric=spec.metric)
+
+
 def check_caps(spec: StudyCreate, settings: Settings) -> None:
     """Per-request caps from the configuration: one request must not be able to occupy the
     cluster indefinitely. Each violation is a 422 naming the field and the limit."""
@@ -203,13 +216,7 @@ def create_study(
     order. Returns 202 with the study (``queued`` or ``running``) and its links; 429 only when
     the queue is full. A repeated request with the same ``Idempotency-Key`` header returns
     the first study (200)."""
-    validate_names(spec)
-    check_caps(spec, settings)
-    check_trial_resources(spec.resources, settings)
-    check_spec_inputs(settings, model=spec.model, model_kwargs=spec.model_kwargs,
-                      dataset=spec.dataset, dataset_kwargs=spec.dataset_kwargs,
-                      optimizer=spec.optimizer.name, batch_size=spec.batch_size,
-                      metric=spec.metric)
+    check_study_spec(spec, settings)
     if spec.warm_start_from is not None and store.get_study(spec.warm_start_from) is None:
         raise InvalidSpecError(f"warm_start_from: no study {spec.warm_start_from!r}",
                                field="warm_start_from")
