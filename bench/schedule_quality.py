@@ -1,34 +1,47 @@
-"""Schedule quality on real data: tuned UBA vs the paper's baselines and UBA at the paper's
-default φ, at 25 / 50 / 100 % of a full budget, over several seeds (issue #8, item 1).
+"""Schedule quality on three tasks against the peers users pick instead (issue #14, item 3).
 
 Run from the repository root::
 
-    python -m bench.schedule_quality            # CPU size (Fashion-MNIST 10k, MLP), ~10 min
-    python -m bench.schedule_quality --smoke    # seconds (digits), used by the test suite
-    python -m bench.schedule_quality --preset gpu   # ResNet-18, full Fashion-MNIST, CUDA
+    python -m bench.schedule_quality --jobs 2     # the committed CPU run (~1 h on 2 cores)
+    python -m bench.schedule_quality --smoke      # seconds (digits), used by the test suite
+    python -m bench.schedule_quality --preset gpu # ResNet-18 on Fashion-MNIST, CUDA
 
-Protocol (what makes the comparison fair, and what does not):
+The question: a user has a model, a dataset and a fixed iteration budget, and some compute to
+tune with. Does phitune's searched UBA schedule beat what they would otherwise do — a standard
+schedule with its η_max tuned, or a schedule-free optimizer with its lr tuned — at the **same
+tuning compute**?
 
-* Every arm uses the **same η_max** (``--lr``), optimizer (SGD, momentum 0.9), model, data,
-  batch size and number of steps; baselines use the registry's default shape parameters
-  (step: ×0.1 at 50 % and 75 %; CLR = one triangular cycle; OneCycle: torch defaults;
-  REX β = 1), as in the paper's Table 1 family.
-* Budgets are 25 / 50 / 100 % of the full step count, each **trained from scratch** (the UBA
-  curve depends on T; paper §4.1).
-* **Tuned UBA**: per budget, a small Optuna TPE study with phitune's configuration (its search
-  space: φ log-uniform over ``tuning.specs.SearchSpace``'s default range (0.01–50 now; the
-  committed results were made with the earlier [0.1, 50]) × phases 1..3, restart variant, seeded TPE, paper default
-  φ = 5 enqueued first, the previous budget's best enqueued as warm start, as
-  ``tuning.study`` does) directly on :func:`trainables.loop.run_training` (no Ray, no ASHA:
-  every tuning trial runs its whole budget). Tuning trains on the training subset minus a
-  held-out part and scores on that held-out part with a separate seed; the arms are then
-  compared on the **test set**, on seeds never used for tuning. Only UBA gets tuning trials;
-  the baselines get none (the question is what phitune's tuning buys over fixed schedules).
-* Each arm × seed pair shares init and batch order (seed = ``run_training``'s ``seed``), so
-  the per-seed differences are paired (:func:`bench.common.paired`).
+Protocol (what makes the comparison fair):
 
-Writes ``bench/results/schedule_quality{,_tuning}.csv``, ``.md`` and ``.png``
-(``_smoke``/``_gpu`` suffixes for the other presets).
+* **Tasks** are the search bench's three cases (:data:`bench.phi_corpus.CORE_TASKS`): an MLP
+  and a small CNN on Fashion-MNIST 10k with SGD (momentum 0.9), and a character-level
+  transformer on Shakespeare with AdamW; η_max around the task's reference lr.
+* **Arms**: searched UBA (φ, phases and η_max), the baselines cosine, linear, step, REX and
+  WSD (η_max only), and schedule-free SGD / AdamW (the ``schedulefree`` package; lr only,
+  warmup 5 % inside the optimizer as its README recommends). Every arm's η_max range is 16×
+  wide: [¼, 4]× the task's lr for scheduled arms, [2.5, 40]× (SGD) or [½, 8]× (AdamW) for
+  schedule-free, where its README puts good rates (10–50× and 1–10× a scheduled rate).
+* **Equal tuning compute**: every arm is tuned by the same engine and plan — phitune's horizon
+  ladder (:func:`tuning.ladder.plan_ladder`, the defaults: 8 candidates, η = 3, complete
+  schedules at T/3, the best 2 at T, :func:`tuning.ladder.promote`) and its noise-aware final
+  pick (the 2 finalists re-trained with 2 more seeds, best mean wins). UBA's candidates come
+  from :func:`tuning.search.propose` (the paper default first, then the TPE sampler, as a
+  study does; the fitted φ model's recommendation is left out because its corpus contains
+  these tasks); a one-parameter arm's 8 candidates are log-spaced over its range (a grid
+  covers one dimension better than random draws, which favours the peers). The ladder runs
+  in-process here (no Ray) so that all arms share one harness; the compute per arm is counted
+  and reported.
+* **Budgets** 25 / 50 / 100 % of the task's full budget, each tuned and trained from scratch.
+* **Disjoint data**: the validation set is split once (:func:`trainables.datasets.split_validation`)
+  into a tuning half and an evaluation half. Tuning minimises ``val_loss`` on the tuning half
+  (loss is the low-noise objective; the finalists' seed spread is reported as the selection
+  noise). The chosen configuration of every arm is then trained with evaluation seeds
+  0..n-1 (shared init and batch order across arms: paired) and scored on the evaluation half.
+
+Writes per task ``schedule_quality_<task>.csv`` (one row per budget × arm × eval seed) and
+``schedule_quality_<task>_tuning.csv`` (every tuning run), then ``schedule_quality.md`` and
+``.png`` from all task files (``--report`` redoes only that step). Smoke/GPU presets add a
+suffix.
 """
 
 from __future__ import annotations
@@ -36,8 +49,13 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import statistics
+import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,337 +63,453 @@ import torch
 
 from bench.common import (
     RESULTS_DIR,
-    holdout_split,
-    machine_info,
     mean_std,
     new_figure,
     paired,
-    phitune_points,
-    phitune_sampler,
-    phitune_space,
-    phitune_spec,
-    provenance_md,
-    run_optuna,
+    provenance,
+    read_csv,
     train_final,
     write_csv,
+    write_markdown,
 )
+from bench.phi_corpus import CORE_TASKS, SMOKE_TASKS, TASKS, Task
+from trainables.config import metric_mode
+from trainables.datasets import split_validation
 from trainables.registry import get_dataset
+from tuning.ladder import compute_units, plan_ladder, promote
 
 logger = logging.getLogger(__name__)
 
 NAME = "schedule_quality"
-#: Arms in table order; "uba_tuned" and "uba_default" are UBA, the rest registry baselines.
-ARMS = ("uba_tuned", "uba_default", "cosine", "step", "linear", "rex", "onecycle", "triangular")
-LABELS = {"uba_tuned": "UBA tuned", "uba_default": "UBA φ=5 (paper default)",
-          "triangular": "CLR (triangular)", "onecycle": "OneCycle", "step": "step",
-          "cosine": "cosine", "linear": "linear", "rex": "REX"}
-TUNE_SEED = 1000  # training seed of the tuning trials (never an evaluation seed)
+ARMS = ("uba", "cosine", "linear", "step", "rex", "wsd", "schedulefree")
+PEERS = ARMS[1:]
+LABELS = {"uba": "UBA searched (φ, phases, η_max)", "cosine": "cosine", "linear": "linear",
+          "step": "step", "rex": "REX", "wsd": "WSD", "schedulefree": "schedule-free"}
+#: η_max range of each arm as factors of the task's lr (all 16× wide).
+LR_RANGE = {"scheduled": (0.25, 4.0), "sgd_schedulefree": (2.5, 40.0),
+            "adamw_schedulefree": (0.5, 8.0)}
+SF_WARMUP = 0.05  # schedule-free warmup, fraction of the run (the package README's advice)
+TUNE_SEED = 1000  # training seed of the search runs (never an evaluation seed)
+OBJECTIVE = "val_loss"
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": dict(model="mlp", model_kwargs={}, dataset="fashion_mnist",
-                dataset_kwargs={"subset": 10_000}, holdout=2_000, full_epochs=8,
-                batch_size=128, lr=0.05, weight_decay=0.0, seeds=5, tune_trials=10,
-                budgets=(0.25, 0.5, 1.0), device="cpu"),
-    "smoke": dict(model="mlp", model_kwargs={"hidden_sizes": (32,)}, dataset="digits",
-                  dataset_kwargs={}, holdout=300, full_epochs=2, batch_size=64, lr=0.05,
-                  weight_decay=0.0, seeds=2, tune_trials=3, budgets=(0.25, 0.5, 1.0),
-                  device="cpu"),
-    # Issue #8's GPU configuration: ResNet-18 (CIFAR stem) on the largest real image set
-    # available offline (full Fashion-MNIST; CIFAR-10 is not packaged here).
-    "gpu": dict(model="resnet18", model_kwargs={"stem": "cifar"}, dataset="fashion_mnist",
-                dataset_kwargs={}, holdout=5_000, full_epochs=10, batch_size=256, lr=0.1,
-                weight_decay=5e-4, seeds=3, tune_trials=12, budgets=(0.25, 0.5, 1.0),
-                device="cuda"),
+
+@dataclass(frozen=True)
+class Preset:
+    """How big a run is: which tasks, how many candidates/finalists/eval seeds, budgets."""
+
+    tasks: dict[str, Task]
+    candidates: int = 8
+    eta: int = 3
+    finalists: int = 2
+    finalist_seeds: int = 2
+    eval_seeds: int = 5
+    budgets: tuple[float, ...] = (0.25, 0.5, 1.0)
+    device: str = "cpu"
+
+
+_GPU_TASK = Task("resnet18-fmnist", "resnet18", "fashion_mnist", 2340, 256, "val_accuracy",
+                 {"sgd": 0.1}, model_kwargs={"stem": "cifar"})
+PRESETS: dict[str, Preset] = {
+    "cpu": Preset({name: TASKS[name] for name in CORE_TASKS}),
+    "smoke": Preset(dict(SMOKE_TASKS), candidates=3, finalists=1, finalist_seeds=1,
+                    eval_seeds=2),
+    # issue #14 item 5: ResNet-18 on full Fashion-MNIST (10 epochs), when a GPU is lent
+    "gpu": Preset({_GPU_TASK.name: _GPU_TASK}, eval_seeds=3, device="cuda"),
 }
 
 
-def arm_config(arm: str, best: dict[str, Any] | None) -> dict[str, Any]:
-    """Trial-config overrides of one arm (all arms: η_min = 0, same η_max)."""
-    if arm == "uba_tuned":
-        assert best is not None
-        return {"schedule": "uba", "phi": best["phi"], "phases": best["phases"],
-                "schedule_params": {"eta_min": 0.0, "variant": "restart"}}
-    if arm == "uba_default":
-        return {"schedule": "uba", "phi": 5.0, "phases": 1,
-                "schedule_params": {"eta_min": 0.0, "variant": "restart"}}
-    params = {"eta_min": 0.0} if arm in ("cosine", "linear", "rex", "triangular") else {}
-    return {"schedule": arm, "schedule_params": params}
+def _suffix(preset: str) -> str:
+    return "" if preset == "cpu" else f"_{preset}"
 
 
-def run(preset: str, out_dir: Path, *, seeds: int | None = None, tune_trials: int | None = None,
-        full_epochs: int | None = None, lr: float | None = None,
-        lr_grid: tuple[float, ...] | None = None) -> dict[str, Any]:
-    """Run the benchmark and write its files; returns the summary (also used by the test).
+# ------------------------------------------------------------------------------- arms
 
-    A non-default ``lr`` (η_max of every arm) adds ``_lr<value>`` to the file names, so an
-    η_max sensitivity run sits next to the main result instead of replacing it.
 
-    ``lr_grid`` tunes η_max for *every* arm on the held-out split (files ``_tunedlr``): each
-    baseline (and UBA at the paper default) takes the best η_max of the grid; phitune's study
-    searches η_max log-uniformly over the grid's range together with φ and phases.
-    """
-    p = dict(PRESETS[preset])
-    lr_suffix = ""
-    if lr is not None and lr != p["lr"]:
-        p["lr"] = lr
-        lr_suffix = f"_lr{lr:g}"
-    if lr_grid:
-        lr_suffix += "_tunedlr"
-    if seeds is not None:
-        p["seeds"] = seeds
-    if tune_trials is not None:
-        p["tune_trials"] = tune_trials
-    if full_epochs is not None:
-        p["full_epochs"] = full_epochs
-    t_start = time.perf_counter()
-    bundle = get_dataset(p["dataset"], **p["dataset_kwargs"])
-    tune_bundle = holdout_split(bundle, p["holdout"])
-    steps_per_epoch = bundle.num_train // p["batch_size"]
-    full_steps = p["full_epochs"] * steps_per_epoch
-    budgets = [max(1, round(f * full_steps)) for f in p["budgets"]]
-    base = {"model": p["model"], "model_kwargs": p["model_kwargs"], "dataset": p["dataset"],
-            "optimizer": "sgd", "momentum": 0.9, "lr": p["lr"],
-            "weight_decay": p["weight_decay"], "batch_size": p["batch_size"],
-            "device": p["device"]}
-    logger.info("%s: %d train / %d test, full budget %d steps, budgets %s", preset,
-                bundle.num_train, bundle.num_val, full_steps, budgets)
+def arm_optimizer(arm: str, task: Task) -> str:
+    base = next(iter(task.optimizers))
+    return f"{base}_schedulefree" if arm == "schedulefree" else base
 
+
+def lr_range(arm: str, task: Task) -> tuple[float, float]:
+    opt = arm_optimizer(arm, task)
+    lo, hi = LR_RANGE[opt] if arm == "schedulefree" else LR_RANGE["scheduled"]
+    lr = task.optimizers[next(iter(task.optimizers))]
+    return lo * lr, hi * lr
+
+
+def arm_config(arm: str, task: Task, params: dict[str, Any], steps: int, seed: int,
+               device: str) -> dict[str, Any]:
+    """The trial config of one arm's candidate at ``steps`` updates (flat dict)."""
+    cfg = task.train_config(next(iter(task.optimizers)), device)
+    cfg.update(optimizer=arm_optimizer(arm, task), total_steps=steps, seed=seed, lr=float(params["lr"]), metric=OBJECTIVE,
+               schedule_params={})
+    if arm == "uba":
+        cfg.update(schedule="uba", phi=float(params["phi"]), phases=int(params["phases"]),
+                   variant="restart", eta_min=0.0)
+    elif arm == "schedulefree":
+        cfg.update(schedule="constant",
+                   schedule_params={"warmup_steps": max(0, round(SF_WARMUP * steps))})
+    else:
+        cfg.update(schedule=arm)
+    return cfg
+
+
+def candidates(arm: str, task: Task, steps: int, n: int) -> list[dict[str, Any]]:
+    """The lowest rung's candidates: UBA from phitune's proposer, others a log grid of lr."""
+    lo, hi = lr_range(arm, task)
+    if arm != "uba":
+        if n == 1:
+            return [{"lr": math.sqrt(lo * hi)}]
+        return [{"lr": lo * (hi / lo) ** (i / (n - 1))} for i in range(n)]
+    from trainables.config import TrainConfig
+    from tuning.search import derive_seed, initial_points, propose
+    from tuning.specs import SearchSpace, StudySpec
+
+    opt = arm_optimizer(arm, task)
+    train = TrainConfig(model=task.model, dataset=task.dataset, optimizer=opt,  # type: ignore[arg-type]
+                        lr=task.optimizers[opt], metric=OBJECTIVE)
+    spec = StudySpec(study_id=f"quality-{task.name}-{steps}", train=train, total_steps=steps,
+                     num_trials=n, seed=derive_seed(0, task.name, steps),
+                     search=SearchSpace(eta_max_min=lo, eta_max_max=hi, variant="restart",
+                                        sampler="tpe"))
+    return propose(spec, 0, n, (), initial_points(spec))
+
+
+# ----------------------------------------------------------------------------- tuning
+
+
+@dataclass
+class Tuned:
+    """One arm's search at one budget: the pick, its selection noise and its compute."""
+
+    params: dict[str, Any]
+    objective_mean: float
+    objective_std: float
+    n_seeds: int
+    units: float
+    runs: list[dict[str, Any]]
+
+
+def tune(arm: str, task: Task, steps: int, tune_bundle: Any, p: Preset) -> Tuned:
+    """phitune's ladder + noise-aware final pick for one arm (see the module docstring)."""
+    from tuning.search import derive_seed
+
+    mode = metric_mode(OBJECTIVE)
+    ladder = plan_ladder(steps, p.candidates, eta=p.eta, min_top=p.finalists)
+    cands = dict(enumerate(candidates(arm, task, steps, p.candidates)))
+    runs: list[dict[str, Any]] = []
+    trained = 0
+
+    def run(idx: int, horizon: int, seed: int, kind: str) -> float:
+        nonlocal trained
+        m = train_final(arm_config(arm, task, cands[idx], horizon, seed, p.device), tune_bundle)
+        value = m.get(OBJECTIVE, math.nan)
+        trained += horizon  # counted as planned (a diverged run stops early, costing less)
+        runs.append({"arm": arm, "budget_steps": steps, "kind": kind, "horizon": horizon,
+                     "candidate": idx, "seed": seed, **{k: cands[idx].get(k, "")
+                                                        for k in ("phi", "phases", "lr")},
+                     "objective": value, "seconds": m["seconds"]})
+        return value
+
+    alive = list(cands)
+    top: dict[int, float] = {}
+    for rung in ladder.rungs:
+        values = {i: run(i, rung.steps, TUNE_SEED, f"rung{rung.index}") for i in alive}
+        if rung.promote == 0:
+            top = values
+            break
+        alive = promote(values, rung.promote, mode)
+    finalists = promote(top, p.finalists, mode)
+    seeds = [derive_seed(0, "finalist", j) for j in range(p.finalist_seeds)]
+    per: dict[int, list[float]] = {i: [top[i]] for i in finalists}
+    for i in finalists:
+        per[i] += [run(i, steps, s, "finalist") for s in seeds]
+    means = {i: statistics.fmean(v) if all(math.isfinite(x) for x in v) else math.nan
+             for i, v in per.items()}
+    best = (promote(means, 1, mode) or promote(top, 1, mode) or [0])[0]
+    vals = per.get(best, [top.get(best, math.nan)])
+    m, s = mean_std(vals)
+    return Tuned(params=cands[best], objective_mean=m, objective_std=s, n_seeds=len(vals),
+                 units=compute_units(trained, steps), runs=runs)
+
+
+# --------------------------------------------------------------------------- one task
+
+
+def run_task(preset: str, task_name: str, out_dir: Path, threads: int = 1) -> Path:
+    """Tune every arm at every budget, train the picks on the evaluation seeds, write CSVs."""
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    p = PRESETS[preset]
+    task = p.tasks[task_name]
+    t0 = time.perf_counter()
+    bundle = get_dataset(task.dataset, **(task.dataset_kwargs or {}))
+    tune_b, eval_b = split_validation(bundle, 0.5, seed=0)
+    metric = task.metric  # the task's reported metric (accuracy, or loss for the LM)
     rows: list[dict[str, Any]] = []
     tune_rows: list[dict[str, Any]] = []
-    best_by_budget: dict[int, dict[str, Any]] = {}
-    warm: list[dict[str, Any]] = []
-    for frac, steps in zip(p["budgets"], budgets, strict=True):
-        spec = phitune_spec(p["model"], p["dataset"], steps, lr=p["lr"],
-                            num_trials=p["tune_trials"], seed=0,
-                            eta_max_range=(min(lr_grid), max(lr_grid)) if lr_grid else None)
-
-        def objective(params: dict[str, Any], steps: int = steps) -> float:
-            cfg = {**base, "total_steps": steps, "seed": TUNE_SEED, "schedule": "uba",
-                   "phi": params["phi"], "phases": params["phases"],
-                   "lr": params.get("lr", base["lr"]),
-                   "schedule_params": {"eta_min": 0.0, "variant": "restart"}}
-            return train_final(cfg, tune_bundle)["val_accuracy"]
-
-        trials = run_optuna(objective, phitune_space(spec), phitune_sampler(spec),
-                            p["tune_trials"], enqueue=phitune_points(spec, warm))
-        finite = [(prm, v) for prm, v in trials if math.isfinite(v)]
-        best_params, best_val = max(finite, key=lambda t: t[1])
-        best = {"phi": float(best_params["phi"]), "phases": int(best_params["phases"]),
-                "lr": float(best_params.get("lr", base["lr"])), "holdout_accuracy": best_val}
-        best_by_budget[steps] = best
-        warm = [{k: best[k] for k in ("phi", "phases", "lr")}]
-        for i, (prm, v) in enumerate(trials):
-            tune_rows.append({"budget_fraction": frac, "budget_steps": steps,
-                              "arm": "uba_tuned", "trial": i, "phi": prm["phi"],
-                              "phases": prm["phases"], "lr": prm.get("lr", base["lr"]),
-                              "holdout_val_accuracy": v})
-        arm_lr = {arm: base["lr"] for arm in ARMS} | {"uba_tuned": best["lr"]}
-        for arm in ARMS[1:] if lr_grid else ():
-            scores = {}
-            for i, lr_i in enumerate(lr_grid or ()):
-                cfg = {**base, **arm_config(arm, best), "lr": lr_i, "total_steps": steps,
-                       "seed": TUNE_SEED}
-                scores[lr_i] = train_final(cfg, tune_bundle)["val_accuracy"]
-                tune_rows.append({"budget_fraction": frac, "budget_steps": steps, "arm": arm,
-                                  "trial": i, "lr": lr_i, "holdout_val_accuracy": scores[lr_i]})
-            arm_lr[arm] = max(scores, key=lambda k: scores[k] if math.isfinite(scores[k])
-                              else -1.0)
-        best["arm_lr"] = arm_lr
-        logger.info("budget %d: tuned phi=%.3g phases=%d (holdout acc %.4f)", steps,
-                    best["phi"], best["phases"], best_val)
-
+    for frac in p.budgets:
+        steps = max(1, round(frac * task.full_steps))
         for arm in ARMS:
-            for seed in range(p["seeds"]):
-                cfg = {**base, **arm_config(arm, best), "lr": arm_lr[arm],
-                       "total_steps": steps, "seed": seed}
-                m = train_final(cfg, bundle)
-                rows.append({"budget_fraction": frac, "budget_steps": steps, "arm": arm,
-                             "seed": seed, "phi": cfg.get("phi", ""),
-                             "phases": cfg.get("phases", ""), "lr": arm_lr[arm],
-                             "test_accuracy": m["val_accuracy"], "test_loss": m["val_loss"],
-                             "train_loss": m.get("train_loss", math.nan),
-                             "seconds": m["seconds"]})
-    wall = time.perf_counter() - t_start
-    summary = summarise(rows, budgets)
-    suffix = ("" if preset == "cpu" else f"_{preset}") + lr_suffix
+            tuned = tune(arm, task, steps, tune_b, p)
+            for r in tuned.runs:
+                tune_rows.append({"task": task.name, "budget_fraction": frac, **r})
+            logger.info("%s %d steps %s: %s objective %.4f ± %.4f (%.2f units)", task.name,
+                        steps, arm, tuned.params, tuned.objective_mean, tuned.objective_std,
+                        tuned.units)
+            for seed in range(p.eval_seeds):
+                m = train_final(arm_config(arm, task, tuned.params, steps, seed, p.device),
+                                eval_b)
+                rows.append({
+                    "task": task.name, "metric": metric, "budget_fraction": frac,
+                    "budget_steps": steps, "arm": arm, "seed": seed,
+                    "optimizer": arm_optimizer(arm, task),
+                    **{k: tuned.params.get(k, "") for k in ("phi", "phases", "lr")},
+                    "test_value": m.get(metric, math.nan),
+                    "test_loss": m.get("val_loss", math.nan),
+                    "tuning_objective_mean": tuned.objective_mean,
+                    "tuning_objective_std": tuned.objective_std,
+                    "tuning_objective_seeds": tuned.n_seeds,
+                    "tuning_units": tuned.units, "seconds": m["seconds"]})
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / f"{NAME}{suffix}.csv", rows)
-    write_csv(out_dir / f"{NAME}{suffix}_tuning.csv", tune_rows)
-    plot(rows, budgets, best_by_budget, out_dir / f"{NAME}{suffix}.png", base["lr"])
-    extra = (f" --lr {p['lr']:g}" if lr is not None and lr != PRESETS[preset]["lr"] else "") + (
-        " --lr-grid " + ",".join(f"{x:g}" for x in lr_grid) if lr_grid else "")
-    md = markdown(preset, p, bundle, full_steps, budgets, best_by_budget, summary, wall,
-                  extra_args=extra, lr_grid=lr_grid)
-    (out_dir / f"{NAME}{suffix}.md").write_text(md)
-    return {"summary": summary, "best": best_by_budget, "rows": rows, "tune_rows": tune_rows,
-            "wall_s": wall}
+    path = out_dir / f"{NAME}{_suffix(preset)}_{task.name}.csv"
+    write_csv(path, rows)
+    write_csv(out_dir / f"{NAME}{_suffix(preset)}_{task.name}_tuning.csv", tune_rows)
+    logger.info("%s done in %.1f min", task.name, (time.perf_counter() - t0) / 60)
+    return path
 
 
-def summarise(rows: list[dict[str, Any]], budgets: list[int]) -> dict[int, dict[str, Any]]:
-    """Per budget: mean ± std of each arm, and tuned UBA paired against every other arm."""
-    acc: dict[tuple[int, str], dict[int, float]] = defaultdict(dict)
-    for r in rows:
-        acc[(r["budget_steps"], r["arm"])][r["seed"]] = r["test_accuracy"]
-    out: dict[int, dict[str, Any]] = {}
-    for steps in budgets:
-        per_arm = {arm: [acc[(steps, arm)][s] for s in sorted(acc[(steps, arm)])]
-                   for arm in ARMS}
-        stats = {arm: mean_std(v) for arm, v in per_arm.items()}
-        ranked = sorted(ARMS, key=lambda a: -stats[a][0])
-        out[steps] = {
-            "mean_std": stats,
-            "paired_vs_tuned": {arm: paired(per_arm["uba_tuned"], per_arm[arm])
-                                for arm in ARMS if arm != "uba_tuned"},
-            "rank": ranked,
-        }
-    return out
+# ----------------------------------------------------------------------------- report
 
 
-def plot(rows: list[dict[str, Any]], budgets: list[int], best: dict[int, dict[str, Any]],
-         path: Path, lr: float) -> None:
-    """Left: test accuracy (mean ± std over seeds) per arm and budget; right: the LR curves
-    of the full budget (tuned UBA in bold)."""
-    from tuning.schedules import create_schedule
+@dataclass(frozen=True)
+class Cell:
+    """One task × budget: per-arm values over eval seeds and UBA paired against the best peer."""
 
-    fig, (ax, ax2) = new_figure(12.0, 4.4, ncols=2)
-    width = 0.8 / len(budgets)
-    for j, steps in enumerate(budgets):
-        means, stds = [], []
+    task: str
+    metric: str
+    steps: int
+    fraction: float
+    values: dict[str, list[float]]
+    units: dict[str, float]
+    noise: dict[str, tuple[float, float]]
+
+    @property
+    def mode(self) -> str:
+        return metric_mode(self.metric)
+
+    def mean(self, arm: str) -> float:
+        return statistics.fmean(self.values[arm])
+
+    def best_peer(self) -> str:
+        sign = 1.0 if self.mode == "max" else -1.0
+        return max(PEERS, key=lambda a: sign * self.mean(a) if math.isfinite(self.mean(a))
+                   else -math.inf)
+
+    def uba_vs(self, arm: str) -> Any:
+        """Paired UBA − arm, signed so that positive means UBA is better."""
+        sign = 1.0 if self.mode == "max" else -1.0
+        return paired([sign * v for v in self.values["uba"]],
+                      [sign * v for v in self.values[arm]])
+
+
+def load_cells(out_dir: Path, preset: str = "cpu") -> list[Cell]:
+    """Every task × budget cell from the committed per-task CSVs (in task order)."""
+    cells = []
+    for name in PRESETS[preset].tasks:
+        path = out_dir / f"{NAME}{_suffix(preset)}_{name}.csv"
+        if not path.exists():
+            continue
+        rows = read_csv(path)
+        by: dict[int, list[dict[str, str]]] = defaultdict(list)
+        for r in rows:
+            by[int(r["budget_steps"])].append(r)
+        for steps, rs in sorted(by.items()):
+            values: dict[str, list[float]] = defaultdict(list)
+            units, noise = {}, {}
+            for r in sorted(rs, key=lambda r: (r["arm"], int(r["seed"]))):
+                values[r["arm"]].append(float(r["test_value"]))
+                units[r["arm"]] = float(r["tuning_units"])
+                noise[r["arm"]] = (float(r["tuning_objective_mean"]),
+                                   float(r["tuning_objective_std"]))
+            cells.append(Cell(task=name, metric=rs[0]["metric"], steps=steps,
+                              fraction=float(rs[0]["budget_fraction"]), values=dict(values),
+                              units=units, noise=noise))
+    return cells
+
+
+def metric_label(metric: str) -> str:
+    """What the reported number is: the task's metric on the evaluation half (a test set)."""
+    return {"val_accuracy": "test accuracy", "val_loss": "test loss",
+            "val_perplexity": "test perplexity"}.get(metric, metric)
+
+
+def _scale(metric: str) -> tuple[float, str]:
+    return (100.0, " pt") if metric.endswith("accuracy") else (1.0, "")
+
+
+def goal_verdict(cells: Sequence[Cell]) -> tuple[list[str], list[str]]:
+    """Tasks where searched UBA's paired mean is ahead of the best peer at every budget, and
+    the tasks where it is not (issue #14's goal: at least two of three)."""
+    tasks = list(dict.fromkeys(c.task for c in cells))
+    ahead = [t for t in tasks
+             if all(c.uba_vs(c.best_peer()).mean_diff > 0 for c in cells if c.task == t)]
+    return ahead, [t for t in tasks if t not in ahead]
+
+
+def verdict_text(cells: Sequence[Cell]) -> str:
+    """The sentence that says whether the goal is met, computed from the cells."""
+    ahead, behind = goal_verdict(cells)
+    n = len(ahead) + len(behind)
+    need = min(2, n)
+    met = len(ahead) >= need
+    lines = [f"Goal (searched UBA ahead of the best peer, paired mean over the evaluation "
+             f"seeds, at every budget on at least {need} of {n} tasks): "
+             f"**{'met' if met else 'not met'}** — ahead at every budget on "
+             f"{len(ahead)} of {n} ({', '.join(ahead) or 'none'})."]
+    for c in cells:
+        if c.task in behind:
+            peer = c.best_peer()
+            d = c.uba_vs(peer)
+            s, unit = _scale(c.metric)
+            if d.mean_diff <= 0:
+                lines.append(f"- {c.task}, {c.steps} steps: UBA trails {LABELS[peer]} by "
+                             f"{s * -d.mean_diff:.3g}{unit} {metric_label(c.metric)} (wins/ties/losses "
+                             f"{d.wins}/{d.ties}/{d.losses}, p={d.p_value:.3g}).")
+    return "\n".join(lines)
+
+
+def markdown(cells: Sequence[Cell], p: Preset, tuning_seconds: float | None) -> str:
+    lines = [
+        "Setup: see `bench/schedule_quality.py` (protocol in its docstring). Per task and "
+        f"budget every arm is tuned with phitune's ladder ({p.candidates} candidates, η = "
+        f"{p.eta}, {p.finalists} finalists × {p.finalist_seeds} extra seeds) on the tuning "
+        f"half of the validation set (objective {OBJECTIVE}), then trained with evaluation "
+        f"seeds 0..{p.eval_seeds - 1} and scored on the evaluation half. Reported metric: test "
+        "accuracy (classification, %) or test loss (LM, nats/char); mean ± std over seeds, best "
+        "arm in bold.\n",
+    ]
+    for task in dict.fromkeys(c.task for c in cells):
+        tc = [c for c in cells if c.task == task]
+        s, unit = _scale(tc[0].metric)
+        lines += [f"## {task} ({metric_label(tc[0].metric)})\n",
+                  "| arm | " + " | ".join(f"{c.steps} steps ({c.fraction:.0%})" for c in tc)
+                  + " | tuning compute (units) |",
+                  "|---|" + "---|" * len(tc) + "---|"]
         for arm in ARMS:
-            vals = [r["test_accuracy"] for r in rows
-                    if r["budget_steps"] == steps and r["arm"] == arm]
-            m, s = mean_std(vals)
-            means.append(100 * m)
-            stds.append(100 * s)
-        xs = [i + (j - (len(budgets) - 1) / 2) * width for i in range(len(ARMS))]
-        ax.errorbar(xs, means, yerr=stds, fmt="o", capsize=3, label=f"{steps} steps")
-    ax.set_xticks(range(len(ARMS)))
-    ax.set_xticklabels([LABELS[a] for a in ARMS], rotation=35, ha="right", fontsize="small")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    steps = budgets[-1]
-    for arm in ARMS:
-        cfg = arm_config(arm, best[steps])
-        params = {**cfg["schedule_params"], "eta_max": best[steps].get("arm_lr", {}).get(arm, lr)}
-        if cfg["schedule"] == "uba":
-            params.update(phi=cfg["phi"], phases=cfg["phases"])
-        values = create_schedule(cfg["schedule"], steps, **params).values()
-        ax2.plot(range(steps), values, label=LABELS[arm],
-                 linewidth=2.6 if arm == "uba_tuned" else 1.2)
-    ax2.set_xlabel("step")
-    ax2.set_ylabel("learning rate")
-    ax2.set_title(f"schedules at the full budget ({steps} steps)", fontsize="medium")
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize="x-small")
+            cells_txt = []
+            for c in tc:
+                m, sd = mean_std(c.values[arm])
+                sign = 1 if c.mode == "max" else -1
+                best = max(ARMS, key=lambda a: sign * c.mean(a) if math.isfinite(c.mean(a))
+                           else -math.inf)
+                t = f"{s * m:.3f} ± {s * sd:.3f}" if s == 1 else f"{s * m:.2f} ± {s * sd:.2f}"
+                cells_txt.append(f"**{t}**" if arm == best else t)
+            units = " / ".join(f"{c.units[arm]:.2f}" for c in tc)
+            lines.append(f"| {LABELS[arm]} | " + " | ".join(cells_txt) + f" | {units} |")
+        lines += ["", "Paired per seed, UBA − peer (positive = UBA better; wins/ties/losses; "
+                      "exact sign-flip p):\n",
+                  "| vs | " + " | ".join(f"{c.steps} steps" for c in tc) + " |",
+                  "|---|" + "---|" * len(tc)]
+        for arm in PEERS:
+            lines.append(f"| {LABELS[arm]} | " + " | ".join(
+                c.uba_vs(arm).fmt(scale=s, unit=unit) for c in tc) + " |")
+        lines += ["", "Best peer per budget: " + "; ".join(
+            f"{c.steps} steps: {LABELS[c.best_peer()]}" for c in tc) + ".",
+            "Selection noise (tuning objective of each arm's pick, mean ± std over its "
+            "search seed and the finalist seeds): " + "; ".join(
+                f"{c.steps} steps: UBA {c.noise['uba'][0]:.4f} ± {c.noise['uba'][1]:.4f}, "
+                f"best peer {c.noise[c.best_peer()][0]:.4f} ± {c.noise[c.best_peer()][1]:.4f}"
+                for c in tc) + ".\n"]
+    lines += [verdict_text(cells), ""]
+    n = p.eval_seeds
+    lines += [f"With {n} paired seeds the smallest possible two-sided p is 2/2^{n} = "
+              f"{2 / 2 ** n:.3g}.\n"]
+    if tuning_seconds is not None:
+        lines.append(f"Wall time {tuning_seconds / 60:.1f} min.\n")
+    lines.append(f"Files: `{NAME}_<task>.csv` (one row per budget × arm × evaluation seed), "
+                 f"`{NAME}_<task>_tuning.csv` (every search run), `{NAME}.png`.\n")
+    return "\n".join(lines)
+
+
+def plot(cells: Sequence[Cell], path: Path) -> None:
+    """Per task: each arm's paired difference to searched UBA per budget (mean ± std)."""
+    tasks = list(dict.fromkeys(c.task for c in cells))
+    fig, axes = new_figure(4.2 * len(tasks), 3.8, ncols=len(tasks))
+    axes = [axes] if len(tasks) == 1 else list(axes)
+    for ax, task in zip(axes, tasks, strict=True):
+        tc = [c for c in cells if c.task == task]
+        s, unit = _scale(tc[0].metric)
+        width = 0.8 / len(tc)
+        for j, c in enumerate(tc):
+            ds = [c.uba_vs(a) for a in PEERS]
+            xs = [i + (j - (len(tc) - 1) / 2) * width for i in range(len(PEERS))]
+            ax.errorbar(xs, [s * d.mean_diff for d in ds], yerr=[s * d.std_diff for d in ds],
+                        fmt="o", capsize=3, label=f"{c.steps} steps")
+        ax.axhline(0.0, color="k", linewidth=0.8)
+        ax.set_xticks(range(len(PEERS)))
+        ax.set_xticklabels([LABELS[a] for a in PEERS], rotation=35, ha="right",
+                           fontsize="small")
+        ax.set_title(f"{task}: UBA − peer ({metric_label(tc[0].metric)}{unit})",
+                     fontsize="medium")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
     fig.tight_layout()
     fig.savefig(path, format="png")
 
 
-def markdown(preset: str, p: dict[str, Any], bundle: Any, full_steps: int, budgets: list[int],
-             best: dict[int, dict[str, Any]], summary: dict[int, dict[str, Any]],
-             wall: float, extra_args: str = "",
-             lr_grid: tuple[float, ...] | None = None) -> str:
-    info = machine_info(p["device"])
-    lr_text = (f"η_max = {p['lr']} for every arm" if not lr_grid else
-               f"η_max tuned for every arm on the held-out split (baselines and UBA φ=5: best "
-               f"of {list(lr_grid)}; tuned UBA: searched log-uniformly in "
-               f"[{min(lr_grid)}, {max(lr_grid)}] with φ and phases)")
-    cmd = "python -m bench.schedule_quality" + (
-        "" if preset == "cpu" else f" --preset {preset}") + extra_args
-    seeds = (f"evaluation seeds 0..{p['seeds'] - 1} (init + batch order, shared by all arms); "
-             f"tuning seed {TUNE_SEED}, TPE sampler seed 0")
-    lines = [
-        f"# Schedule quality ({preset})\n",
-        provenance_md(info, cmd, seeds),
-        f"Setup: `{p['model']}` {p['model_kwargs'] or ''} on `{p['dataset']}` "
-        f"{p['dataset_kwargs'] or ''} ({bundle.num_train} train, {bundle.num_val} test), SGD "
-        f"momentum 0.9, {lr_text}, η_min = 0, weight decay "
-        f"{p['weight_decay']}, batch {p['batch_size']}; full budget {p['full_epochs']} epochs "
-        f"= {full_steps} steps; budgets {budgets} steps (25/50/100 %), each from scratch. "
-        f"Tuned UBA: {p['tune_trials']} Optuna TPE trials per budget with phitune's search "
-        f"configuration, trained on {bundle.num_train - p['holdout']} training examples and "
-        f"scored on {p['holdout']} held-out training examples (the test set is not used for "
-        f"tuning). Wall time {wall / 60:.1f} min.\n",
-        "## Test accuracy, mean ± std over seeds (%)\n",
-        "| arm | " + " | ".join(f"{b} steps" for b in budgets) + " |",
-        "|---|" + "---|" * len(budgets),
-    ]
-    for arm in ARMS:
-        cells = []
-        for b in budgets:
-            m, s = summary[b]["mean_std"][arm]
-            bold = summary[b]["rank"][0] == arm
-            cell = f"{100 * m:.2f} ± {100 * s:.2f}"
-            cells.append(f"**{cell}**" if bold else cell)
-        lines.append(f"| {LABELS[arm]} | " + " | ".join(cells) + " |")
-    lines += ["", "Tuned (φ, phases) per budget: " + ", ".join(
-        f"{b}: φ={best[b]['phi']:.3g}, {best[b]['phases']} phase(s) (held-out acc "
-        f"{100 * best[b]['holdout_accuracy']:.2f} %)" for b in budgets) + "."
-        + _edge_note(best, budgets) + "\n",
-        *(_lr_table(best, budgets) if lr_grid else []),
-        "## Paired per seed: tuned UBA − arm (accuracy points; wins/ties/losses of tuned UBA; "
-        "exact sign-flip p)\n",
-        "| vs | " + " | ".join(f"{b} steps" for b in budgets) + " |",
-        "|---|" + "---|" * len(budgets)]
-    for arm in ARMS[1:]:
-        lines.append(f"| {LABELS[arm]} | " + " | ".join(
-            summary[b]["paired_vs_tuned"][arm].fmt() for b in budgets) + " |")
-    n = summary[budgets[0]]["paired_vs_tuned"]["cosine"].n
-    lines += ["", f"With {n} seeds the smallest possible two-sided p is 2/2^{n} = "
-              f"{2 / 2 ** n:.3g}: 'p = {2 / 2 ** n:.3g}' means every seed agreed.\n"]
-    lines += ["Rank by mean test accuracy: " + "; ".join(
-        f"{b} steps: " + " > ".join(LABELS[a] for a in summary[b]["rank"][:4]) + " > …"
-        for b in budgets) + ".\n",
-        f"Files: `{NAME}*.csv` (one row per arm × budget × seed), `{NAME}*_tuning.csv` "
-        "(every tuning trial), `.png` (accuracy per arm; LR curves at the full budget).\n"]
-    return "\n".join(lines)
-
-
-def _lr_table(best: dict[int, dict[str, Any]], budgets: list[int]) -> list[str]:
-    """η_max each arm used per budget (chosen on the held-out split)."""
-    out = ["η_max chosen on the held-out split:\n",
-           "| arm | " + " | ".join(f"{b} steps" for b in budgets) + " |",
-           "|---|" + "---|" * len(budgets)]
-    for arm in ARMS:
-        out.append(f"| {LABELS[arm]} | " + " | ".join(
-            f"{best[b]['arm_lr'][arm]:.3g}" for b in budgets) + " |")
-    return [*out, ""]
-
-
-def _edge_note(best: dict[int, dict[str, Any]], budgets: list[int]) -> str:
-    """Say so when a tuned φ sits near the edge of the search range (SearchSpace's default):
-    the optimum may lie outside it."""
-    from tuning.specs import SearchSpace
-
-    lo, hi = SearchSpace().phi_min, SearchSpace().phi_max
-    edge = [b for b in budgets if best[b]["phi"] < lo * 1.25 or best[b]["phi"] > hi / 1.25]
-    if not edge:
-        return ""
-    return (f" Note: the tuned φ at {edge} steps is within 25 % of the search range's edge "
-            f"(φ ∈ [{lo:g}, {hi:g}]); the best φ may lie beyond it (φ → 0 is a constant LR).")
+def report(preset: str, out_dir: Path, info: dict[str, Any] | None = None,
+           wall: float | None = None) -> list[Cell]:
+    """Write ``schedule_quality{suffix}.md`` and ``.png`` from the per-task CSVs."""
+    p = PRESETS[preset]
+    cells = load_cells(out_dir, preset)
+    if not cells:
+        raise SystemExit(f"no {NAME}{_suffix(preset)}_<task>.csv in {out_dir}: run the bench first")
+    info = info or provenance(seeds=f"evaluation seeds 0..{p.eval_seeds - 1}; search seed "
+                                    f"{TUNE_SEED}; finalist seeds derived from study seed 0",
+                              device=p.device)
+    title = (f"# Schedule quality at equal tuning compute ({preset}: "
+             f"{', '.join(dict.fromkeys(c.task for c in cells))})\n")
+    write_markdown(out_dir / f"{NAME}{_suffix(preset)}.md", title, info,
+                   markdown(cells, p, wall))
+    plot(cells, out_dir / f"{NAME}{_suffix(preset)}.png")
+    return cells
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--smoke", action="store_true", help="= --preset smoke (seconds)")
+    parser.add_argument("--task", action="append", help="run only these tasks (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1, help="tasks run in parallel processes")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
+    parser.add_argument("--report", action="store_true",
+                        help="only rewrite the markdown/PNG from the per-task CSVs")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--seeds", type=int)
-    parser.add_argument("--tune-trials", type=int)
-    parser.add_argument("--full-epochs", type=int)
-    parser.add_argument("--lr", type=float, help="η_max of every arm (default: the preset's)")
-    parser.add_argument("--lr-grid", type=lambda v: tuple(float(x) for x in v.split(",")),
-                        help="tune η_max of every arm on the held-out split, e.g. "
-                             "0.025,0.05,0.1,0.2 (files get a _tunedlr suffix)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(args.threads)
     preset = "smoke" if args.smoke else args.preset
-    res = run(preset, args.out, seeds=args.seeds, tune_trials=args.tune_trials,
-              full_epochs=args.full_epochs, lr=args.lr, lr_grid=args.lr_grid)
-    logger.info("done in %.1f s; wrote %s", res["wall_s"], args.out)
+    p = PRESETS[preset]
+    info = provenance(command="python -m bench.schedule_quality " + " ".join(
+        argv if argv is not None else sys.argv[1:]),
+        seeds=f"evaluation seeds 0..{p.eval_seeds - 1}; search seed {TUNE_SEED}; "
+              "finalist seeds derived from study seed 0", device=p.device)
+    t0 = time.perf_counter()
+    if not args.report:
+        names = args.task or list(p.tasks)
+        unknown = sorted(set(names) - set(p.tasks))
+        if unknown:
+            parser.error(f"--task: unknown {unknown}; choose from {sorted(p.tasks)}")
+        if args.jobs > 1:
+            names = names[::-1]  # the longest task (the LM, listed last) starts first
+            with ProcessPoolExecutor(args.jobs) as pool:
+                list(pool.map(run_task, [preset] * len(names), names,
+                              [args.out] * len(names), [args.threads] * len(names)))
+        else:
+            for name in names:
+                run_task(preset, name, args.out, args.threads)
+    report(preset, args.out, info, None if args.report else time.perf_counter() - t0)
+    logger.info("wrote %s", args.out)
     return 0
 
 

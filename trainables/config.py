@@ -24,9 +24,13 @@ from tuning.schedules._uba import DEFAULT_VARIANT, PAPER_DEFAULT_PHI, UBA_VARIAN
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_VARIANT", "PAPER_DEFAULT_PHI", "TrainConfig", "metric_mode"]
+__all__ = ["DEFAULT_VARIANT", "PAPER_DEFAULT_PHI", "SCHEDULE_FREE", "TrainConfig", "metric_mode"]
 
-Optimizer = Literal["sgd", "adamw"]
+Optimizer = Literal["sgd", "adamw", "sgd_schedulefree", "adamw_schedulefree"]
+#: Schedule-free optimizers (Defazio et al. 2024, the ``schedulefree`` package): the peer a user
+#: picks to avoid a schedule altogether. They average their iterates instead of decaying the LR,
+#: so they run with the ``constant`` schedule and take warmup inside the optimizer.
+SCHEDULE_FREE: tuple[str, ...] = ("sgd_schedulefree", "adamw_schedulefree")
 Metric = Literal["val_accuracy", "val_loss", "val_perplexity"]
 
 #: Keys a config may carry besides the fields (bookkeeping added by tuners), ignored silently.
@@ -182,8 +186,12 @@ class TrainConfig:
             raise bad("batch_size", "integer >= 1")
         if not isinstance(self.lr, numbers.Real) or not (self.lr > 0 and math.isfinite(self.lr)):
             raise bad("lr", "finite number > 0")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise bad("optimizer", "'sgd' or 'adamw'")
+        if self.optimizer not in ("sgd", "adamw", *SCHEDULE_FREE):
+            raise bad("optimizer", "'sgd', 'adamw', 'sgd_schedulefree' or 'adamw_schedulefree'")
+        if self.optimizer in SCHEDULE_FREE and self.schedule != "constant":
+            raise bad("schedule", f"'constant' with optimizer {self.optimizer!r} (a schedule-free "
+                                  "optimizer replaces the schedule; warmup goes in "
+                                  "schedule_params.warmup_steps)")
         if not 0 <= self.momentum < 1:
             raise bad("momentum", "0 <= momentum < 1")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):

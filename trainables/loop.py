@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainables.config import TrainConfig
+from trainables.config import SCHEDULE_FREE, TrainConfig
 from trainables.datasets import DataBundle, steps_per_epoch
 from trainables.errors import ConfigError, DivergedError
 from trainables.preflight import check_trial_memory, count_parameters
@@ -65,8 +65,24 @@ def _resolve_device(name: str) -> torch.device:
 
 
 def _build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov, coupled L2) or AdamW (decoupled decay), as in the paper."""
+    """SGD (momentum, Nesterov, coupled L2) or AdamW (decoupled decay), as in the paper; or
+    their schedule-free versions (the ``schedulefree`` package), which take the warmup of
+    ``schedule_params.warmup_steps`` themselves because their iterate averaging weighs each
+    step by its LR."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer in SCHEDULE_FREE:
+        try:
+            import schedulefree
+        except ImportError as exc:
+            raise ConfigError(f"optimizer {cfg.optimizer!r} needs the schedulefree package: "
+                              "pip install 'phitune[server]'") from exc
+        warmup = int(cfg.schedule_params.get("warmup_steps", 0))
+        if cfg.optimizer == "sgd_schedulefree":
+            return schedulefree.SGDScheduleFree(params, lr=cfg.lr, momentum=cfg.momentum,
+                                                weight_decay=cfg.weight_decay,
+                                                warmup_steps=warmup)
+        return schedulefree.AdamWScheduleFree(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                              warmup_steps=warmup)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params,
@@ -85,6 +101,8 @@ def build_scheduler(
     from tuning.schedules import create_schedule  # tuning.schedules needs only torch/numpy
 
     params = cfg.schedule_kwargs()
+    if cfg.optimizer in SCHEDULE_FREE:  # the optimizer warms up itself (_build_optimizer)
+        params.pop("warmup_steps", None)
     try:
         schedule = create_schedule(cfg.schedule, cfg.total_steps, eta_max=cfg.lr, **params)
     except (TypeError, KeyError) as exc:
@@ -219,6 +237,51 @@ def evaluate(
     return metrics
 
 
+_BN_RECALIBRATION_BATCHES = 50
+
+
+@contextlib.contextmanager
+def _evaluation_weights(p: _Prepared) -> Any:
+    """Evaluate (and checkpoint) at the weights a user would deploy.
+
+    Plain optimizers: the current weights, nothing to do. A schedule-free optimizer trains at
+    one point and averages another; ``optimizer.eval()`` swaps the average in and
+    ``optimizer.train()`` swaps back (the package's contract). BatchNorm statistics were
+    gathered at the training point, so they are recomputed at the averaged weights over the
+    first training batches (the package README's recipe), with the RNG state restored so the
+    training run continues exactly as it would have without the evaluation.
+    """
+    if p.cfg.optimizer not in SCHEDULE_FREE:
+        yield
+        return
+    p.optimizer.eval()  # type: ignore[attr-defined]
+    try:
+        norms = [m for m in p.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if norms:
+            rng = _rng_state(p.device)
+            was_training = p.model.training
+            momenta = [m.momentum for m in norms]
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average over the recalibration batches
+            p.model.train()
+            bs = p.cfg.batch_size
+            n = min(_BN_RECALIBRATION_BATCHES, p.bundle.num_train // bs)
+            with torch.no_grad():
+                for i in range(n):
+                    x = _prepare_input(p.bundle.train_x[i * bs:(i + 1) * bs], p.bundle,
+                                       p.cfg.channels_last)
+                    with _autocast(p.cfg, p.device):
+                        p.forward(x)
+            for m, mom in zip(norms, momenta, strict=True):
+                m.momentum = mom
+            p.model.train(was_training)
+            _set_rng_state(rng, p.device)
+        yield
+    finally:
+        p.optimizer.train()  # type: ignore[attr-defined]
+
+
 _BUNDLE_CACHE: dict[str, DataBundle] = {}
 
 
@@ -261,6 +324,8 @@ def _prepare(cfg: TrainConfig, bundle: DataBundle | None) -> _Prepared:
     if cfg.compile:
         forward = torch.compile(model)  # type: ignore[assignment]
     optimizer = _build_optimizer(cfg, model)
+    if cfg.optimizer in SCHEDULE_FREE:
+        optimizer.train()  # type: ignore[attr-defined]  # schedule-free: train mode to step
     scheduler = build_scheduler(cfg, optimizer)
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg.seed)
@@ -370,9 +435,11 @@ def run_training(
         window_steps = int(resume_state.get("window_steps", 0))
         logger.info("resuming %s/%s at step %d", cfg.model, cfg.dataset, start_step)
         if start_step >= cfg.total_steps:  # restored from the final checkpoint: nothing to do
+            with _evaluation_weights(p):
+                final = evaluate(p.forward, p.model, p.bundle, cfg, p.device)
             return {
                 "step": start_step,
-                **evaluate(p.forward, p.model, p.bundle, cfg, p.device),
+                **final,
                 "lr": p.optimizer.param_groups[0]["lr"],
                 "done": True,
             }
@@ -432,11 +499,13 @@ def run_training(
             continue
         sync()
         train_time += time.perf_counter() - t0
+        with _evaluation_weights(p):
+            val_metrics = evaluate(p.forward, p.model, p.bundle, cfg, p.device)
         metrics = {
             "step": step,
             "epoch": step * cfg.batch_size / p.bundle.num_train,
             "train_loss": window_loss / max(window_steps, 1),
-            **evaluate(p.forward, p.model, p.bundle, cfg, p.device),
+            **val_metrics,
             "lr": last_lr,
             "samples_per_s": n_samples / train_time if train_time > 0 else float("nan"),
             "done": step == cfg.total_steps,

@@ -138,9 +138,10 @@ def count_parameters(model: str, info: Mapping[str, Any], model_kwargs: Mapping[
 
 
 def training_bytes(num_params: int, optimizer: str) -> int:
-    """Bytes of fp32 weights + gradients + optimizer state (SGD momentum 1, AdamW 2 slots);
-    activations and data come on top, so this is a lower bound."""
-    slots = 2 if optimizer == "adamw" else 1
+    """Bytes of fp32 weights + gradients + optimizer state (SGD momentum 1, AdamW 2 slots;
+    schedule-free SGD keeps z, schedule-free AdamW z and v); activations and data come on top,
+    so this is a lower bound."""
+    slots = 2 if optimizer in ("adamw", "adamw_schedulefree") else 1
     return 4 * num_params * (2 + slots)
 
 
