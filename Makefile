@@ -11,7 +11,7 @@ DATA_DIR ?= .phitune/data
 PYTEST_ARGS ?=
 
 .PHONY: venv lock data postgres demo test lint serve clean bench-schedules bench-curvature \
-	bench-trainer bench-quality bench-quality-lr bench-quality-gpu bench-search bench-phi \
+	bench-trainer bench-quality bench-quality-gpu bench-search bench-phi \
 	bench-service bench-load bench-warm-start readme-results
 
 LOCKS := -c requirements/runtime.lock -c requirements/dev.lock
@@ -61,15 +61,12 @@ bench-curvature: venv data
 bench-trainer: venv data
 	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) bench/trainer_overhead.py
 
+# issue 14 item 3: three tasks, every arm tuned by the same ladder (equal compute), ~1 h on 2 cores
 bench-quality: venv data
-	$(PY) -m bench.schedule_quality
-	$(PY) -m bench.schedule_quality --lr 0.1 --seeds 3
-
-bench-quality-lr: venv data
-	$(PY) -m bench.schedule_quality --lr-grid 0.025,0.05,0.1,0.2 --seeds 3 --tune-trials 16
+	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) -m bench.schedule_quality --jobs 2
 
 bench-quality-gpu: venv data
-	$(PY) -m bench.schedule_quality --preset gpu --threads 4
+	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) -m bench.schedule_quality --preset gpu --threads 4
 
 # issue 11 evidence: a lookup simulation on the dense φ corpus (bench/results/phi_corpus.csv,
 # written by bench.phi_corpus); the older search_efficiency/warm_start benches are superseded

@@ -24,21 +24,12 @@ import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from bench.common import REPO_ROOT, RESULTS_DIR, mean_std, paired, read_csv
+from bench.common import REPO_ROOT, RESULTS_DIR, mean_std, read_csv
 
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
 README = REPO_ROOT / "README.md"
-
-ARM_LABELS = {"uba_tuned": "tuned UBA", "uba_default": "UBA φ = 5", "step": "step",
-              "cosine": "cosine", "triangular": "CLR", "onecycle": "OneCycle",
-              "linear": "linear", "rex": "REX"}
-QUALITY_FILES = ("schedule_quality", "schedule_quality_lr0.1", "schedule_quality_tunedlr")
-#: what the committed schedule-quality runs searched (the default before it became 0.01-50)
-QUALITY_PHI_RANGE = "[0.1, 50]"
-
 
 def _f(x: float, nd: int = 2) -> str:
     return f"{x:.{nd}f}"
@@ -77,118 +68,43 @@ def provenance_note(results: Path, names: Sequence[str]) -> str:
 # ----------------------------------------------------------------------------- quality
 
 
-def _quality_setting(results: Path, name: str) -> str:
-    md = results / f"{name}.md"
-    text = md.read_text() if md.exists() else ""
-    m = re.search(r"η_max = ([0-9.]+) for every arm", text)
-    if m:
-        return f"η_max = {m.group(1)} shared by all arms"
-    if "η_max tuned for every arm" in text:
-        return "η_max tuned per arm"
-    return name
-
-
-def quality_cells(results: Path) -> list[dict[str, Any]]:
-    """One cell per (setting, budget): tuned UBA's mean, rank, paired comparisons."""
-    cells = []
-    for name in QUALITY_FILES:
-        path = results / f"{name}.csv"
-        if not path.exists():
-            continue
-        rows = read_csv(path)
-        setting = _quality_setting(results, name)
-        for steps in sorted({int(r["budget_steps"]) for r in rows}):
-            by_arm: dict[str, dict[int, float]] = {}
-            for r in rows:
-                if int(r["budget_steps"]) == steps:
-                    by_arm.setdefault(r["arm"], {})[int(r["seed"])] = float(r["test_accuracy"])
-            if "uba_tuned" not in by_arm:
-                continue
-            seeds = sorted(by_arm["uba_tuned"])
-            means = {a: mean_std([v[s] for s in seeds]) for a, v in by_arm.items()}
-            order = sorted(means, key=lambda a: -means[a][0])
-            others = [a for a in order if a != "uba_tuned"]
-            best_other = others[0]
-            tuned = [by_arm["uba_tuned"][s] for s in seeds]
-            vs_all = {a: paired(tuned, [by_arm[a][s] for s in seeds]) for a in others}
-            cells.append({
-                "file": name, "setting": setting, "steps": steps, "seeds": len(seeds),
-                "n_arms": len(order), "means": means, "rank": order.index("uba_tuned") + 1,
-                "best_other": best_other, "vs_best": vs_all[best_other],
-                "vs_default": vs_all.get("uba_default"), "vs_all": vs_all,
-                "phi": statistics.median(float(r["phi"]) for r in rows
-                                         if r["arm"] == "uba_tuned"
-                                         and int(r["budget_steps"]) == steps)})
-    return cells
-
-
 def render_quality(results: Path) -> str:
-    cells = quality_cells(results)
+    """Schedule quality at equal tuning compute (bench/schedule_quality.py): per task and
+    budget, searched UBA against the best of its peers, and the goal verdict, all computed."""
+    from bench import schedule_quality as sq
+
+    cells = sq.load_cells(results)
     if not cells:
-        return _missing("schedule_quality.csv")
+        return _missing("schedule_quality_<task>.csv")
+    p = sq.PRESETS["cpu"]
     lines = [
-        "### Schedule quality (one task: MLP on Fashion-MNIST 10k)\n",
-        "SGD, budgets 25 / 50 / 100 % of 8 epochs, each trained from scratch; UBA's φ and phases "
-        f"tuned by phitune's Optuna configuration (φ ∈ {QUALITY_PHI_RANGE}, the default before "
-        "it became 0.01–50) on a held-out split; test accuracy in %, mean ± std over seeds; "
-        "paired = tuned UBA minus the other arm per seed, with wins/ties/losses and an exact "
-        "sign-flip p "
-        f"({', '.join(f'`{c}.md`' for c in dict.fromkeys(c['file'] for c in cells))}).\n",
-        "| setting | steps | seeds | tuned UBA | rank | best other arm | tuned − best other "
-        "(paired) | tuned − UBA φ = 5 (paired) |",
-        "|---|---|---|---|---|---|---|---|",
+        "### Schedule quality at equal tuning compute (three tasks)\n",
+        "Each arm — searched UBA (φ, phases, η_max), cosine, linear, step, REX, WSD (η_max "
+        "tuned) and schedule-free SGD/AdamW (lr tuned) — is tuned by the same horizon ladder "
+        f"({p.candidates} candidates, η = {p.eta}, {p.finalists} finalists × "
+        f"{p.finalist_seeds} extra seeds: the same compute for every arm) on the tuning half of "
+        "the validation set, then trained with evaluation seeds "
+        f"0..{p.eval_seeds - 1} and scored on the other half. Budgets 25 / 50 / 100 %, each "
+        "from scratch. Test accuracy in % (or test loss for the LM), mean ± std; paired = UBA "
+        "minus the best peer per seed, positive = UBA better, with wins/ties/losses and an "
+        "exact sign-flip p (`bench/results/schedule_quality.md` has every arm).\n",
+        "| task | steps | searched UBA | rank of 7 | best peer | UBA − best peer (paired) |",
+        "|---|---|---|---|---|---|",
     ]
     for c in cells:
-        m, s = c["means"]["uba_tuned"]
-        bo = c["best_other"]
-        bm, bs = c["means"][bo]
-        vd = c["vs_default"]
+        s, unit = sq._scale(c.metric)
+        nd = 2 if s != 1 else 3
+        m, sd = mean_std(c.values["uba"])
+        peer = c.best_peer()
+        pm, psd = mean_std(c.values[peer])
+        sign = 1 if c.mode == "max" else -1
+        rank = 1 + sum(sign * c.mean(a) > sign * c.mean("uba") for a in sq.PEERS)
         lines.append(
-            f"| {c['setting']} | {c['steps']} | {c['seeds']} | {_f(100 * m)} ± {_f(100 * s)} | "
-            f"{c['rank']} of {c['n_arms']} | {ARM_LABELS.get(bo, bo)} {_f(100 * bm)} ± "
-            f"{_f(100 * bs)} | {c['vs_best'].fmt()} | {vd.fmt() if vd else '–'} |")
-    lines += ["", quality_reading(cells), "",
-              provenance_note(results, list(dict.fromkeys(c["file"] for c in cells)))]
+            f"| {c.task} ({sq.metric_label(c.metric)}) | {c.steps} | {_f(s * m, nd)} ± "
+            f"{_f(s * sd, nd)} | {rank} | {sq.LABELS[peer]} {_f(s * pm, nd)} ± {_f(s * psd, nd)} "
+            f"| {c.uba_vs(peer).fmt(scale=s, unit=unit)} |")
+    lines += ["", sq.verdict_text(cells), "", provenance_note(results, [sq.NAME])]
     return "\n".join(lines)
-
-
-def quality_reading(cells: Sequence[dict[str, Any]]) -> str:
-    """The interpreting sentences, each computed from the cells."""
-    n = len(cells)
-    first = [c for c in cells if c["rank"] == 1]
-    out = [f"Reading (computed from the files): tuned UBA has the highest mean in {len(first)} "
-           f"of {n} setting × budget cells."]
-    not_first = [c for c in cells if c["rank"] != 1]
-    if not_first:
-        worst = max(not_first, key=lambda c: c["rank"])
-        bo = ARM_LABELS.get(worst["best_other"], worst["best_other"])
-        out.append(
-            f"It is not the best schedule at every budget: its worst cell is {worst['rank']} of "
-            f"{worst['n_arms']} ({worst['setting']}, {worst['steps']} steps), where {bo} beats "
-            f"it on {worst['vs_best'].losses} of {worst['vs_best'].n} paired seeds.")
-    sweep = [c for c in cells if all(p.wins == p.n for p in c["vs_all"].values())]
-    if sweep:
-        out.append("It beats every other arm on every paired seed only in "
-                   + ", ".join(f"{c['setting']} at {c['steps']} steps" for c in sweep) + ".")
-    tuned_lr = [c for c in cells if c["setting"] == "η_max tuned per arm"]
-    if tuned_lr:
-        wins = sum(c["rank"] == 1 for c in tuned_lr)
-        best = ", ".join(f"{ARM_LABELS.get(c['best_other'], c['best_other'])} at {c['steps']}"
-                         for c in tuned_lr if c["rank"] != 1)
-        out.append(f"With η_max tuned for every arm (the fair comparison) tuned UBA is best at "
-                   f"{wins} of {len(tuned_lr)} budgets" + (f"; ahead of it: {best} steps."
-                                                          if best else "."))
-    full = [c for c in cells if c["steps"] == max(x["steps"] for x in cells
-                                                  if x["file"] == c["file"])]
-    dflt = [c for c in full if c["vs_default"] is not None]
-    if dflt:
-        w = sum(c["vs_default"].wins for c in dflt)
-        k = sum(c["vs_default"].n for c in dflt)
-        out.append(f"At the full budget tuned φ beats the paper's fixed φ = 5 on {w} of {k} "
-                   f"paired seeds over the {len(dflt)} settings.")
-    out.append("All of this is one small MLP on 10k images, where the best and worst "
-               "reasonable schedules differ by about as much as seed noise.")
-    return " ".join(out)
 
 
 # ----------------------------------------------------------------------------- search

@@ -76,6 +76,7 @@ from bench.phi_corpus import CORE_TASKS, SMOKE_TASKS, TASKS, Task
 from trainables.config import metric_mode
 from trainables.datasets import split_validation
 from trainables.registry import get_dataset
+from tuning.compare import SCHEDULE_FREE_WARMUP
 from tuning.ladder import compute_units, plan_ladder, promote
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,6 @@ LABELS = {"uba": "UBA searched (φ, phases, η_max)", "cosine": "cosine", "linea
 #: η_max range of each arm as factors of the task's lr (all 16× wide).
 LR_RANGE = {"scheduled": (0.25, 4.0), "sgd_schedulefree": (2.5, 40.0),
             "adamw_schedulefree": (0.5, 8.0)}
-SF_WARMUP = 0.05  # schedule-free warmup, fraction of the run (the package README's advice)
 TUNE_SEED = 1000  # training seed of the search runs (never an evaluation seed)
 OBJECTIVE = "val_loss"
 
@@ -148,7 +148,7 @@ def arm_config(arm: str, task: Task, params: dict[str, Any], steps: int, seed: i
                    variant="restart", eta_min=0.0)
     elif arm == "schedulefree":
         cfg.update(schedule="constant",
-                   schedule_params={"warmup_steps": max(0, round(SF_WARMUP * steps))})
+                   schedule_params={"warmup_steps": max(0, round(SCHEDULE_FREE_WARMUP * steps))})
     else:
         cfg.update(schedule=arm)
     return cfg

@@ -265,6 +265,11 @@ class _Api:
     def cancel(study_id: str) -> _Call:
         return _Call("DELETE", f"/v1/studies/{study_id}", _model(StudyPublic))
 
+    @staticmethod
+    def extend(study_id: str, extra_iterations: int) -> _Call:
+        return _Call("POST", f"/v1/studies/{study_id}:extend", _model(StudyPublic),
+                     json={"extra_iterations": extra_iterations})
+
 
 class _Progress:
     """``progress=True`` prints one line per change (and each retry) to stderr; a callable
@@ -397,6 +402,13 @@ class PhiTuneClient:
     def cancel(self, study_id: str) -> StudyPublic:
         return self._send(_Api.cancel(study_id))
 
+    def extend(self, study_id: str, extra_iterations: int = 1) -> StudyPublic:
+        """More trials, the same searcher state: append ``extra_iterations`` ladder
+        iterations (each with the study's per-iteration candidate count) to a succeeded
+        study, which queues again; :meth:`wait` for the new result. Earlier runs are
+        restored, not re-trained (409 unless succeeded)."""
+        return self._send(_Api.extend(study_id, extra_iterations))
+
     def wait(self, study_id: str, *, timeout: float | None = None, poll: float = 2.0,
              progress: bool | Callable[[StudyPublic], None] = False) -> StudyPublic:
         """Poll until the study is succeeded/failed/cancelled (:attr:`retry` covers
@@ -511,6 +523,9 @@ class AsyncPhiTuneClient:
     async def cancel(self, study_id: str) -> StudyPublic:
         return await self._send(_Api.cancel(study_id))
 
+    async def extend(self, study_id: str, extra_iterations: int = 1) -> StudyPublic:
+        return await self._send(_Api.extend(study_id, extra_iterations))
+
     async def wait(self, study_id: str, *, timeout: float | None = None, poll: float = 2.0,
                    progress: bool | Callable[[StudyPublic], None] = False) -> StudyPublic:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -527,6 +542,6 @@ class AsyncPhiTuneClient:
 
 def format_progress(study: StudyPublic) -> str:
     p = study.progress
-    best = "—" if p.best_value is None else f"{p.best_value:.4f}"
+    best = "—" if p.best_value is None else f"{p.best_value:.4f} at {p.best_value_steps} steps"
     return (f"[{study.status}] trials: {p.trials_finished} finished, {p.trials_running} running, "
             f"{p.trials_failed} failed | best {study.spec.metric}: {best}")

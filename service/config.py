@@ -110,6 +110,34 @@ class Settings(BaseSettings):
     tune_checkpoint_s: float = Field(
         1.0, gt=0, description="Tune experiment-state save period of a driver (resume window)"
     )
+    # experiment trackers (optional extras, off by default) --------------------------------------
+    mlflow_tracking_uri: str | None = Field(
+        None, description="log every trial to MLflow at this tracking URI (file:/path, "
+        "http://host:5000 ...); needs phitune[mlflow]")
+    mlflow_experiment: str | None = Field(
+        None, description="MLflow experiment of every study (default: phitune-<study id>)")
+    wandb_project: str | None = Field(
+        None, description="log every trial to this W&B project, grouped by study; needs "
+        "phitune[wandb] (and WANDB_API_KEY unless offline)")
+    wandb_mode: Literal["online", "offline"] = Field(
+        "online", description="offline: W&B runs are written into each trial's directory "
+        "without network (`wandb sync` uploads them later)")
+
+    def check_trackers(self) -> None:
+        """A tracker configured without its package is a startup error naming the setting,
+        not a study that fails later."""
+        import importlib
+
+        for setting, value, module in (("PHITUNE_MLFLOW_TRACKING_URI", self.mlflow_tracking_uri,
+                                        "mlflow"),
+                                       ("PHITUNE_WANDB_PROJECT", self.wandb_project, "wandb")):
+            if not value:
+                continue
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise ValueError(f"{setting} is set but {module} is not installed: "
+                                 f"pip install 'phitune[{module}]'") from None
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -222,7 +222,8 @@ class StudyCreate(_Strict):
     compare: list[str] = Field(
         default_factory=list, max_length=12,
         description="baselines trained at every budget on the same seeds as the tuned UBA "
-        "(cosine, step, onecycle, linear, rex, clr, exponential, wsd, constant, uba_default)",
+        "(cosine, step, onecycle, linear, rex, clr, exponential, wsd, constant, uba_default, "
+        "schedulefree: the optimizer's schedule-free form at a constant lr)",
     )
     seeds: int = Field(1, ge=1, le=10, description="seeds per arm in the comparison")
     compare_eta_max: list[float] = Field(
@@ -263,32 +264,58 @@ class StudyCreate(_Strict):
     def _ladder_fits(self) -> StudyCreate:
         """The ladder bounds of ``tuning.ladder.plan_ladder`` (ValueError there), checked here
         where the budget is known in steps, so a ladder that cannot fit is a 422 naming the
-        field (tests/service/test_search_schema.py checks both layers agree)."""
-        steps, lad = self.budget.steps, self.ladder
-        if self.method != "ladder" or self.early_stopping or steps is None:
-            return self
+        field (tests/service/test_search_schema.py checks both layers agree). A budget in
+        epochs is checked by the route once the training-set size is known."""
+        if self.budget.steps is not None:
+            problem = self.ladder_problem(self.budget.steps)
+            if problem is not None:
+                raise ValueError(problem[1])
+        return self
+
+    def ladder_problem(self, steps: int) -> tuple[str, str] | None:
+        """Why the ladder cannot fit a budget of ``steps`` optimizer steps, as (field,
+        message naming the field), or None when it fits (or the method is not the ladder)."""
+        lad = self.ladder
+        if self.method != "ladder" or self.early_stopping:
+            return None
         interval = min(self.eval_every, steps)
         shortest = math.ceil(lad.min_fraction * steps - 1e-9) if lad.min_fraction else None
         if shortest is not None and shortest < interval:
-            raise ValueError(f"ladder.min_fraction: {lad.min_fraction} gives a rung of "
-                             f"{shortest} steps, under one eval interval ({interval} steps)")
+            return "ladder.min_fraction", (
+                f"ladder.min_fraction: {lad.min_fraction} gives a rung of {shortest} steps, "
+                f"under one eval interval ({interval} steps)")
         if lad.rungs is not None:
             lowest = round(steps / lad.eta ** (lad.rungs - 1))
             if lowest < interval:
-                raise ValueError(f"ladder.rungs: {lad.rungs} rungs make the lowest {lowest} "
-                                 f"steps, under one eval interval ({interval} steps)")
+                return "ladder.rungs", (f"ladder.rungs: {lad.rungs} rungs make the lowest "
+                                        f"{lowest} steps, under one eval interval ({interval} "
+                                        "steps)")
             share = self.num_trials // (lad.iterations or max(1, self.num_trials // 8))
             if share < lad.eta ** (lad.rungs - 1):
-                raise ValueError(f"ladder.rungs: {lad.rungs} rungs need at least "
-                                 f"{lad.eta ** (lad.rungs - 1)} candidates per iteration, "
-                                 f"num_trials allows {share}")
+                return "ladder.rungs", (f"ladder.rungs: {lad.rungs} rungs need at least "
+                                        f"{lad.eta ** (lad.rungs - 1)} candidates per "
+                                        f"iteration, num_trials allows {share}")
             if lad.brackets > lad.rungs:
-                raise ValueError(f"ladder.brackets: {lad.brackets} is more than the "
-                                 f"{lad.rungs} rungs")
+                return "ladder.brackets", (f"ladder.brackets: {lad.brackets} is more than the "
+                                           f"{lad.rungs} rungs")
         if lad.iterations is not None and lad.iterations > self.num_trials:
-            raise ValueError(f"ladder.iterations: {lad.iterations} is more than num_trials "
-                             f"({self.num_trials})")
-        return self
+            return "ladder.iterations", (f"ladder.iterations: {lad.iterations} is more than "
+                                         f"num_trials ({self.num_trials})")
+        return None
+
+
+class StudyExtend(_Strict):
+    """Body of ``POST /v1/studies/{id}:extend``: more candidates for a finished ladder study.
+
+    Counted in whole ladder iterations, not trials: ``num_trials`` is split over the
+    iterations, so raising it alone would re-plan the iterations that already ran. Each extra
+    iteration proposes as many candidates as the study's iterations had (``num_trials //
+    iterations``) from every finished one; the stored spec's ``ladder.iterations`` and
+    ``num_trials`` grow by that much."""
+
+    extra_iterations: int = Field(
+        ..., ge=1, le=63, description="ladder iterations to append (each with the study's "
+        "per-iteration candidate count); ladder.iterations may reach 64 in all")
 
 
 class Link(BaseModel):
@@ -300,7 +327,13 @@ class Progress(BaseModel):
     trials_running: int = 0
     trials_finished: int = 0
     trials_failed: int = 0
-    best_value: float | None = None
+    best_value: float | None = Field(
+        None, description="best metric value of the runs finished at best_value_steps (the "
+        "longest horizon any run has finished): values of different ladder rungs are not "
+        "comparable, and a running trial's value is an intermediate one")
+    best_value_steps: int | None = Field(
+        None, description="the horizon (optimizer steps) best_value was reached at; it grows "
+        "as the ladder's rungs finish, the full budget last")
 
 
 class StudyPublic(BaseModel):

@@ -9,6 +9,8 @@ optimisation. Baselines use the user's η_max, or the best of ``eta_max_grid`` b
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 import statistics
 from collections import defaultdict
@@ -29,20 +31,28 @@ ALIASES: dict[str, str] = {"clr": "triangular", "cyclic": "triangular", "one_cyc
                            "multistep": "step", "exp": "exponential"}
 #: Pseudo-baseline: UBA at the paper's default φ (5 for SGD, 0.5 for AdamW), one phase.
 UBA_DEFAULT = "uba_default"
+#: Pseudo-baseline: the study's optimizer in its schedule-free form (the ``schedulefree``
+#: package) at a constant LR: the peer users pick to avoid a schedule altogether. Its README
+#: puts good rates 10-50x (SGD) or 1-10x (AdamW) above scheduled ones: give it its own
+#: ``compare_eta_max`` grid.
+SCHEDULE_FREE = "schedulefree"
+#: Warmup of the schedule-free arm, a fraction of the run (its README recommends warmup).
+SCHEDULE_FREE_WARMUP = 0.05
+ALIASES.update({"schedule_free": SCHEDULE_FREE, "schedule-free": SCHEDULE_FREE})
 
 
 def resolve_baseline(name: str) -> str:
     """Registry name of a baseline, or ValueError naming the valid ones."""
     resolved = ALIASES.get(name, name)
-    if resolved == UBA_DEFAULT or (resolved in SCHEDULES and resolved != "uba"):
+    if resolved in (UBA_DEFAULT, SCHEDULE_FREE) or (resolved in SCHEDULES and resolved != "uba"):
         return resolved
-    valid = sorted([*(n for n in SCHEDULES if n != "uba"), *ALIASES, UBA_DEFAULT])
+    valid = sorted([*(n for n in SCHEDULES if n != "uba"), *ALIASES, UBA_DEFAULT, SCHEDULE_FREE])
     raise ValueError(f"unknown baseline {name!r}; valid: {', '.join(valid)}")
 
 
 def arm_config(name: str, base: TrainConfig, best: BestSchedule, lr: float) -> TrainConfig:
-    """The trial config of one arm: the tuned UBA, UBA at the paper's default φ, or a baseline
-    (with the study's η_min where the baseline takes one)."""
+    """The trial config of one arm: the tuned UBA, UBA at the paper's default φ, schedule-free,
+    or a baseline (with the study's η_min where the baseline takes one)."""
     if name == "uba":
         extra = {}
         if best.warmup_steps and base.total_steps:  # the tuned warmup fraction at this budget
@@ -52,6 +62,10 @@ def arm_config(name: str, base: TrainConfig, best: BestSchedule, lr: float) -> T
                                   eta_min=best.eta_min, lr=lr, **extra)
     if name == UBA_DEFAULT:
         return base.with_schedule("uba", phi=PAPER_DEFAULT_PHI[base.optimizer], phases=1, lr=lr)
+    if name == SCHEDULE_FREE:
+        sf = dataclasses.replace(base, optimizer=f"{base.optimizer}_schedulefree")
+        return sf.with_schedule("constant", lr=lr, warmup_steps=max(
+            0, round(SCHEDULE_FREE_WARMUP * base.total_steps)))
     return base.with_schedule(name, lr=lr)
 
 
@@ -74,8 +88,13 @@ def run_comparison(
             for s in range(seeds):
                 base = spec.train.for_budget(budget_steps, seed=spec.seed + s)
                 configs.append(({"arm": name}, arm_config(name, base, best, lr)))
-    return run_configs(spec, f"compare-{budget_steps}", budget_steps, configs, trainable, sink,
-                       "compare")
+    # named by the tuned schedule it compares: an extended study whose best changed runs a
+    # new comparison instead of restoring the old one
+    tuned = repr((best.phi, best.phases, best.eta_max, best.eta_min, best.variant,
+                  best.warmup_steps))
+    digest = hashlib.sha256(tuned.encode()).hexdigest()[:8]
+    return run_configs(spec, f"compare-{budget_steps}-{digest}", budget_steps, configs,
+                       trainable, sink, "compare")
 
 
 def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid) -> list[BaselineRow]:

@@ -305,7 +305,21 @@ def recommend_for(train: TrainConfig, total_steps: int, *,
                   history: Sequence[HistoryPoint] = (), history_cases: Sequence[Any] = (),
                   model: Any = None, measure: bool = True,
                   spec: FeatureSpec = FeatureSpec()) -> dict[str, Any]:
-    """The recommended φ and phases for a run, with every labelled suggestion as evidence.
+    """The recommended φ and phases for a run (:func:`recommend_with_report` without the
+    report), the answer of ``POST /v1/recommendations``."""
+    return recommend_with_report(train, total_steps, history=history,
+                                 history_cases=history_cases, model=model, measure=measure,
+                                 spec=spec)[0]
+
+
+def recommend_with_report(train: TrainConfig, total_steps: int, *,
+                          history: Sequence[HistoryPoint] = (),
+                          history_cases: Sequence[Any] = (), model: Any = None,
+                          measure: bool = True, spec: FeatureSpec = FeatureSpec(),
+                          ) -> tuple[dict[str, Any], CurvatureReport | None]:
+    """The recommended φ and phases for a run, with every labelled suggestion as evidence, and
+    the Hessian report at initialisation it measured (None when it measured none): a study
+    reads its curvature suggestions from that report instead of measuring a second time.
 
     Measures exactly the features the fitted :class:`tuning.curvature.recommend.PhiModel`
     needs (the packaged one: the Hessian at initialisation only, one estimate), predicts from
@@ -372,7 +386,7 @@ def recommend_for(train: TrainConfig, total_steps: int, *,
     suggestions += [sg.to_dict() for sg in suggest_phi(
         report, train.optimizer, history=history, model=train.model, dataset=train.dataset,
         budget_steps=total_steps)]
-    return _finite_or_none({
+    answer = _finite_or_none({
         "phi": float(phi), "phases": int(phases), "source": source,
         "budget_steps": int(total_steps), "optimizer": train.optimizer,
         "expected_gap": expected, "features": features, "feature_cost_s": cost,
@@ -381,25 +395,29 @@ def recommend_for(train: TrainConfig, total_steps: int, *,
         "history_cases": len(history_cases), "warnings": warnings,
         "seconds": time.perf_counter() - t0,
     })
+    return answer, report
 
 
-def study_recommendation(spec: StudySpec) -> dict[str, Any] | None:
-    """The φ model's recommendation for a study (:func:`recommend_for`): measured on a Ray task
-    with a trial's resources when the study asks for curvature, else from the budget features
-    alone (no measurement). None, logged, when it fails: a recommendation never stops a study.
+def study_recommendation(spec: StudySpec
+                         ) -> tuple[dict[str, Any] | None, CurvatureReport | None]:
+    """The φ model's recommendation for a study (:func:`recommend_with_report`) and the
+    curvature report it measured: measured once, on a Ray task with a trial's resources, when
+    the study asks for curvature (the same report then gives the study's curvature
+    suggestions); else from the budget features alone (no measurement, no report). (None,
+    None), logged, when it fails: a recommendation never stops a study.
     """
     try:
         if not spec.curvature:
-            return recommend_for(spec.train, spec.total_steps, history=spec.history,
-                                 measure=False)
+            return recommend_with_report(spec.train, spec.total_steps, history=spec.history,
+                                         measure=False)
         import ray
 
-        task = ray.remote(recommend_for).options(num_cpus=spec.resources.cpu,
-                                                 num_gpus=spec.resources.gpu)
+        task = ray.remote(recommend_with_report).options(num_cpus=spec.resources.cpu,
+                                                         num_gpus=spec.resources.gpu)
         return ray.get(task.remote(spec.train, spec.total_steps, history=spec.history))
     except Exception as exc:  # noqa: BLE001 - the study must run without it
         logger.warning("study %s: no phi recommendation (%s)", spec.study_id, exc)
-        return None
+        return None, None
 
 
 def with_recommendation(spec: StudySpec, recommendation: dict[str, Any] | None,

@@ -40,6 +40,7 @@ from trainables.tune_trainable import TRIAL_KEY
 from tuning.failed_trials import guard_for
 from tuning.results import StudySink, TrialKind, TrialRecord
 from tuning.specs import StudySpec
+from tuning.tracking import tracking_callbacks
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ class SinkCallback(tune.Callback):
         config = {**trial.config.get(TRIAL_KEY, trial.config), **trial.config}
         config.pop(TRIAL_KEY, None)
         keys = (PHI, PHASES, LR, "candidate") if self.kind == "search" else (
-            "schedule", "arm", PHI, PHASES, LR, "seed", "candidate")
+            "schedule", "arm", "optimizer", PHI, PHASES, LR, "seed", "candidate")
         params = {k: config[k] for k in keys if config.get(k) is not None}
         params["kind"] = self.kind
         return TrialRecord(
@@ -357,7 +358,8 @@ def run_configs(
             storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[SinkCallback(sink, steps, kind=kind), *([guard] if guard else [])],
+            callbacks=[SinkCallback(sink, steps, kind=kind), *([guard] if guard else []),
+                       *tracking_callbacks(spec.tracking, spec.study_id, name, storage)],
             stop=guard,
             verbose=0,
         ),
@@ -366,6 +368,17 @@ def run_configs(
     if guard is not None:
         guard.check()  # past max_failed_trials: the study ends failed, saying why
     return results
+
+
+#: What a run trains beyond the study's model and data. A restored experiment whose runs differ
+#: in these from what the driver plans now was planned from other inputs.
+RUN_IDENTITY = ("schedule", "phi", "phases", "lr", "schedule_params", "seed", "total_steps")
+
+
+class RestoredRunMismatchError(RuntimeError):
+    """A restored experiment holds other runs than the driver planned for it (the spec, the
+    warm-start source or the proposal code changed since it ran). Pairing its results with the
+    new plan would report one schedule's value for another, so the study stops instead."""
 
 
 def run_candidates(
@@ -384,12 +397,18 @@ def run_candidates(
                for c, seed in runs]
     results = run_configs(spec, name, steps, configs, trainable, sink, kind, scheduler)
     wanted = {(c.index, seed): c for c, seed in runs}
+    planned = {(tags["candidate"], tags["run_seed"]): cfg.to_dict() for tags, cfg in configs}
     outcomes: dict[tuple[int, int], Outcome] = {}
     for r in results:
         cfg = (r.config or {}).get(TRIAL_KEY, {})
         key = (cfg.get("candidate"), cfg.get("run_seed"))
         if key not in wanted:
             continue
+        if any(cfg.get(k) != planned[key].get(k) for k in RUN_IDENTITY):  # type: ignore[index]
+            raise RestoredRunMismatchError(
+                f"experiment {name}: candidate {key[0]} (seed {key[1]}) was trained as "
+                f"{ {k: cfg.get(k) for k in RUN_IDENTITY} }, the study now plans "
+                f"{ {k: planned[key].get(k) for k in RUN_IDENTITY} }")  # type: ignore[index]
         m = r.metrics or {}
         trained = int(m.get("step", 0) or 0)
         last = m.get(spec.metric)

@@ -16,7 +16,7 @@ from trainables.config import DEFAULT_VARIANT, PAPER_DEFAULT_PHI, TrainConfig, m
 from tuning.ladder import DEFAULT_ETA, Ladder, plan_brackets
 
 __all__ = ["PAPER_DEFAULT_PHI", "PAPER_PHI_GRID", "LadderSpec", "Resources", "SearchSpace",
-           "StudySpec", "TrainConfig", "metric_mode"]
+           "StudySpec", "TrackingSpec", "TrainConfig", "metric_mode"]
 
 MetricName = Literal["val_accuracy", "val_loss"]
 Optimizer = Literal["sgd", "adamw"]
@@ -110,6 +110,24 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class TrackingSpec:
+    """Optional experiment trackers every rung's Tune experiment logs to (off by default):
+    MLflow (one run per trial, in ``mlflow_experiment``, default ``phitune-<study id>``) and
+    W&B (one run per trial in ``wandb_project``, grouped by study; ``wandb_mode`` offline
+    writes the runs into each trial's directory without network). :mod:`tuning.tracking`
+    turns this into Ray's logger callbacks."""
+
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str | None = None
+    wandb_project: str | None = None
+    wandb_mode: Literal["online", "offline"] = "online"
+
+    def __post_init__(self) -> None:
+        if self.wandb_mode not in ("online", "offline"):
+            raise ValueError(f"wandb_mode must be 'online' or 'offline', got {self.wandb_mode!r}")
+
+
+@dataclass(frozen=True)
 class LadderSpec:
     """Settings of the horizon ladder (:mod:`tuning.ladder`); see :func:`tuning.ladder.plan_ladder`.
 
@@ -178,6 +196,7 @@ class StudySpec:
     #: only values of runs trained to that horizon.
     optuna_storage_url: str | None = None
     history: tuple[Any, ...] = ()  # tuning.curvature.HistoryPoint of finished studies
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)
 
     def __post_init__(self) -> None:
         if self.total_steps < 1:

@@ -103,22 +103,31 @@ def run_study(
     logger.info("study %s: cluster resources %s", spec.study_id, total)
     sink.on_start(dashboard_url=dashboard_url)
 
-    report, suggestions = None, []
-    if spec.curvature or spec.history:
-        from tuning.phi_from_curvature import measure_curvature_on_ray, suggestions_for
+    from tuning.phi_from_curvature import (
+        measure_curvature_on_ray,
+        study_recommendation,
+        suggestions_for,
+        with_recommendation,
+    )
 
-        if spec.curvature:
+    # One curvature measurement serves the fitted φ model's recommendation and the curvature
+    # suggestions (both read the Hessian at initialisation).
+    recommendation, report = study_recommendation(spec)
+    suggestions: list[dict[str, Any]] = []
+    if spec.curvature:
+        if report is None:
+            # the recommendation could not measure (it fell back to the budget features):
+            # measured on its own, a study that asked for curvature fails with the reason
             report = measure_curvature_on_ray(spec.train, spec.resources)
-            logger.info("study %s: curvature %s", spec.study_id,
-                        [(k.definition, k.value) for k in report.kappas])
+        logger.info("study %s: curvature %s", spec.study_id,
+                    [(k.definition, k.value) for k in report.kappas])
+    if spec.curvature or spec.history:
         suggestions = suggestions_for(spec, report, spec.history)
         # every suggestion is evaluated as a starting point, so its gap is measured
         points = [{PHI: s["phi"]} for s in suggestions]
         spec = dataclasses.replace(spec, extra_points=(*spec.extra_points, *points))
     # the fitted φ model's recommendation is the first point of every search (issue 13 §5)
-    from tuning.phi_from_curvature import study_recommendation, with_recommendation
-
-    spec, suggestions = with_recommendation(spec, study_recommendation(spec), suggestions)
+    spec, suggestions = with_recommendation(spec, recommendation, suggestions)
 
     if spec.method == "asha":
         outcomes = search_asha(spec, trainable, sink)
@@ -264,7 +273,10 @@ def pick_finalists(spec: StudySpec, full: Sequence[Outcome], trainable: Callable
     runs = [(o.candidate, s) for o in chosen for s in seeds]
     logger.info("study %s: %d finalists x %d extra seeds", spec.study_id, len(chosen),
                 len(seeds))
-    extra = run_candidates(spec, "finalists", spec.total_steps, runs, trainable, sink,
+    # named by who is re-trained: an extended study that picks other finalists trains them
+    # in a new experiment instead of restoring the old one's runs
+    name = "finalists-c" + "-".join(str(i) for i in sorted(keys))
+    extra = run_candidates(spec, name, spec.total_steps, runs, trainable, sink,
                            kind="finalist")
     rows = []
     for o in chosen:

@@ -47,9 +47,11 @@ async def _lifecycle_forever(store: Store, runner: Runner, settings: Settings) -
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. Fails (ValueError) before serving anything when the configuration would
-    expose an unauthenticated API on the network or names an unreadable token file."""
+    expose an unauthenticated API on the network, names an unreadable token file or a tracker
+    whose package is missing."""
     settings = settings or get_settings()
     api_token = settings.check_exposure()
+    settings.check_trackers()
     if api_token is None:
         logger.warning("no API token configured: mutating routes are open (loopback only)")
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from service.config import Settings
 from service.errors import InvalidSpecError
+from service.schemas import StudyCreate
 
 
 def check_spec_inputs(
@@ -76,3 +77,29 @@ def check_spec_inputs(
         check_trial_memory(n_params, optimizer, settings.trial_memory_mb or None)
     except MemoryBudgetError as exc:
         raise InvalidSpecError(str(exc), field="model_kwargs") from None
+
+
+def check_epoch_budget(spec: StudyCreate) -> None:
+    """A budget in ``epochs`` held to the ladder bounds a budget in steps meets in the schema
+    (a 422 naming ``ladder.*``), when the training-set size is known without loading the data:
+    a built-in dataset's size and its ``subset``/``val_fraction`` caps
+    (:func:`trainables.preflight.dataset_shape`). Only a plugin's dataset is left to the
+    driver, which converts with the loaded data (the same :func:`steps_for_epochs`)."""
+    from service.launch.study_driver import steps_for_epochs
+    from trainables.preflight import dataset_shape
+
+    epochs = spec.budget.epochs
+    if epochs is None:
+        return
+    shape = dataset_shape(spec.dataset, spec.dataset_kwargs)
+    if shape is None or shape.num_train is None or spec.batch_size > shape.num_train:
+        return  # unknown size; a batch over the training set is refused by its own check
+    # as trainables.datasets.steps_per_epoch: the incomplete last batch is dropped
+    steps = steps_for_epochs(epochs, shape.num_train // spec.batch_size)
+    problem = spec.ladder_problem(steps)
+    if problem is not None:
+        field, message = problem
+        raise InvalidSpecError(
+            f"{message} (budget.epochs={epochs:g} is {steps} steps: {shape.num_train} "
+            f"training examples of {spec.dataset!r} at batch_size={spec.batch_size})",
+            field=field)

@@ -244,6 +244,20 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_extend(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        study = client.extend(args.study_id, args.iterations)
+        if args.json and not args.watch:
+            print_json(study.model_dump(mode="json"))
+        else:
+            print(f"{study.id} {study.status} (num_trials={study.spec.num_trials}, "
+                  f"ladder.iterations={study.spec.ladder.iterations})")
+        if args.watch:
+            study = client.wait(study.id, progress=True, poll=args.poll)
+            return _report_final(client, study, as_json=args.json)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from service.cli.demo import run_demo
 
@@ -390,6 +404,18 @@ def build_parser() -> argparse.ArgumentParser:
     _study_id(p)
     _json(p)
     p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("extend", help="more trials for a succeeded ladder study, the same "
+                       "searcher state: append ladder iterations and queue it again")
+    _study_id(p)
+    p.add_argument("--iterations", type=int, default=1,
+                   help="ladder iterations to append, each with the study's per-iteration "
+                   "candidate count (default 1)")
+    p.add_argument("--watch", action="store_true",
+                   help="follow the extended run, then print the new best")
+    _watch_args(p, timeout=False)
+    _json(p)
+    p.set_defaults(func=cmd_extend)
 
     p = sub.add_parser("demo", help="start Ray + the API locally and tune a small real study")
     p.add_argument("--data-dir", default=".phitune/demo",

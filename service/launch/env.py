@@ -31,5 +31,14 @@ def driver_env(settings: Settings) -> dict[str, str]:
     # Tune saves its experiment state at most this often: a driver killed mid-study loses at
     # most this much bookkeeping, so a restored run does not repeat a finished trial.
     env["TUNE_GLOBAL_CHECKPOINT_S"] = f"{settings.tune_checkpoint_s:g}"
+    # optional trackers (tuning.tracking): the driver's Settings read them back
+    for name, value in (("PHITUNE_MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri),
+                        ("PHITUNE_MLFLOW_EXPERIMENT", settings.mlflow_experiment),
+                        ("PHITUNE_WANDB_PROJECT", settings.wandb_project)):
+        if value:
+            env[name] = value
+    env["PHITUNE_WANDB_MODE"] = settings.wandb_mode
+    if settings.wandb_project and settings.wandb_mode == "offline":
+        env["WANDB_MODE"] = "offline"  # Ray's W&B callback asks for an API key unless set
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

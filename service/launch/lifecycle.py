@@ -16,7 +16,8 @@ whatever a crash left behind.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ from service.errors import TooManyStudiesError
 from service.launch.kinds import KINDS, STUDY, DriverRef, JobKind, LaunchDeferred
 from service.launch.runner import Runner
 from service.schemas import TERMINAL_STATUSES
-from service.store import Store, StudyRow, utcnow
+from service.store import QueueFullError, QueueLimit, Store, StudyRow, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +37,28 @@ LAUNCH_WINDOW = timedelta(seconds=60)
 OPTUNA_SWEEP_WINDOW = timedelta(minutes=10)
 
 
+def queue_limit(settings: Settings) -> QueueLimit:
+    """The queue bound a new job is stored under (:meth:`Store.enqueue`, atomic)."""
+    return QueueLimit(max_running=settings.max_concurrent_studies,
+                      max_queued=settings.max_queued_studies)
+
+
+@contextmanager
+def full_queue_is_429(kind: JobKind) -> Iterator[None]:
+    """A submit the store refused (:class:`QueueFullError`) is the API's 429, which names the
+    counts and the settings."""
+    try:
+        yield
+    except QueueFullError as exc:
+        raise TooManyStudiesError(exc.running, exc.queued,
+                                  "studies" if kind is STUDY else "curvature jobs") from None
+
+
 def check_queue_room(store: Store, settings: Settings, kind: JobKind) -> None:
     """429 only when the queue itself is full: every slot taken and ``max_queued_studies``
-    jobs waiting. (A check before the insert: concurrent submits may overshoot the queue
-    length by a few; the concurrency cap itself is exact, :meth:`Store.claim_next`.)"""
+    jobs waiting. A check before a change, for a job that goes back to the queue (an
+    extended study); concurrent requests may overshoot by a few. A new job is stored and
+    checked in one step instead (:meth:`Store.enqueue` under :func:`queue_limit`: exact)."""
     running = store.count_status(kind.table, "running")
     if running < settings.max_concurrent_studies:
         return

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -27,7 +28,7 @@ from service.launch.kinds import JOB_MARKER, DriverRef, JobKind, marker
 from service.schemas import TERMINAL_STATUSES, CurvatureCreate, StudyCreate
 from service.store import Store
 from trainables.config import TrainConfig
-from tuning.specs import LadderSpec, Resources, SearchSpace, StudySpec
+from tuning.specs import LadderSpec, Resources, SearchSpace, StudySpec, TrackingSpec
 
 if TYPE_CHECKING:
     from tuning.phi_from_curvature import CurvatureSpec
@@ -106,6 +107,10 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         target=spec.target,
         curvature=spec.curvature,
         optuna_storage_url=settings.sqlalchemy_url if settings.optuna_in_store else None,
+        tracking=TrackingSpec(mlflow_tracking_uri=settings.mlflow_tracking_uri,
+                              mlflow_experiment=settings.mlflow_experiment,
+                              wandb_project=settings.wandb_project,
+                              wandb_mode=settings.wandb_mode),
     )
 
 
@@ -113,16 +118,19 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
 _WARM_KEYS = ("phi", "phases", "lr")
 
 
-def warm_start_points(store: Store, source_id: str, mode: str, limit: int) -> list[dict]:
+def warm_start_points(store: Store, source_id: str, mode: str, limit: int,
+                      as_of: datetime | None = None) -> list[dict]:
     """The ``limit`` best search candidates of study ``source_id``, best first.
 
     Only search trials that trained to the longest horizon the source reached count (values
     of shorter horizons or of stopped runs do not rank schedules truthfully, see the search
-    design); each point is its ``phi``/``phases``/``lr``.
+    design); each point is its ``phi``/``phases``/``lr``. ``as_of``: only trials finished by
+    then (the warm-started study's submission), so a relaunched or extended driver sees the
+    same points even after the source study was extended itself.
     """
     rows = [t for t in store.list_trials(source_id, status="terminated")
             if t.value is not None and t.params.get("kind", "search") == "search"
-            and "phi" in t.params]
+            and "phi" in t.params and (as_of is None or t.updated_at <= as_of)]
     if not rows:
         return []
     top = max(t.budget_steps for t in rows)
@@ -136,10 +144,15 @@ def warm_start_points(store: Store, source_id: str, mode: str, limit: int) -> li
     return points[:limit]
 
 
-def warm_start(spec: StudySpec, store: Store, source_id: str) -> StudySpec:
+def warm_start(spec: StudySpec, store: Store, source_id: str,
+               as_of: datetime | None = None) -> StudySpec:
     """``spec`` whose search first evaluates the best points of study ``source_id``
-    (``warm_start_from``): up to half of ``num_trials``, the rest left to the sampler."""
-    points = warm_start_points(store, source_id, spec.mode, max(1, spec.num_trials // 2))
+    (``warm_start_from``): up to half of the first iteration's candidates (with one ladder
+    iteration: half of ``num_trials``), the rest left to the sampler. Counted on the first
+    iteration, which an extension (``:extend``) never changes, so the extended study
+    re-plans exactly the iterations it restores."""
+    first = spec.ladders()[0].rungs[0].candidates if spec.method == "ladder" else spec.num_trials
+    points = warm_start_points(store, source_id, spec.mode, max(1, first // 2), as_of)
     logger.info("study %s: warm start from %s with %d points", spec.study_id, source_id,
                 len(points))
     return dataclasses.replace(spec, extra_points=(*points, *spec.extra_points))

@@ -62,7 +62,13 @@ def total_steps_of(spec: StudyCreate, settings: Settings) -> int:
     assert spec.budget.epochs is not None
     bundle = get_dataset(spec.dataset, data_dir=str(settings.datasets_path),
                          data_roots=settings.data_root_paths, **spec.dataset_kwargs)
-    return max(1, round(spec.budget.epochs * steps_per_epoch(bundle, spec.batch_size)))
+    return steps_for_epochs(spec.budget.epochs, steps_per_epoch(bundle, spec.batch_size))
+
+
+def steps_for_epochs(epochs: float, steps_per_epoch: int) -> int:
+    """The step budget of ``epochs`` passes, at least one step: the one conversion, used by
+    the driver (real dataset) and the submit-time check (the registry's known size)."""
+    return max(1, round(epochs * steps_per_epoch))
 
 
 def configure_ray_auth(mode: str) -> None:
@@ -126,7 +132,7 @@ def run(study_id: str, settings: Settings) -> int:
         request = StudyCreate.model_validate(row.spec)
         spec = spec_from_study(study_id, request, settings, total_steps_of(request, settings))
         if request.warm_start_from:
-            spec = warm_start(spec, store, request.warm_start_from)
+            spec = warm_start(spec, store, request.warm_start_from, as_of=row.created_at)
         if request.curvature:
             from service.store.history import history_points
 

@@ -9,6 +9,8 @@ from service.store.db import (
     MIGRATIONS,
     VERSION_TABLE,
     Base,
+    QueueFullError,
+    QueueLimit,
     Store,
     StudyRow,
     TrialRow,
@@ -20,6 +22,6 @@ from service.store.db import (
 )
 
 __all__ = [
-    "MIGRATIONS", "VERSION_TABLE", "Base", "Store", "StudyRow", "TrialRow", "TrialSummary",
+    "MIGRATIONS", "VERSION_TABLE", "Base", "QueueFullError", "QueueLimit", "Store", "StudyRow", "TrialRow", "TrialSummary",
     "head_revision", "schema_revision", "upgrade_schema", "utcnow",
 ]

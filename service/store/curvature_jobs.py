@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.store.db import Base, Store, utcnow
+from service.store.db import Base, QueueLimit, Store, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +41,13 @@ class CurvatureJobRow(Base):
     launches: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
-def create_job(store: Store, spec: dict[str, Any]) -> CurvatureJobRow:
-    with store.session() as s:
-        row = CurvatureJobRow(id=str(uuid.uuid4()), status="queued", spec=spec,
-                              created_at=utcnow())
-        s.add(row)
+def create_job(store: Store, spec: dict[str, Any],
+               limit: QueueLimit | None = None) -> CurvatureJobRow:
+    """Store a queued job; with ``limit``, :class:`QueueFullError` when its queue is full
+    (:meth:`Store.enqueue`)."""
+    row = CurvatureJobRow(id=str(uuid.uuid4()), status="queued", spec=spec,
+                          created_at=utcnow())
+    store.enqueue(row, limit)
     return row
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    bindparam,
     create_engine,
     event,
     func,
@@ -106,11 +107,67 @@ def _as_utc(value: datetime | None) -> datetime | None:
 
 @dataclass
 class TrialSummary:
-    """Per-study trial counts by status and the extreme finite values (for progress)."""
+    """Per-study trial counts by status, and the extreme finite values of the finished runs at
+    the longest horizon any run has finished (``best_steps``), for progress.
+
+    Why one horizon: the ladder trains complete schedules at several horizons, and a value at
+    T/3 is no rival of one at T (a short run usually ends worse, sometimes better); the best
+    over all rungs would jump between horizons as a study runs. A running trial's value is
+    an intermediate one, which ranks schedules backwards (design.md), so it counts only once
+    the trial has ``terminated`` at its horizon.
+    """
 
     counts: dict[str, int] = field(default_factory=dict)
+    best_steps: int | None = None
     max_value: float | None = None
     min_value: float | None = None
+
+    def add(self, status: str, steps: int, count: int, hi: float | None,
+            lo: float | None) -> None:
+        """Fold in one group of :data:`TRIAL_SUMMARY` (one status at one horizon)."""
+        self.counts[status] = self.counts.get(status, 0) + int(count)
+        if status != "terminated" or hi is None or lo is None:
+            return
+        if self.best_steps is None or steps > self.best_steps:
+            self.best_steps, self.max_value, self.min_value = steps, hi, lo
+        elif steps == self.best_steps:
+            assert self.max_value is not None and self.min_value is not None
+            self.max_value, self.min_value = max(self.max_value, hi), min(self.min_value, lo)
+
+
+#: Counts and extreme values per study, status and horizon, for ``ids`` (expanding): one
+#: query for a whole page, folded by :func:`fold_trial_summaries`.
+TRIAL_SUMMARY = (
+    select(TrialRow.study_id, TrialRow.status, TrialRow.budget_steps, func.count(),
+           func.max(TrialRow.value), func.min(TrialRow.value))
+    .where(TrialRow.study_id.in_(bindparam("ids", expanding=True)))
+    .group_by(TrialRow.study_id, TrialRow.status, TrialRow.budget_steps))
+
+
+def fold_trial_summaries(rows: Any) -> dict[str, TrialSummary]:
+    """Rows of :data:`TRIAL_SUMMARY` → one :class:`TrialSummary` per study."""
+    out: dict[str, TrialSummary] = {}
+    for study_id, status, steps, count, hi, lo in rows:
+        out.setdefault(study_id, TrialSummary()).add(status, steps, count, hi, lo)
+    return out
+
+
+@dataclass(frozen=True)
+class QueueLimit:
+    """How many jobs of one kind may wait: ``max_queued`` beyond the slots that are free
+    (``max_running`` minus those running); from ``max_concurrent_studies`` and
+    ``max_queued_studies``."""
+
+    max_running: int
+    max_queued: int
+
+
+class QueueFullError(Exception):
+    """A new job was refused: its queue is full (the API answers 429 with these counts)."""
+
+    def __init__(self, running: int, queued: int) -> None:
+        super().__init__(f"queue full: {running} running, {queued} queued")
+        self.running, self.queued = running, queued
 
 
 def _fix_times(row: Any) -> Any:
@@ -154,8 +211,10 @@ class Store:
 
     # studies -----------------------------------------------------------------------------
     def create_study(self, spec: dict[str, Any], name: str | None,
-                     idempotency_key: str | None = None) -> tuple[StudyRow, bool]:
+                     idempotency_key: str | None = None, *,
+                     limit: QueueLimit | None = None) -> tuple[StudyRow, bool]:
         """Insert a queued study; with an idempotency key seen before, return that study.
+        With ``limit``, :class:`QueueFullError` when the queue is full (:meth:`enqueue`).
 
         Returns (row, created).
         """
@@ -166,8 +225,7 @@ class Store:
         row = StudyRow(id=str(uuid.uuid4()), name=name, status="queued", spec=spec,
                        created_at=utcnow(), idempotency_key=idempotency_key)
         try:
-            with self.session() as s:
-                s.add(row)
+            self.enqueue(row, limit)
         except IntegrityError:
             # two requests with the same new key raced; the unique constraint picked one
             existing = self.find_by_idempotency_key(idempotency_key) if idempotency_key else None
@@ -227,6 +285,20 @@ class Store:
             fields["result"] = result
         return self.finish_job(StudyRow, study_id, status, **fields)
 
+    def reopen_study(self, study_id: str, spec: dict[str, Any]) -> bool:
+        """A succeeded study back to ``queued`` with ``spec`` (``:extend``), in one
+        conditional update so two requests cannot both reopen it. Its result stays readable
+        until the new run replaces it; the launch count starts again (reconcile's cap is per
+        run). Returns whether it was reopened."""
+        with self.session() as s:
+            done = s.execute(
+                update(StudyRow)
+                .where(StudyRow.id == study_id, StudyRow.status == "succeeded")
+                .values(status="queued", spec=spec, started_at=None, finished_at=None,
+                        error=None, launches=0, driver_pid=None, driver_job_id=None,
+                        driver_start=None))
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
     # trials ------------------------------------------------------------------------------
     def upsert_trial(self, study_id: str, trial_id: str, **fields: Any) -> None:
         with self.session() as s:
@@ -271,23 +343,8 @@ class Store:
         list page must not cost one trial query per study)."""
         if not study_ids:
             return {}
-        out: dict[str, TrialSummary] = {}
         with self.session() as s:
-            rows = s.execute(
-                select(TrialRow.study_id, TrialRow.status, func.count(),
-                       func.max(TrialRow.value), func.min(TrialRow.value))
-                .where(TrialRow.study_id.in_(study_ids))
-                .group_by(TrialRow.study_id, TrialRow.status))
-            for study_id, status, count, hi, lo in rows:
-                summary = out.setdefault(study_id, TrialSummary())
-                summary.counts[status] = int(count)
-                if hi is not None:
-                    summary.max_value = hi if summary.max_value is None else max(
-                        summary.max_value, hi)
-                if lo is not None:
-                    summary.min_value = lo if summary.min_value is None else min(
-                        summary.min_value, lo)
-        return out
+            return fold_trial_summaries(s.execute(TRIAL_SUMMARY, {"ids": list(study_ids)}))
 
     def record_launch(self, study_id: str, *, pid: int | None = None,
                       job_id: str | None = None, driver_start: str | None = None,
@@ -303,6 +360,40 @@ class Store:
             return row.launches
 
     # the queue: studies and curvature jobs (``table``) share these steps ----------------------
+    def _queue_lock(self, s: Session) -> None:
+        """PostgreSQL: serialise queue changes (claims, submits) with a transaction-scoped
+        advisory lock. SQLite needs none: a writing statement holds its database write lock."""
+        if s.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+            s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": QUEUE_LOCK_KEY})
+
+    def enqueue(self, row: Any, limit: QueueLimit | None = None) -> None:
+        """Insert a new ``queued`` job ``row`` (a study or a curvature job) unless its queue
+        is full: more than ``limit.max_queued`` would wait beyond the free slots. Raises
+        :class:`QueueFullError` then, storing nothing.
+
+        Why one transaction with the insert first: a count and a later insert let concurrent
+        submits all pass the same count and overshoot the queue. Here the insert comes first
+        and the counts after it, in the same transaction. On SQLite the insert takes the
+        database write lock, so no other submit or claim commits between it and the counts
+        (and the counts see every one committed before); on PostgreSQL the queue's advisory
+        lock (:meth:`claim_next` takes it too) serialises submits and claims first, and each
+        count (READ COMMITTED) sees what the previous holder committed. A full queue raises
+        inside the transaction, which rolls the insert back.
+        """
+        t = type(row).__table__
+        with self.session() as s:
+            self._queue_lock(s)
+            s.add(row)
+            s.flush()
+            if limit is None:
+                return
+            counts = dict(s.execute(
+                select(t.c.status, func.count()).where(t.c.status.in_(("running", "queued")))
+                .group_by(t.c.status)).all())
+            running, queued = int(counts.get("running", 0)), int(counts.get("queued", 0))
+            if queued > limit.max_queued + max(0, limit.max_running - running):
+                raise QueueFullError(running, queued - 1)
+
     def claim_next(self, table: type[Any], cap: int) -> str | None:
         """Start the oldest ``queued`` job of ``table`` if fewer than ``cap`` are ``running``;
         returns its id, or None when nothing is queued or every slot is taken.
@@ -322,9 +413,7 @@ class Store:
         claim = (update(t).where(t.c.id == oldest, t.c.status == "queued", running < cap)
                  .values(status="running", started_at=utcnow()).returning(t.c.id))
         with self.session() as s:
-            if s.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
-                s.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                          {"key": QUEUE_LOCK_KEY})
+            self._queue_lock(s)
             return s.execute(claim).scalar()
 
     def requeue(self, table: type[Any], job_id: str, *, count: bool = True) -> int:

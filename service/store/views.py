@@ -18,7 +18,14 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, select
 
-from service.store.db import Store, StudyRow, TrialRow, TrialSummary, _as_utc
+from service.store.db import (
+    TRIAL_SUMMARY,
+    Store,
+    StudyRow,
+    TrialSummary,
+    _as_utc,
+    fold_trial_summaries,
+)
 
 __all__ = ["StudyView", "get_study_view", "study_page"]
 
@@ -56,24 +63,12 @@ def _page_query(with_status: bool) -> Any:
 
 _PAGE = {False: _page_query(False), True: _page_query(True)}
 _ONE = select(*_COLUMNS).where(StudyRow.id == bindparam("study_id"))
-_SUMMARY = (select(TrialRow.study_id, TrialRow.status, func.count(), func.max(TrialRow.value),
-                   func.min(TrialRow.value))
-            .where(TrialRow.study_id.in_(bindparam("ids", expanding=True)))
-            .group_by(TrialRow.study_id, TrialRow.status))
 
 
 def _summaries(conn: Any, ids: list[str]) -> dict[str, TrialSummary]:
-    out: dict[str, TrialSummary] = {}
     if not ids:
-        return out
-    for study_id, status, count, hi, lo in conn.execute(_SUMMARY, {"ids": ids}):
-        s = out.setdefault(study_id, TrialSummary())
-        s.counts[status] = int(count)
-        if hi is not None:
-            s.max_value = hi if s.max_value is None else max(s.max_value, hi)
-        if lo is not None:
-            s.min_value = lo if s.min_value is None else min(s.min_value, lo)
-    return out
+        return {}
+    return fold_trial_summaries(conn.execute(TRIAL_SUMMARY, {"ids": ids}))
 
 
 def _view(row: Any, summaries: dict[str, TrialSummary]) -> StudyView:

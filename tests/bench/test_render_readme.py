@@ -4,7 +4,6 @@ interpreting sentences follow the data rather than a typed claim."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -28,28 +27,22 @@ def test_splice_replaces_only_between_markers() -> None:
         rr.splice("no markers", "x")
 
 
-def _quality_csv(path: Path, accs: dict[str, list[float]]) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["budget_steps", "arm", "seed", "phi",
-                                           "test_accuracy"])
-        w.writeheader()
-        for arm, vals in accs.items():
-            for seed, v in enumerate(vals):
-                w.writerow({"budget_steps": 100, "arm": arm, "seed": seed, "phi": 0.3,
-                            "test_accuracy": v})
+def test_quality_section_renders_from_a_bench_run(tmp_path: Path) -> None:
+    """The README quality table and its verdict come from the per-task CSVs of a real run."""
+    from bench import schedule_quality as sq
 
-
-def test_quality_sentences_follow_the_data(tmp_path: Path) -> None:
-    (tmp_path / "schedule_quality.md").write_text("η_max = 0.05 for every arm\n")
-    _quality_csv(tmp_path / "schedule_quality.csv", {
-        "uba_tuned": [0.80, 0.81, 0.82], "rex": [0.83, 0.84, 0.85],
-        "uba_default": [0.70, 0.71, 0.72]})
+    sq.main(["--smoke", "--out", str(tmp_path)])
+    for name in ("schedule_quality_smoke_mlp-digits.csv", "schedule_quality_smoke.md"):
+        (tmp_path / name).rename(tmp_path / name.replace("_smoke", ""))
+    # the renderer reads the cpu preset's task names: present the smoke task under one
+    (tmp_path / "schedule_quality_mlp-digits.csv").rename(
+        tmp_path / "schedule_quality_mlp-fmnist.csv")
     text = rr.render_quality(tmp_path)
-    assert "| η_max = 0.05 shared by all arms | 100 | 3 | 81.00 ± 1.00 | 2 of 3 | REX" in text
-    assert "highest mean in 0 of 1" in text
-    assert "REX beats it on 3 of 3 paired seeds" in text
-    assert "best schedule at every budget" not in text.replace("not the best schedule", "")
-    assert "`schedule_quality.md` has no provenance header" in text
+    assert "| task | steps | searched UBA | rank of 7 | best peer |" in text
+    assert text.count("| mlp-fmnist (test accuracy) |") == 3
+    cells = sq.load_cells(tmp_path)
+    assert sq.verdict_text(cells) in text
+    assert "`schedule_quality.md`" in text and "commit" in text
 
 
 def test_missing_files_render_as_missing(tmp_path: Path) -> None:

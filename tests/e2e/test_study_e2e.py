@@ -89,8 +89,10 @@ def test_study_end_to_end(server):
     for t in (1, 2, 60, 61, 119, 120):
         want = eq5(t, 120, best.phi, best.eta_max, best.eta_min, best.phases)
         assert best.lr_curve[t - 1] == pytest.approx(want, rel=1e-9, abs=1e-12), t
+    # progress: the best finished run at the longest horizon, not a mix of rungs
+    assert final.progress.best_value_steps == 120
     assert final.progress.best_value == pytest.approx(
-        max(t.metrics["val_accuracy"] for t in trials if "val_accuracy" in t.metrics))
+        max(t.metrics["val_accuracy"] for t in full if t.status == "terminated"))
 
 
 def test_recommendation_learns_from_the_finished_study(server):

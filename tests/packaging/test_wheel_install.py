@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import api_with_one_cancelled_study
+
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "ray", "optuna", "fastapi", "sqlalchemy", "uvicorn", "numpy", "alembic")
 
@@ -59,26 +61,10 @@ def client_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A real API (project venv) whose store holds one finished study (no Ray needed)."""
-    from service.cli.demo import _stop, start_api
-    from service.schemas import StudyCreate
-    from service.store import Store
-
-    data_dir = tmp_path_factory.mktemp("server")
-    db_url = f"sqlite:///{data_dir / 'phitune.db'}"
-    spec = StudyCreate.model_validate({
-        "name": "wheel", "model": "mlp", "dataset": "digits",
-        "optimizer": {"name": "sgd", "lr": 0.1}, "budget": {"steps": 100}, "num_trials": 2,
-    }).model_dump(mode="json")
-    store = Store(db_url)
-    row, _ = store.create_study(spec, "wheel")
-    store.finish_study(row.id, "cancelled", error="cancelled by the packaging test")
-    proc, url = start_api(data_dir, None, data_dir / "api.log",
-                          extra_env={"PHITUNE_DATABASE_URL": db_url,
-                                     "PHITUNE_LOCAL_RAY": "per-study"})
-    try:
-        yield url, row.id
-    finally:
-        _stop(proc)
+    spec = {"name": "wheel", "model": "mlp", "dataset": "digits",
+            "optimizer": {"name": "sgd", "lr": 0.1}, "budget": {"steps": 100}, "num_trials": 2}
+    with api_with_one_cancelled_study(tmp_path_factory.mktemp("server"), spec, "wheel") as api:
+        yield api
 
 
 def _phitune(venv: Path, *args: str) -> subprocess.CompletedProcess[str]:

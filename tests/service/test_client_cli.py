@@ -34,6 +34,7 @@ from service.client import (
     Validation,
 )
 from service.schemas import BestSchedule, StudyCreate, StudyPublic
+from tests.servers import api_with_one_cancelled_study
 
 SPEC = {"name": "cli", "model": "mlp", "dataset": "digits",
         "optimizer": {"name": "sgd", "lr": 0.1}, "budget": {"steps": 100}, "num_trials": 2}
@@ -43,21 +44,8 @@ SPEC = {"name": "cli", "model": "mlp", "dataset": "digits",
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    from service.cli.demo import _stop, start_api
-    from service.store import Store
-
-    data_dir = tmp_path_factory.mktemp("api")
-    db_url = f"sqlite:///{data_dir / 'phitune.db'}"
-    store = Store(db_url)
-    row, _ = store.create_study(StudyCreate.model_validate(SPEC).model_dump(mode="json"), "cli")
-    store.finish_study(row.id, "cancelled", error="cancelled before it ran")
-    proc, url = start_api(data_dir, None, data_dir / "api.log",
-                          extra_env={"PHITUNE_DATABASE_URL": db_url,
-                                     "PHITUNE_LOCAL_RAY": "per-study"})
-    try:
-        yield url, row.id
-    finally:
-        _stop(proc)
+    with api_with_one_cancelled_study(tmp_path_factory.mktemp("api"), SPEC, "cli") as served:
+        yield served
 
 
 def test_typed_errors_carry_the_servers_detail(api) -> None:

@@ -8,6 +8,7 @@ here starts a real driver."""
 from __future__ import annotations
 
 import subprocess
+import threading
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 from service.api.main import create_app
 from service.config import Settings
 from service.launch.runner import process_start
-from service.store import Store
+from service.store import Store, StudyRow
 
 SPEC: dict[str, Any] = {"model": "mlp", "dataset": "digits", "budget": {"steps": 100},
                         "num_trials": 2}
@@ -85,3 +86,47 @@ def test_optuna_storage_hides_the_password(tmp_path):
     fields = study_watch_fields(settings, "abc")
     assert "hunter2" not in str(fields)
     assert fields["optuna_storage"] == "postgresql+psycopg://phitune:***@db:5432/phitune"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str | None:
+    """None: the default SQLite file under ``data_dir``; else a fresh PostgreSQL database."""
+    return None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+def test_concurrent_submits_fill_the_queue_exactly(tmp_path, database_url):
+    """Twelve POSTs at once, the only slot taken, room for three in the queue: exactly three
+    are queued (202) and nine refused (429), on SQLite and on PostgreSQL (the queue bound is
+    checked with the insert, in one transaction; a count before the insert let them all in)."""
+    blocker = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    settings = Settings(data_dir=tmp_path, database_url=database_url, max_concurrent_studies=1,
+                        max_queued_studies=3, reconcile_interval_s=0, queue_poll_s=0.2,
+                        local_ray="per-study", ray_dashboard=False)
+    store = Store(settings.sqlalchemy_url)
+    row, _ = store.create_study(SPEC, "holds the only slot")
+    store.update_study(row.id, status="running")
+    store.record_launch(row.id, pid=blocker.pid, driver_start=process_start(blocker.pid))
+    codes: list[int] = []
+    n = 12
+    barrier = threading.Barrier(n)
+    try:
+        with TestClient(create_app(settings), base_url="http://127.0.0.1") as c:
+            def submit(i: int) -> None:
+                barrier.wait()
+                r = c.post("/v1/studies", json={**SPEC, "name": f"race{i}"})
+                codes.append(r.status_code)
+                if r.status_code == 429:
+                    assert "queue is full" in r.json()["detail"], r.text
+
+            threads = [threading.Thread(target=submit, args=(i,)) for i in range(n)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(codes) == [202] * 3 + [429] * (n - 3), codes
+            assert c.get("/v1/info").json()["studies_queued"] == 3
+    finally:
+        blocker.kill()
+        blocker.wait()
+    assert store.count_status(StudyRow, "queued") == 3
+    assert store.count_status(StudyRow, "running") == 1

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from service import schemas
 from service.api.main import create_app
 from service.config import Settings
+from service.errors import InvalidSpecError
 from service.launch.runner import spec_from_study
 from trainables.config import TrainConfig
 from tuning import results
@@ -55,6 +56,49 @@ def test_bad_ladders_are_refused_by_schema_and_tuning_naming_the_field(client, l
     response = client.post("/v1/studies", json=spec)
     assert response.status_code == 422, response.text
     assert field in response.text
+
+
+#: The same 400 steps as ``VALID``, given in epochs: digits capped at 400 training examples,
+#: 4 batches of 100 per epoch, 100 epochs (the registry knows the size without loading).
+IN_EPOCHS: dict[str, Any] = {**VALID, "budget": {"epochs": 100}, "batch_size": 100,
+                             "dataset_kwargs": {"subset": 400}}
+
+
+@pytest.mark.parametrize(("ladder", "other", "field"),
+                         [c for c in BAD_LADDERS if c[0] != {"eta": 1}])
+def test_a_budget_in_epochs_is_held_to_the_same_ladder_bounds_at_submit(client, ladder, other,
+                                                                        field):
+    """A built-in dataset's size is known at POST, so a ladder that cannot fit an epoch
+    budget is a 422 naming ``ladder.*`` instead of a study that fails in its driver."""
+    spec = {**copy.deepcopy(IN_EPOCHS), **other, "ladder": ladder}
+    response = client.post("/v1/studies", json=spec)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "ladder", field]
+    assert "budget.epochs=100 is 400 steps" in error["msg"]
+    assert client.get("/v1/studies").json()["count"] == 0, "nothing stored"
+
+
+def test_the_submit_check_converts_epochs_like_the_driver(tmp_path):
+    """No false 422: the steps the POST check derives from the registry's known size are the
+    steps the driver gets from the loaded dataset."""
+    from service.api.spec_checks import check_epoch_budget
+    from service.launch.study_driver import total_steps_of
+
+    settings = Settings(data_dir=tmp_path)
+    for kwargs, batch, epochs in (({"subset": 400}, 100, 100), ({}, 64, 3.5),
+                                  ({"val_fraction": 0.5}, 32, 2)):
+        spec = schemas.StudyCreate.model_validate(
+            {**VALID, "budget": {"epochs": epochs}, "batch_size": batch, "eval_every": 10,
+             "dataset_kwargs": kwargs, "ladder": {"rungs": 2}})
+        steps = total_steps_of(spec, settings)  # loads digits
+        assert spec.ladder_problem(steps) is None
+        check_epoch_budget(spec)  # fits: no error
+        # one step more per eval interval than the lowest rung has: refused at submit
+        tight = spec.model_copy(update={"eval_every": round(steps / 3) + 1})
+        with pytest.raises(InvalidSpecError, match=f"is {steps} steps") as refused:
+            check_epoch_budget(tight)
+        assert refused.value.field == "ladder.rungs"
 
 
 # Every pydantic mirror and the dataclass it mirrors.

@@ -33,7 +33,8 @@ def test_loss_targets_are_reached_from_above():
 
 @pytest.mark.parametrize(("name", "want"), [("clr", "triangular"), ("cosine", "cosine"),
                                             ("onecycle", "onecycle"),
-                                            ("uba_default", "uba_default")])
+                                            ("uba_default", "uba_default"),
+                                            ("schedule-free", "schedulefree")])
 def test_baseline_names(name, want):
     assert resolve_baseline(name) == want
 

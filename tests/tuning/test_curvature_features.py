@@ -236,8 +236,9 @@ def test_the_recommendation_is_the_first_point_of_every_search():
 
     spec = StudySpec(study_id="s", train=TrainConfig(optimizer="sgd", lr=0.1, **DIGITS),
                      total_steps=100, num_trials=4)
-    rec = study_recommendation(spec)  # no curvature asked: budget features, no Ray
+    rec, report = study_recommendation(spec)  # no curvature asked: budget features, no Ray
     assert rec is not None and rec["source"] == "model_partial_features"
+    assert report is None, "nothing was measured"
     spec2, sugg = with_recommendation(spec, rec, [{"source": "paper_default", "phi": 5.0}])
     first = initial_points(spec2)[0]
     assert first["phi"] == pytest.approx(rec["phi"]) and first.get("phases", 1) == 1

@@ -29,7 +29,7 @@ def spec(tmp_path, **kw):
         num_trials=2,
         max_concurrent_trials=2,
         storage_path=str(tmp_path / "ray"),
-        compare=("cosine", "clr"),
+        compare=("cosine", "clr", "schedulefree"),
         seeds=2,
         target=0.5,
     )
@@ -48,7 +48,7 @@ def test_requested_budgets_are_rungs_of_one_ladder_with_baselines_and_target(loc
         (30, 2, True), (60, 1, True)]
     for steps in (30, 60):
         arms = {r.schedule: r for r in result.baselines if r.budget_steps == steps}
-        assert set(arms) == {"uba", "cosine", "triangular"}, arms
+        assert set(arms) == {"uba", "cosine", "triangular", "schedulefree"}, arms
         for r in arms.values():
             assert r.seeds == [0, 1] and r.n == 2 and 0 <= r.mean <= 1
     # the curve has one row per budget and names the best baseline
@@ -56,19 +56,37 @@ def test_requested_budgets_are_rungs_of_one_ladder_with_baselines_and_target(loc
     assert all(row.best_baseline in ("cosine", "triangular") for row in result.budget_curve)
     assert result.target is not None and result.target.kind in (
         "measured", "interpolated", "not_reached")
-    # compute: 2 x 30 + 60 search steps, 2 budgets x 3 arms x 2 seeds compared
+    # compute: 2 x 30 + 60 search steps, 2 budgets x 4 arms x 2 seeds compared
     assert result.compute.search_steps == 120
-    assert result.compute.compare_steps == 2 * 30 * 3 + 2 * 60 * 3
+    assert result.compute.compare_steps == 2 * 30 * 4 + 2 * 60 * 4
     assert result.compute.units == pytest.approx(result.compute.steps / 60)
     # the sink saw search trials and comparison trials, labelled as such
     kinds = {t.params.get("kind") for t in sink.trials.values()}
     assert kinds == {"search", "compare"}
-    assert len(sink.trials) == 2 + 1 + 2 * 3 * 2
+    assert len(sink.trials) == 2 + 1 + 2 * 4 * 2
+    # the schedule-free arm trained with the schedule-free optimizer at a constant LR
+    sf = [t for t in sink.trials.values() if t.params.get("arm") == "schedulefree"]
+    assert sf and all(t.params["optimizer"] == "sgd_schedulefree"
+                      and t.params["schedule"] == "constant" for t in sf), sf[:1]
 
 
 def test_gpu_request_on_a_cpu_cluster_is_refused_not_left_pending(local_ray, tmp_path):
     with pytest.raises(InsufficientResourcesError, match="GPU=0"):
         run_study(spec(tmp_path, resources=Resources(cpu=1, gpu=1)), NullSink())
+
+
+#: Functions that measure curvature when they run as a Ray task (tuning.phi_from_curvature).
+MEASURING_TASKS = ("measure_curvature", "recommend_for", "recommend_with_report")
+
+
+def _curvature_tasks() -> int:
+    """Ray tasks run so far in this Ray session whose function measures curvature, read from
+    Ray's task events (``ray.timeline``; workers report them about once a second)."""
+    import time
+
+    time.sleep(2)
+    return sum(1 for e in ray.timeline()
+               if str(e.get("name", "")).rsplit(".", 1)[-1] in MEASURING_TASKS)
 
 
 def test_curvature_suggestions_warm_start_the_search_and_report_their_gap(local_ray, tmp_path):
@@ -79,10 +97,17 @@ def test_curvature_suggestions_warm_start_the_search_and_report_their_gap(local_
     s = spec(tmp_path, budget_fractions=(1.0,), total_steps=40, num_trials=4, compare=(),
              seeds=1, curvature=True, history=history)
     sink = NullSink()
+    before = _curvature_tasks()
     result = run_study(s, sink)
 
     assert result.curvature is not None
     assert result.curvature["lambda_max"] > 0 and result.curvature["kappas"]
+    # curvature was measured once, by one Ray task, for the recommendation and the suggestions:
+    # the report is the one the φ model's features came from
+    assert _curvature_tasks() - before == 1
+    model = next(sg for sg in result.suggestions if sg["source"] == "model")
+    assert model["evidence"]["features"]["init_lambda_max"] == pytest.approx(
+        result.curvature["lambda_max"])
     sources = {sg["source"] for sg in result.suggestions}
     assert {"theory", "paper_default", "history"} <= sources, sources
     evaluated_phis = {round(t.params["phi"], 6) for t in sink.trials.values()}

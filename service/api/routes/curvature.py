@@ -13,7 +13,12 @@ from service.api.routes.studies import validate_model_and_dataset
 from service.api.spec_checks import check_spec_inputs
 from service.errors import CurvatureJobNotFoundError, ResultNotReadyError
 from service.launch.kinds import CURVATURE
-from service.launch.lifecycle import cancel_job, check_queue_room, start_queued
+from service.launch.lifecycle import (
+    cancel_job,
+    full_queue_is_429,
+    queue_limit,
+    start_queued,
+)
 from service.launch.resources import check_trial_resources
 from service.schemas import CurvatureCreate, CurvatureJobPublic, Link
 from service.store.curvature_jobs import CurvatureJobRow, create_job, get_job
@@ -49,8 +54,8 @@ def create_curvature_job(spec: CurvatureCreate, store: StoreDep, runner: RunnerD
     check_spec_inputs(settings, model=spec.model, model_kwargs=spec.model_kwargs,
                       dataset=spec.dataset, dataset_kwargs=spec.dataset_kwargs,
                       optimizer=spec.optimizer, batch_size=spec.batch_size)
-    check_queue_room(store, settings, CURVATURE)
-    row = create_job(store, spec.model_dump(mode="json"))
+    with full_queue_is_429(CURVATURE):  # checked with the insert, atomically
+        row = create_job(store, spec.model_dump(mode="json"), queue_limit(settings))
     start_queued(store, runner, settings)
     return _public(_get(store, row.id))
 

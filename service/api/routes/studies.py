@@ -17,7 +17,7 @@ from pydantic_core import to_jsonable_python
 
 from service.api.auth import HIDDEN_ERROR, is_authenticated
 from service.api.deps import RunnerDep, SettingsDep, StoreDep
-from service.api.spec_checks import check_spec_inputs
+from service.api.spec_checks import check_epoch_budget, check_spec_inputs
 from service.api.watch import study_watch_fields
 from service.config import Settings
 from service.errors import (
@@ -27,8 +27,14 @@ from service.errors import (
     StudyNotFoundError,
     UnknownNameError,
 )
+from service.launch.extend import extend_study
 from service.launch.kinds import STUDY
-from service.launch.lifecycle import cancel_job, check_queue_room, start_queued
+from service.launch.lifecycle import (
+    cancel_job,
+    full_queue_is_429,
+    queue_limit,
+    start_queued,
+)
 from service.launch.resources import check_trial_resources
 from service.schemas import (
     BestSchedule,
@@ -36,6 +42,7 @@ from service.schemas import (
     Progress,
     StudiesPublic,
     StudyCreate,
+    StudyExtend,
     StudyPublic,
     StudyResultPublic,
     TrialPublic,
@@ -99,7 +106,8 @@ def validate_names(spec: StudyCreate) -> None:
 
 def progress_of(store: Store | None, row: StudyRow | StudyView,
                 summary: TrialSummary | None = None) -> Progress:
-    """Trial counts and the best value, from one aggregate query (or a page's ``summary``)."""
+    """Trial counts and the best value at the longest finished horizon (see
+    :class:`~service.store.TrialSummary`), from one aggregate query (or a page's ``summary``)."""
     if summary is None:
         assert store is not None
         summary = store.trial_summaries([row.id]).get(row.id, TrialSummary())
@@ -111,6 +119,7 @@ def progress_of(store: Store | None, row: StudyRow | StudyView,
         trials_finished=counts.get("terminated", 0) + counts.get("stopped_early", 0),
         trials_failed=counts.get("error", 0),
         best_value=summary.max_value if mode == "max" else summary.min_value,
+        best_value_steps=summary.best_steps,
     )
 
 
@@ -180,6 +189,7 @@ def check_study_spec(spec: StudyCreate, settings: Settings) -> None:
                       dataset=spec.dataset, dataset_kwargs=spec.dataset_kwargs,
                       optimizer=spec.optimizer.name, batch_size=spec.batch_size,
                       metric=spec.metric)
+    check_epoch_budget(spec)
 
 
 def check_caps(spec: StudyCreate, settings: Settings) -> None:
@@ -225,8 +235,9 @@ def create_study(
         if existing is not None:
             response.status_code = status.HTTP_200_OK
             return to_public(store, existing, settings=settings)
-    check_queue_room(store, settings, STUDY)
-    row, created = store.create_study(spec.model_dump(mode="json"), spec.name, idempotency_key)
+    with full_queue_is_429(STUDY):  # the queue bound is checked with the insert, atomically
+        row, created = store.create_study(spec.model_dump(mode="json"), spec.name,
+                                          idempotency_key, limit=queue_limit(settings))
     if created:
         logger.info("study %s queued (%s on %s)", row.id, spec.model, spec.dataset)
         start_queued(store, runner, settings)
@@ -323,3 +334,21 @@ def cancel_study(study_id: str, store: StoreDep, runner: RunnerDep,
     _get(store, study_id)
     cancel_job(store, runner, settings, STUDY, study_id)
     return to_public(store, _get(store, study_id), settings=settings)
+
+
+@router.post("/{study_id}:extend", status_code=status.HTTP_202_ACCEPTED,
+             response_model=StudyPublic,
+             responses={404: {"description": "unknown study"},
+                        409: {"description": "not succeeded, a curvature job, or not a ladder "
+                              "study"},
+                        422: {"description": "invalid body (the message names the field)"},
+                        429: {"description": "the queue is full"}})
+def extend(study_id: str, body: StudyExtend, store: StoreDep, runner: RunnerDep,
+           settings: SettingsDep) -> StudyPublic:
+    """More trials, the same searcher state: append ``extra_iterations`` ladder iterations
+    to a succeeded study and queue it again (``queued`` → ``running`` → ``succeeded``). Its
+    finished Tune experiments are restored, not re-trained; the per-horizon Optuna studies
+    keep their trials, so the sampler continues from them; the new result replaces the old
+    one (which stays readable meanwhile)."""
+    row = extend_study(store, runner, settings, study_id, body.extra_iterations)
+    return to_public(store, row, settings=settings)
