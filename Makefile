@@ -69,7 +69,7 @@ bench-quality-gpu: venv data
 	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) -m bench.schedule_quality --preset gpu --threads 4
 
 # issue 11 evidence: a lookup simulation on the dense φ corpus (bench/results/phi_corpus.csv,
-# written by bench.phi_corpus); the older search_efficiency/warm_start benches are superseded
+# written by bench.phi_corpus); it replaced the older full-budget trial-count benches
 bench-search: venv
 	$(PY) -m bench.search_bench
 
@@ -83,9 +83,6 @@ PHI_CORPUS_ARGS ?=
 bench-phi: venv data
 	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) -m bench.phi_corpus $(PHI_CORPUS_ARGS)
 	$(PY) -m bench.phi_suggestions --refit
-
-bench-warm-start: venv data
-	$(PY) -m bench.warm_start
 
 bench-service: venv data
 	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) bench/service_overhead.py

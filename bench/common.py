@@ -1,5 +1,5 @@
-"""Shared pieces of the evidence benchmarks (issue #8): provenance, result files, statistics,
-the held-out tuning split and phitune's own Optuna configuration.
+"""Shared pieces of the evidence benchmarks (issue #8): provenance, result files, statistics
+and one training run.
 
 Run the benchmarks as modules from the repository root (``python -m bench.schedule_quality``)
 so that ``bench.common`` is importable; every benchmark has a ``--smoke`` size that the test
@@ -14,12 +14,10 @@ Why these helpers:
 * **Paired statistics** (:func:`paired`): every arm of a comparison is trained on the same
   seeds (same init, same batch order), so per-seed differences remove most of the seed noise;
   the p-value is an exact sign-flip permutation test (no scipy, no normality assumption).
-* **Held-out tuning split** (:func:`holdout_split`): φ is tuned on part of the *training* set
-  and the arms are compared on the test set, so the tuned schedule is not selected on the very
-  numbers it is judged by.
-* **phitune's search configuration** (:func:`phitune_sampler`, :func:`phitune_points`): the
-  space and warm-start points come from :mod:`tuning.search` itself, the sampler is
-  ``tuning.search.make_sampler`` (seeded ``TPESampler``, ``n_startup_trials = min(4, n)``).
+* **One training run** (:func:`train_final`): :func:`trainables.loop.run_training`, the loop
+  every trial runs, with a diverged run recorded as NaN instead of crashing the benchmark.
+  Benchmarks that tune hold out data with :func:`trainables.datasets.split_validation`, so a
+  schedule is never selected on the numbers it is judged by.
 """
 
 from __future__ import annotations
@@ -34,8 +32,8 @@ import platform
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -319,20 +317,6 @@ def paired(a: Sequence[float], b: Sequence[float], tol: float = 1e-12) -> Paired
 # ----------------------------------------------------------------------------- training
 
 
-def holdout_split(bundle: DataBundle, n_val: int, seed: int = 12345) -> DataBundle:
-    """A tuning bundle: ``n_val`` random training examples become its validation set.
-
-    The test set (the bundle's own validation set) is never seen while tuning.
-    """
-    if not 0 < n_val < bundle.num_train:
-        raise ValueError(f"n_val={n_val} must be in (0, {bundle.num_train})")
-    perm = torch.randperm(bundle.num_train, generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
-    return replace(bundle, train_x=bundle.train_x[train_idx], train_y=bundle.train_y[train_idx],
-                   val_x=bundle.train_x[val_idx], val_y=bundle.train_y[val_idx],
-                   meta={**bundle.meta, "holdout_of_train": n_val})
-
-
 def train_final(config: Mapping[str, Any], bundle: DataBundle) -> dict[str, float]:
     """Train one run with :func:`trainables.loop.run_training` and return its last metrics
     plus ``seconds`` (wall time). A diverged run returns NaN metrics instead of raising, so
@@ -349,77 +333,4 @@ def train_final(config: Mapping[str, Any], bundle: DataBundle) -> dict[str, floa
         metrics = {"val_accuracy": math.nan, "val_loss": math.nan, "train_loss": math.nan}
     out = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
     out["seconds"] = time.perf_counter() - t0
-    return out
-
-
-# ----------------------------------------------------------------------------- search
-
-
-def phitune_spec(model: str, dataset: str, total_steps: int, *, optimizer: str = "sgd",
-                 lr: float = 0.05, num_trials: int = 8, seed: int = 0,
-                 phi_min: float | None = None, phi_max: float | None = None, phases_min: int = 1,
-                 phases_max: int = 3, variant: str = "restart",
-                 eta_max_range: tuple[float, float] | None = None) -> Any:
-    """A :class:`tuning.specs.StudySpec` carrying the search settings a benchmark uses
-    (φ range left at None = :class:`tuning.specs.SearchSpace`'s defaults, read from there so a
-    bench cannot mislabel an old range as "phitune's default"; with ``eta_max_range`` phitune
-    also searches η_max, log-uniform, as the ``lr`` parameter)."""
-    from tuning.specs import SearchSpace, StudySpec, TrainConfig
-
-    defaults = SearchSpace()
-    phi_min = defaults.phi_min if phi_min is None else phi_min
-    phi_max = defaults.phi_max if phi_max is None else phi_max
-
-    return StudySpec(
-        study_id="bench", train=TrainConfig(model=model, dataset=dataset, optimizer=optimizer,
-                                          lr=lr),
-        total_steps=total_steps, num_trials=num_trials, seed=seed,
-        search=SearchSpace(phi_min=phi_min, phi_max=phi_max, phases_min=phases_min,
-                           phases_max=phases_max, variant=variant,  # type: ignore[arg-type]
-                           eta_max_min=eta_max_range[0] if eta_max_range else None,
-                           eta_max_max=eta_max_range[1] if eta_max_range else None),
-    )
-
-
-def phitune_sampler(spec: Any) -> Any:
-    """The sampler ``tuning.search.build_tuner`` gives OptunaSearch (the same function)."""
-    from tuning.search import make_sampler
-
-    return make_sampler(spec)
-
-
-def phitune_points(spec: Any, warm_start: Sequence[Mapping[str, Any]] = ()) -> list[dict]:
-    """Warm-start points phitune enqueues first (paper default φ, clipped to the range)."""
-    from tuning.search import initial_points
-
-    return initial_points(spec, list(warm_start))
-
-
-def phitune_space(spec: Any) -> dict[str, Any]:
-    from tuning.search import optuna_space
-
-    return optuna_space(spec)
-
-
-def run_optuna(objective: Callable[[dict[str, Any]], float], space: Mapping[str, Any],
-               sampler: Any, n_trials: int, enqueue: Sequence[Mapping[str, Any]] = (),
-               direction: str = "maximize") -> list[tuple[dict[str, Any], float]]:
-    """Ask/tell loop over ``space``; returns ``(params, value)`` in trial order.
-
-    The same loop OptunaSearch drives inside Ray Tune, without Ray: enqueued points first
-    (OptunaSearch's ``points_to_evaluate`` become ``enqueue_trial``), then the sampler.
-    """
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction=direction, sampler=sampler)
-    for point in enqueue:
-        study.enqueue_trial(dict(point))
-    out: list[tuple[dict[str, Any], float]] = []
-    for _ in range(n_trials):
-        trial = study.ask(dict(space))
-        value = objective(dict(trial.params))
-        study.tell(trial, value if math.isfinite(value) else None,
-                   state=None if math.isfinite(value) else optuna.trial.TrialState.FAIL)
-        out.append((dict(trial.params), value))
     return out

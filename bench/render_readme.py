@@ -216,9 +216,7 @@ def render_search(results: Path) -> str:
               f"{sb.GOAL_SPEARMAN}): compute goal met on {len(comp)} of {len(cases)}, "
               f"fidelity goal on {len(rho)} of {len(cases)}, both on {len(both)} of "
               f"{len(cases)} task/optimizer cases"
-              + (f" ({', '.join(both)})" if both else "") + ". The earlier trial-count "
-              "benches (`search_efficiency*.md`, `warm_start.md`: full-budget TPE only, "
-              "φ ∈ [0.1, 50]) are superseded by this one and no longer quoted.", "",
+              + (f" ({', '.join(both)})" if both else "") + ".", "",
               provenance_note(results, [sb.NAME])]
     return "\n".join(lines)
 

@@ -213,7 +213,8 @@ class StudyCreate(_Strict):
         "perplexity down); val_perplexity needs a language-model dataset")
     warm_start_from: str | None = Field(
         None, max_length=64, description="id of a finished study whose best candidates this "
-        "search evaluates first (up to half of num_trials); the rest are sampled")
+        "search evaluates first (up to half of the first ladder iteration's candidates, as the "
+        "source stood at this submission); the rest are sampled")
     max_failed_trials: int | None = Field(
         None, ge=0, description="end the study as failed once more trials than this have "
         "failed (Katib's maxFailedTrialCount); null: trial failures never stop the study")

@@ -149,6 +149,16 @@ class LadderSpec:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
 
 
+def default_finalists(num_trials: int) -> int:
+    """Finalists of a study that leaves ``finalists`` unset: 2 from 8 candidates on."""
+    return 2 if num_trials >= 8 else 0
+
+
+def default_iterations(num_trials: int) -> int:
+    """Ladder iterations of a study that leaves ``ladder.iterations`` unset: one per 8."""
+    return max(1, num_trials // 8)
+
+
 @dataclass(frozen=True)
 class StudySpec:
     """One tuning study: search φ/phases for each budget fraction of ``total_steps``.
@@ -238,14 +248,14 @@ class StudySpec:
         if self.finalist_seeds == 0:
             return 0
         if self.finalists is None:
-            return 2 if self.num_trials >= 8 else 0
+            return default_finalists(self.num_trials)
         return self.finalists
 
     @property
     def num_iterations(self) -> int:
         if self.ladder.iterations is not None:
             return self.ladder.iterations
-        return max(1, self.num_trials // 8)
+        return default_iterations(self.num_trials)
 
     def ladders(self) -> list[Ladder]:
         """The horizon ladder of each iteration (``num_trials`` split over them, the first

@@ -38,7 +38,5 @@ def driver_env(settings: Settings) -> dict[str, str]:
         if value:
             env[name] = value
     env["PHITUNE_WANDB_MODE"] = settings.wandb_mode
-    if settings.wandb_project and settings.wandb_mode == "offline":
-        env["WANDB_MODE"] = "offline"  # Ray's W&B callback asks for an API key unless set
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import logging
 
+from pydantic import ValidationError
+
 from service.config import Settings
 from service.errors import InvalidSpecError, StudyNotFoundError, StudyStateError
 from service.launch.kinds import STUDY
-from service.launch.lifecycle import check_queue_room, start_queued
+from service.launch.lifecycle import full_queue_is_429, queue_limit, start_queued
 from service.launch.runner import Runner
 from service.schemas import StudyCreate
 from service.store import Store, StudyRow
 from service.store.curvature_jobs import get_job
+from tuning.specs import default_finalists, default_iterations
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +40,7 @@ MAX_ITERATIONS = 64
 
 def iterations_of(spec: StudyCreate) -> int:
     """Ladder iterations of a spec, its default (one per 8 candidates) made explicit."""
-    return spec.ladder.iterations or max(1, spec.num_trials // 8)
-
-
-def default_finalists(spec: StudyCreate) -> int:
-    """Finalists a spec gets when ``finalists`` is unset (``tuning.specs.StudySpec``)."""
-    return 2 if spec.num_trials >= 8 else 0
+    return spec.ladder.iterations or default_iterations(spec.num_trials)
 
 
 def extended_spec(spec: StudyCreate, extra_iterations: int, settings: Settings) -> StudyCreate:
@@ -75,8 +73,12 @@ def extended_spec(spec: StudyCreate, extra_iterations: int, settings: Settings) 
     data["num_trials"] = num_trials
     data["ladder"] = {**data["ladder"], "iterations": n + extra_iterations}
     if spec.finalists is None:
-        data["finalists"] = default_finalists(spec)
-    return StudyCreate.model_validate(data)
+        data["finalists"] = default_finalists(spec.num_trials)
+    try:
+        return StudyCreate.model_validate(data)
+    except ValidationError as exc:  # the stored spec was valid; say what the extension broke
+        raise InvalidSpecError(f"extra_iterations: {extra_iterations} makes the spec invalid: "
+                               f"{exc.errors()[0]['msg']}", field="extra_iterations") from None
 
 
 def extend_study(store: Store, runner: Runner, settings: Settings, study_id: str,
@@ -95,8 +97,10 @@ def extend_study(store: Store, runner: Runner, settings: Settings, study_id: str
         raise StudyStateError(f"study {study_id!r} is {row.status}: only a succeeded study "
                               "can be extended")
     new = extended_spec(StudyCreate.model_validate(row.spec), extra_iterations, settings)
-    check_queue_room(store, settings, STUDY)
-    if not store.reopen_study(study_id, new.model_dump(mode="json")):
+    with full_queue_is_429(STUDY):  # the queue bound is checked with the update, atomically
+        reopened = store.reopen_study(study_id, new.model_dump(mode="json"),
+                                      limit=queue_limit(settings))
+    if not reopened:
         raise StudyStateError(f"study {study_id!r} is no longer succeeded (extended or "
                               "changed by another request)")
     logger.info("study %s: extended by %d iterations to num_trials=%d, queued", study_id,

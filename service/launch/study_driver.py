@@ -115,6 +115,14 @@ def init_ray(settings: Settings) -> str | None:
     return url or None
 
 
+def configure_trackers(settings: Settings) -> None:
+    """W&B offline (``PHITUNE_WANDB_MODE``) also needs ``WANDB_MODE=offline`` in the driver's
+    environment: Ray's W&B callback asks for an API key unless it says so. Set before Ray
+    starts, so a per-study local Ray's workers inherit it too."""
+    if settings.wandb_project and settings.wandb_mode == "offline":
+        os.environ.setdefault("WANDB_MODE", "offline")
+
+
 def run(study_id: str, settings: Settings) -> int:
     store = Store(settings.sqlalchemy_url, migrate=False)  # the API owns the schema
     row = store.get_study(study_id)
@@ -138,6 +146,7 @@ def run(study_id: str, settings: Settings) -> int:
 
             spec = dataclasses.replace(spec, history=tuple(history_points(store,
                                                                           exclude=study_id)))
+        configure_trackers(settings)
         dashboard_url = init_ray(settings)
         if not store.mark_running(StudyRow, study_id):
             logger.info("study %s: cancelled while its driver started", study_id)

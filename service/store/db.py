@@ -285,19 +285,33 @@ class Store:
             fields["result"] = result
         return self.finish_job(StudyRow, study_id, status, **fields)
 
-    def reopen_study(self, study_id: str, spec: dict[str, Any]) -> bool:
+    def reopen_study(self, study_id: str, spec: dict[str, Any],
+                     limit: QueueLimit | None = None) -> bool:
         """A succeeded study back to ``queued`` with ``spec`` (``:extend``), in one
-        conditional update so two requests cannot both reopen it. Its result stays readable
-        until the new run replaces it; the launch count starts again (reconcile's cap is per
-        run). Returns whether it was reopened."""
+        conditional update so two requests cannot both reopen it, and with ``limit`` the
+        queue bound checked in the same transaction as :meth:`enqueue` does
+        (:class:`QueueFullError`, nothing changed). Its result stays readable until the new
+        run replaces it; the launch count starts again (reconcile's cap is per run). Returns
+        whether it was reopened."""
         with self.session() as s:
+            self._queue_lock(s)
             done = s.execute(
                 update(StudyRow)
                 .where(StudyRow.id == study_id, StudyRow.status == "succeeded")
                 .values(status="queued", spec=spec, started_at=None, finished_at=None,
                         error=None, launches=0, driver_pid=None, driver_job_id=None,
                         driver_start=None))
-            return bool(done.rowcount)  # type: ignore[attr-defined]
+            if not done.rowcount:  # type: ignore[attr-defined]
+                return False
+            if limit is not None:
+                counts = dict(s.execute(
+                    select(StudyRow.status, func.count())
+                    .where(StudyRow.status.in_(("running", "queued")))
+                    .group_by(StudyRow.status)).all())
+                running, queued = int(counts.get("running", 0)), int(counts.get("queued", 0))
+                if queued > limit.max_queued + max(0, limit.max_running - running):
+                    raise QueueFullError(running, queued - 1)
+            return True
 
     # trials ------------------------------------------------------------------------------
     def upsert_trial(self, study_id: str, trial_id: str, **fields: Any) -> None:

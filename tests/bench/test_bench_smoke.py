@@ -1,16 +1,13 @@
 """The evidence benchmarks at their ``--smoke`` size (real training on digits, seconds each),
-so the scripts cannot rot; plus the statistics and search helpers they rely on."""
+so the scripts cannot rot; plus the statistics helpers they rely on."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
 
-from bench import phi_suggestions, schedule_quality, search_efficiency
-from bench.common import holdout_split, paired, read_csv
-from trainables.registry import get_dataset
+from bench import phi_suggestions, schedule_quality
+from bench.common import paired, read_csv
 
 
 @pytest.fixture(autouse=True)
@@ -32,28 +29,6 @@ def test_paired_exact_permutation_p() -> None:
     assert r.mean_diff == 0 and r.p_value == 1.0 and (r.wins, r.losses) == (1, 1)
     with pytest.raises(ValueError, match="equal non-empty"):
         paired([1.0], [1.0, 2.0])
-
-
-def test_holdout_split_is_disjoint_and_keeps_test_out() -> None:
-    b = get_dataset("digits")
-    t = holdout_split(b, 200)
-    assert t.num_val == 200 and t.num_train == b.num_train - 200
-    rows = {tuple(r.tolist()) for r in b.train_x.flatten(1)}
-    assert all(tuple(r.tolist()) in rows for r in t.val_x.flatten(1))  # from train, not test
-    # Disjoint as index sets: together they are a permutation of the original training set.
-    merged = torch.cat([t.train_x, t.val_x]).flatten(1).double().sum(0)
-    assert torch.allclose(merged, b.train_x.flatten(1).double().sum(0))
-    with pytest.raises(ValueError):
-        holdout_split(b, b.num_train)
-
-
-def test_snap_phi_keeps_grid_values_and_is_log_nearest() -> None:
-    lattice = search_efficiency.phi_lattice()
-    for phi in search_efficiency.PAPER_GRID_PHI:
-        assert search_efficiency.snap_phi(phi, lattice) == phi
-    for phi in (0.1234, 3.3, 17.0, 49.0):
-        s = search_efficiency.snap_phi(phi, lattice)
-        assert abs(math.log(s / phi)) <= math.log(10) / search_efficiency.LATTICE_PER_DECADE / 2
 
 
 # ----------------------------------------------------------------------------- smoke runs
@@ -110,30 +85,6 @@ def test_schedule_quality_verdict_follows_the_paired_numbers() -> None:
                 values={a: [2.0, 2.1, 2.2] for a in ARMS} | {"uba": [1.9, 2.0, 2.1]},
                 units=dict.fromkeys(ARMS, 1.0), noise=dict.fromkeys(ARMS, (2.0, 0.1)))
     assert loss.uba_vs("wsd").mean_diff == pytest.approx(0.1)  # lower loss = UBA better
-
-
-def test_search_efficiency_smoke(tmp_path) -> None:
-    assert search_efficiency.main(["--smoke", "--out", str(tmp_path)]) == 0
-    p = search_efficiency.PRESETS["smoke"]
-    rows = read_csv(tmp_path / "search_efficiency_smoke.csv")
-    evals = read_csv(tmp_path / "search_efficiency_smoke_evals.csv")
-    assert len(rows) == len(search_efficiency.SPACES) * len(search_efficiency.METHODS) * \
-        p["search_seeds"]
-    by_point = {(float(e["phi"]), int(e["phases"])): float(e["val_accuracy"]) for e in evals}
-    assert len(by_point) == len(evals)  # memoised: each distinct point trained once
-    grid_best = max(by_point[(phi, ph)] for phi in search_efficiency.PAPER_GRID_PHI
-                    for ph in search_efficiency.PAPER_GRID_PHASES)
-    for r in rows:
-        reached = r["trials_to_reach"]
-        assert int(r["n_trials"]) <= p["max_trials"]
-        if reached:
-            assert float(r["best"]) >= grid_best - 1e-9 and int(reached) == int(r["n_trials"])
-        else:
-            assert float(r["best"]) < grid_best
-        if r["method"] == "tpe_phitune":  # warm start: the paper default is trial 1
-            assert float(r["first"]) == by_point[(5.0, 1)]
-    assert "Trials to reach the grid's best" in (tmp_path / "search_efficiency_smoke.md"
-                                                 ).read_text()
 
 
 def test_phi_suggestions_smoke(tmp_path) -> None:

@@ -61,10 +61,10 @@ def _log(data_dir: Path, study_id: str) -> str:
     return path.read_text() if path.exists() else "(no driver log)"
 
 
-def _trial_files(results: Path) -> dict[str, tuple[int, int]]:
-    """Size and mtime of every trial's result file, by path: a re-trained trial rewrites it."""
-    return {str(p.relative_to(results)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in results.glob("*/*/result.json")}
+def _trial_files(results: Path) -> dict[str, bytes]:
+    """Every trial's result file (one row per report), by path: a re-trained trial rewrites
+    it with new timestamps."""
+    return {str(p.relative_to(results)): p.read_bytes() for p in results.glob("*/*/result.json")}
 
 
 def _optuna_trials(data_dir: Path, study_id: str, steps: int) -> list[tuple]:
@@ -161,3 +161,27 @@ def test_extend_adds_an_iteration_without_retraining_the_first(server) -> None:
 async def _extend_async(url: str, study_id: str) -> None:
     async with AsyncPhiTuneClient(url) as client:
         await client.extend(study_id, 1)
+
+
+def test_a_warm_started_study_extends_from_the_same_first_points(server) -> None:
+    """``warm_start_from`` keeps working through an extension: the extended driver re-plans
+    the first iteration from the same warm-start points and restores it (a changed plan
+    would fail the study with RestoredRunMismatchError instead)."""
+    url, data_dir = server
+    with PhiTuneClient(url) as client:
+        source = next(s for s in client.list(status="succeeded").data if s.name == "extend me")
+        study = client.submit({**SPEC, "name": "warm", "warm_start_from": source.id})
+        done = client.wait(study.id, timeout=240, poll=0.5)
+        assert done.status == "succeeded", (done.error, _log(data_dir, study.id))
+        low_before = _optuna_trials(data_dir, study.id, 16)
+        client.extend(study.id, 1)
+        final = client.wait(study.id, timeout=240, poll=0.5)
+        assert final.status == "succeeded", (final.error, _log(data_dir, study.id))
+    assert "restoring budget 16 (experiment it0-rung0-16)" in _log(data_dir, study.id)
+    low_after = _optuna_trials(data_dir, study.id, 16)
+    assert low_after[:2] == low_before and len(low_after) == 4
+    # the source's best full-budget schedule is among its first candidates (the warm start,
+    # after the φ model's recommendation)
+    with PhiTuneClient(url) as client:
+        best = client.best(source.id)
+    assert any(t[2]["phi"] == pytest.approx(best.phi) for t in low_before), (low_before, best)

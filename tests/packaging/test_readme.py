@@ -84,7 +84,7 @@ def test_install_section_matches_pyproject_makefile_and_dockerfile() -> None:
     named = set(re.findall(r"`\[(\w+)\]`|phitune\[(\w+)\]", text))
     named = {a or b for a, b in named}
     assert named == set(extras) == {"schedules", "server", "postgres", "vision", "dashboard",
-                                    "test"}
+                                    "mlflow", "wandb", "test"}
     base = sorted(d.split(">")[0].lower() for d in project["dependencies"])
     assert base == ["httpx", "pydantic", "pyyaml"] and "httpx, pydantic, PyYAML only" in text
     server = " ".join(extras["server"])

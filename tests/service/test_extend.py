@@ -144,6 +144,10 @@ def test_extend_queues_the_study_with_its_new_spec_and_refuses_what_it_cannot(ap
     job = create_job(store, {"model": "mlp", "dataset": "digits"})
     r = c.post(f"/v1/studies/{job.id}:extend", json={"extra_iterations": 1})
     assert r.status_code == 409 and "curvature job" in r.json()["detail"]
+    # a warm start reads its source as of the submission: an unfinished source is a 422
+    r = c.post("/v1/studies", json={**BASE, "warm_start_from": running_id})
+    assert r.status_code == 422 and _field(r) == ["body", "warm_start_from"], r.text
+    assert "running" in r.json()["detail"][0]["msg"]
     # 409 for what cannot keep its plan: ASHA, curvature-seeded studies
     asha = _succeeded(store, {**BASE, "num_trials": 2, "method": "asha"})
     r = c.post(f"/v1/studies/{asha}:extend", json={"extra_iterations": 1})

@@ -4,6 +4,7 @@ package is missing. The trackers logging a real study: tests/tuning/test_trackin
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -12,6 +13,7 @@ from service.api.main import create_app
 from service.config import Settings
 from service.launch.env import driver_env
 from service.launch.runner import spec_from_study
+from service.launch.study_driver import configure_trackers
 from service.schemas import StudyCreate
 from tuning.specs import TrackingSpec
 
@@ -28,15 +30,17 @@ def test_trackers_are_off_by_default(tmp_path) -> None:
 
 
 def test_tracker_settings_reach_the_driver_and_its_spec(tmp_path, monkeypatch) -> None:
-    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "")  # recorded, so what the driver sets is undone after
+    monkeypatch.delenv("WANDB_MODE")
     settings = Settings(data_dir=tmp_path, mlflow_tracking_uri="sqlite:///m.db",
                         mlflow_experiment="phi", wandb_project="uba", wandb_mode="offline")
     env = driver_env(settings)
     assert env["PHITUNE_MLFLOW_TRACKING_URI"] == "sqlite:///m.db"
-    assert env["WANDB_MODE"] == "offline", "Ray's W&B callback needs it to skip the API key"
     for key, value in env.items():  # the driver's Settings read them back
         monkeypatch.setenv(key, value)
     driver = Settings()
+    configure_trackers(driver)
+    assert os.environ["WANDB_MODE"] == "offline", "Ray's W&B callback skips the API key"
     assert spec_from_study("s", SPEC, driver, 40).tracking == TrackingSpec(
         mlflow_tracking_uri="sqlite:///m.db", mlflow_experiment="phi", wandb_project="uba",
         wandb_mode="offline")

@@ -91,10 +91,14 @@ def test_wandb_offline_writes_the_runs_beside_the_trials(local_ray, tmp_path,
     monkeypatch.setenv("WANDB_SILENT", "true")
     tracking = TrackingSpec(wandb_project="phitune-test", wandb_mode="offline")
     result = run_study(tiny(tmp_path, "wandb-test", tracking), RecordingSink())
-    (run,) = (tmp_path / "ray" / "wandb").glob("offline-run-*")
-    (run_file,) = run.glob("run-*.wandb")
-    rows = [r for r in wandb_history(run_file) if "val_accuracy" in r]
-    assert [r["step"] for r in rows] == [8, 16], "one row per evaluation"
+    wandb_dir = tmp_path / "ray" / "wandb"
+    runs = sorted(wandb_dir.glob("offline-run-*/run-*.wandb"))
+    debug = sorted(wandb_dir.rglob("debug*.log"))
+    why = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")][:50], \
+        [p.read_text()[-1500:] for p in debug]
+    assert len(runs) == 1, why
+    rows = [r for r in wandb_history(runs[0]) if "val_accuracy" in r]
+    assert [r["step"] for r in rows] == [8, 16], ("one row per evaluation", rows, why)
     assert rows[-1]["val_accuracy"] == pytest.approx(result.best.value)
 
 

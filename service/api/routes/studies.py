@@ -37,6 +37,7 @@ from service.launch.lifecycle import (
 )
 from service.launch.resources import check_trial_resources
 from service.schemas import (
+    TERMINAL_STATUSES,
     BestSchedule,
     Link,
     Progress,
@@ -227,9 +228,17 @@ def create_study(
     the queue is full. A repeated request with the same ``Idempotency-Key`` header returns
     the first study (200)."""
     check_study_spec(spec, settings)
-    if spec.warm_start_from is not None and store.get_study(spec.warm_start_from) is None:
-        raise InvalidSpecError(f"warm_start_from: no study {spec.warm_start_from!r}",
-                               field="warm_start_from")
+    if spec.warm_start_from is not None:
+        source = store.get_study(spec.warm_start_from)
+        if source is None:
+            raise InvalidSpecError(f"warm_start_from: no study {spec.warm_start_from!r}",
+                                   field="warm_start_from")
+        if source.status not in TERMINAL_STATUSES:
+            # the warm start reads the source's trials as of this submission (the same points
+            # for a relaunched or extended driver): an unfinished source has none to give yet
+            raise InvalidSpecError(f"warm_start_from: study {spec.warm_start_from!r} is "
+                                   f"{source.status}; warm-start from a finished study",
+                                   field="warm_start_from")
     if idempotency_key is not None:
         existing = store.find_by_idempotency_key(idempotency_key)
         if existing is not None:
