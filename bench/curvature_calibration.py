@@ -384,9 +384,13 @@ def validate_real(rows: list[dict], families: dict) -> dict:
 
 
 def write_markdown(payload: dict, path: Path) -> None:
-    """Human-readable summary of calibration.json (bench/results/curvature_calibration.md)."""
+    """Human-readable summary of calibration.json (bench/results/curvature_calibration.md),
+    headed by the run's provenance (bench.common, the header every result file carries)."""
+    from bench.common import provenance_md
+
     lines = [
         "# phi calibration: does curvature predict the tuned phi?", "",
+        *([provenance_md(payload["provenance"])] if payload.get("provenance") else []),
         f"Produced by `{payload['created_by']}` on {payload['created']} "
         f"({payload['seconds']} s). Data: `{payload['data']}`"
         + (f", `{payload['validation_real_data']}`" if payload.get("validation_real") else "")
@@ -454,6 +458,10 @@ def main(argv: list[str] | None = None) -> int:
         write_markdown(json.loads(args.json.read_text()), md_path)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from bench.common import finish_provenance, provenance
+
+    info = provenance(seeds=f"{SEEDS} gradient-noise seeds per problem (common random numbers "
+                            "across phi and eta_max); real networks: see the _real.csv rows")
     t0 = time.perf_counter()
     rows = run_grid()
     args.csv.parent.mkdir(parents=True, exist_ok=True)
@@ -509,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {"python": platform.python_version(), "numpy": np.__version__,
                      "torch": torch.__version__},
         "seconds": round(time.perf_counter() - t0, 1),
+        "provenance": finish_provenance(info),
     }
     args.json.write_text(json.dumps(payload, indent=2) + "\n")
     write_markdown(payload, md_path)

@@ -47,8 +47,10 @@ suffix.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
+import re
 import statistics
 import sys
 import time
@@ -301,9 +303,9 @@ class Cell:
     def mean(self, arm: str) -> float:
         return statistics.fmean(self.values[arm])
 
-    def best_peer(self) -> str:
+    def best_peer(self, among: Sequence[str] = PEERS) -> str:
         sign = 1.0 if self.mode == "max" else -1.0
-        return max(PEERS, key=lambda a: sign * self.mean(a) if math.isfinite(self.mean(a))
+        return max(among, key=lambda a: sign * self.mean(a) if math.isfinite(self.mean(a))
                    else -math.inf)
 
     def uba_vs(self, arm: str) -> Any:
@@ -367,6 +369,13 @@ def verdict_text(cells: Sequence[Cell]) -> str:
              f"seeds, at every budget on at least {need} of {n} tasks): "
              f"**{'met' if met else 'not met'}** — ahead at every budget on "
              f"{len(ahead)} of {n} ({', '.join(ahead) or 'none'})."]
+    scheduled = [a for a in PEERS if a != "schedulefree"]
+    ahead_sched = [c for c in cells if c.uba_vs(c.best_peer(scheduled)).mean_diff > 0]
+    lines.append(
+        f"Against the best *scheduled* peer alone (schedule-free left out), searched UBA's paired "
+        f"mean is ahead in {len(ahead_sched)} of {len(cells)} task × budget cells"
+        + (" (" + ", ".join(f"{c.task} {c.steps}" for c in ahead_sched) + ")."
+           if ahead_sched else "."))
     for c in cells:
         if c.task in behind:
             peer = c.best_peer()
@@ -450,8 +459,8 @@ def plot(cells: Sequence[Cell], path: Path) -> None:
         ax.set_xticks(range(len(PEERS)))
         ax.set_xticklabels([LABELS[a] for a in PEERS], rotation=35, ha="right",
                            fontsize="small")
-        ax.set_title(f"{task}: UBA − peer ({metric_label(tc[0].metric)}{unit})",
-                     fontsize="medium")
+        ax.set_title(f"{task}: UBA vs peer, {metric_label(tc[0].metric)}{unit}\n"
+                     "(paired mean ± std; > 0: UBA better)", fontsize="medium")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small")
     fig.tight_layout()
@@ -490,10 +499,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     preset = "smoke" if args.smoke else args.preset
     p = PRESETS[preset]
-    info = provenance(command="python -m bench.schedule_quality " + " ".join(
-        argv if argv is not None else sys.argv[1:]),
-        seeds=f"evaluation seeds 0..{p.eval_seeds - 1}; search seed {TUNE_SEED}; "
-              "finalist seeds derived from study seed 0", device=p.device)
+    sidecar = args.out / f"{NAME}{_suffix(preset)}.provenance.json"
+    if args.report and sidecar.exists():
+        # re-rendering the report keeps the provenance of the run that made the rows
+        info = json.loads(sidecar.read_text())
+    else:
+        info = provenance(command="python -m bench.schedule_quality " + " ".join(
+            argv if argv is not None else sys.argv[1:]),
+            seeds=f"evaluation seeds 0..{p.eval_seeds - 1}; search seed {TUNE_SEED}; "
+                  "finalist seeds derived from study seed 0", device=p.device)
+        info["torch_threads"] = args.threads  # what each task process trains with
     t0 = time.perf_counter()
     if not args.report:
         names = args.task or list(p.tasks)
@@ -508,7 +523,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for name in names:
                 run_task(preset, name, args.out, args.threads)
-    report(preset, args.out, info, None if args.report else time.perf_counter() - t0)
+    wall = None if args.report else time.perf_counter() - t0
+    if args.report and sidecar.exists():
+        old = (args.out / f"{NAME}{_suffix(preset)}.md").read_text()
+        m = re.search(r"Wall time ([0-9.]+) min", old)
+        wall = float(m.group(1)) * 60 if m else None
+    report(preset, args.out, info, wall)
     logger.info("wrote %s", args.out)
     return 0
 

@@ -169,6 +169,10 @@ class QueueFullError(Exception):
         super().__init__(f"queue full: {running} running, {queued} queued")
         self.running, self.queued = running, queued
 
+    def __reduce__(self) -> tuple[type, tuple[int, int]]:
+        # pickles with its counts (Ray and multiprocessing pickle exceptions by their args)
+        return type(self), (self.running, self.queued)
+
 
 def _fix_times(row: Any) -> Any:
     for attr in ("created_at", "started_at", "finished_at"):
