@@ -6,17 +6,14 @@ code in this process, real Ray, Optuna, training on digits) while a thread polls
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.main import create_app
 from service.config import Settings
-from service.launch.runner import process_start
-from service.store import Store
+from tests.servers import app_with_the_only_slot_held
 
 SPEC: dict[str, Any] = {"model": "mlp", "dataset": "digits", "budget": {"steps": 60},
                         "num_trials": 3, "max_concurrent_trials": 2, "eval_every": 10,
@@ -30,20 +27,11 @@ SPEC: dict[str, Any] = {"model": "mlp", "dataset": "digits", "budget": {"steps":
 def api(tmp_path):
     """The app with its only study slot held by a ``sleep`` "driver": a submitted study stays
     queued, so the test runs its driver itself."""
-    blocker = subprocess.Popen(["sleep", "300"], start_new_session=True)
     settings = Settings(data_dir=tmp_path, max_concurrent_studies=1, reconcile_interval_s=0,
                         queue_poll_s=0.2, local_ray="per-study", ray_dashboard=False,
                         ray_num_cpus=2)
-    store = Store(settings.sqlalchemy_url)
-    row, _ = store.create_study(SPEC, "holds the only slot")
-    store.update_study(row.id, status="running")
-    store.record_launch(row.id, pid=blocker.pid, driver_start=process_start(blocker.pid))
-    try:
-        with TestClient(create_app(settings), base_url="http://127.0.0.1") as c:
-            yield c, settings, store
-    finally:
-        blocker.kill()
-        blocker.wait()
+    with app_with_the_only_slot_held(settings, SPEC) as (c, store, _):
+        yield c, settings, store
 
 
 def _progress(c: TestClient, study_id: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from service.api.main import create_app
 from service.config import Settings
 from service.launch.runner import process_start
 from service.store import Store, StudyRow
+from tests.servers import app_with_the_only_slot_held
 
 SPEC: dict[str, Any] = {"model": "mlp", "dataset": "digits", "budget": {"steps": 100},
                         "num_trials": 2}
@@ -25,20 +26,11 @@ SPEC: dict[str, Any] = {"model": "mlp", "dataset": "digits", "budget": {"steps":
 
 @pytest.fixture()
 def client(tmp_path):
-    blocker = subprocess.Popen(["sleep", "120"], start_new_session=True)
     settings = Settings(data_dir=tmp_path, max_concurrent_studies=1, max_queued_studies=2,
                         reconcile_interval_s=0, queue_poll_s=0.2, local_ray="per-study",
                         ray_dashboard=False)
-    store = Store(settings.sqlalchemy_url)
-    row, _ = store.create_study(SPEC, "holds the only slot")
-    store.update_study(row.id, status="running")
-    store.record_launch(row.id, pid=blocker.pid, driver_start=process_start(blocker.pid))
-    try:
-        with TestClient(create_app(settings), base_url="http://127.0.0.1") as c:
-            yield c, settings, row.id
-    finally:
-        blocker.kill()
-        blocker.wait()
+    with app_with_the_only_slot_held(settings, SPEC) as (c, _, running_id):
+        yield c, settings, running_id
 
 
 def test_submits_over_the_cap_queue_and_only_a_full_queue_is_429(client):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.trainables.test_loop import Recorder  # the report recorder of the loop tests
 from trainables import ConfigError, run_training
 from trainables.config import TrainConfig
 
@@ -28,19 +29,6 @@ SF = {
     "device": "cpu",
     "checkpoint_every": -1,
 }
-
-
-class Recorder:
-    def __init__(self, stop_after: int | None = None) -> None:
-        self.metrics: list[dict] = []
-        self.states: list[dict | None] = []
-        self.stop_after = stop_after
-
-    def __call__(self, metrics, state):
-        self.metrics.append(dict(metrics))
-        self.states.append(state)
-        if self.stop_after is not None and metrics["step"] >= self.stop_after:
-            raise KeyboardInterrupt("simulated worker failure")
 
 
 @pytest.mark.parametrize("optimizer,lr", [("sgd_schedulefree", 1.0),
