@@ -54,20 +54,6 @@ def full_queue_is_429(kind: JobKind) -> Iterator[None]:
                                   "studies" if kind is STUDY else "curvature jobs") from None
 
 
-def check_queue_room(store: Store, settings: Settings, kind: JobKind) -> None:
-    """429 only when the queue itself is full: every slot taken and ``max_queued_studies``
-    jobs waiting. A check before a change, for a job that goes back to the queue (an
-    extended study); concurrent requests may overshoot by a few. A new job is stored and
-    checked in one step instead (:meth:`Store.enqueue` under :func:`queue_limit`: exact)."""
-    running = store.count_status(kind.table, "running")
-    if running < settings.max_concurrent_studies:
-        return
-    queued = store.count_status(kind.table, "queued")
-    if queued >= settings.max_queued_studies:
-        raise TooManyStudiesError(running, queued,
-                                  "studies" if kind is STUDY else "curvature jobs")
-
-
 def start_queued(store: Store, runner: Runner, settings: Settings) -> list[str]:
     """Start queued jobs, oldest first, while slots are free; returns the ids started.
 

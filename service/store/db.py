@@ -307,14 +307,7 @@ class Store:
                         driver_start=None))
             if not done.rowcount:  # type: ignore[attr-defined]
                 return False
-            if limit is not None:
-                counts = dict(s.execute(
-                    select(StudyRow.status, func.count())
-                    .where(StudyRow.status.in_(("running", "queued")))
-                    .group_by(StudyRow.status)).all())
-                running, queued = int(counts.get("running", 0)), int(counts.get("queued", 0))
-                if queued > limit.max_queued + max(0, limit.max_running - running):
-                    raise QueueFullError(running, queued - 1)
+            self._check_queue_bound(s, StudyRow.__table__, limit)
             return True
 
     # trials ------------------------------------------------------------------------------
@@ -403,14 +396,20 @@ class Store:
             self._queue_lock(s)
             s.add(row)
             s.flush()
-            if limit is None:
-                return
-            counts = dict(s.execute(
-                select(t.c.status, func.count()).where(t.c.status.in_(("running", "queued")))
-                .group_by(t.c.status)).all())
-            running, queued = int(counts.get("running", 0)), int(counts.get("queued", 0))
-            if queued > limit.max_queued + max(0, limit.max_running - running):
-                raise QueueFullError(running, queued - 1)
+            self._check_queue_bound(s, t, limit)
+
+    def _check_queue_bound(self, s: Session, t: Any, limit: QueueLimit | None) -> None:
+        """After a job was added to ``t``'s queue in this transaction (under the queue lock):
+        :class:`QueueFullError` (rolling the change back) when more than ``limit.max_queued``
+        jobs would wait beyond the free slots; counts exclude the job just added."""
+        if limit is None:
+            return
+        counts = dict(s.execute(
+            select(t.c.status, func.count()).where(t.c.status.in_(("running", "queued")))
+            .group_by(t.c.status)).all())
+        running, queued = int(counts.get("running", 0)), int(counts.get("queued", 0))
+        if queued > limit.max_queued + max(0, limit.max_running - running):
+            raise QueueFullError(running, queued - 1)
 
     def claim_next(self, table: type[Any], cap: int) -> str | None:
         """Start the oldest ``queued`` job of ``table`` if fewer than ``cap`` are ``running``;
