@@ -242,7 +242,8 @@ _BN_RECALIBRATION_BATCHES = 50
 
 @contextlib.contextmanager
 def _evaluation_weights(p: _Prepared) -> Any:
-    """Evaluate (and checkpoint) at the weights a user would deploy.
+    """Evaluate at the weights a user would deploy (checkpoints, taken after this context,
+    keep the training point and optimizer state, so a resume continues exactly).
 
     Plain optimizers: the current weights, nothing to do. A schedule-free optimizer trains at
     one point and averages another; ``optimizer.eval()`` swaps the average in and
