@@ -21,16 +21,18 @@ Protocol (what makes the comparison fair):
   warmup 5 % inside the optimizer as its README recommends). Every arm's η_max range is 16×
   wide: [¼, 4]× the task's lr for scheduled arms, [2.5, 40]× (SGD) or [½, 8]× (AdamW) for
   schedule-free, where its README puts good rates (10–50× and 1–10× a scheduled rate).
-* **Equal tuning compute**: every arm is tuned by the same engine and plan — phitune's horizon
-  ladder (:func:`tuning.ladder.plan_ladder`, the defaults: 8 candidates, η = 3, complete
-  schedules at T/3, the best 2 at T, :func:`tuning.ladder.promote`) and its noise-aware final
-  pick (the 2 finalists re-trained with 2 more seeds, best mean wins). UBA's candidates come
-  from :func:`tuning.search.propose` (the paper default first, then the TPE sampler, as a
-  study does; the fitted φ model's recommendation is left out because its corpus contains
-  these tasks); a one-parameter arm's 8 candidates are log-spaced over its range (a grid
-  covers one dimension better than random draws, which favours the peers). The ladder runs
-  in-process here (no Ray) so that all arms share one harness; the compute per arm is counted
-  and reported.
+* **Equal tuning compute, the product's own search**: every arm is tuned by phitune's
+  search code itself — :func:`tuning.search.search_ladder` and the robust
+  :func:`tuning.search.pick_finalists` on the study phitune would run (:func:`study_spec`: 8
+  candidates, η = 3, complete schedules at T/3, the best 2 at T, 2 finalists re-trained with
+  2 more seeds), with an in-process :class:`InProcessExecutor` instead of Ray so all arms
+  share one harness. Searched UBA gets the product's default design (η_max sweep at a
+  REX-like φ, then the family's shapes at the best η_max, :mod:`tuning.proposer`; the
+  fitted φ model's recommendation is left out because its corpus contains these tasks); a
+  peer's 8 candidates are the same log-cell centres of its lr range
+  (:func:`tuning.proposer.lr_grid`). The compute per arm is counted and reported.
+* **η_max rank fidelity**: the cosine arm's lowest-rung lr grid is also trained to the full
+  budget (search seed; not counted as tuning), giving the fidelity table.
 * **Budgets** 25 / 50 / 100 % of the task's full budget, each tuned and trained from scratch.
 * **Disjoint data**: the validation set is split once (:func:`trainables.datasets.split_validation`)
   into a tuning half and an evaluation half. Tuning minimises ``val_loss`` on the tuning half
@@ -47,6 +49,7 @@ suffix.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -75,11 +78,14 @@ from bench.common import (
     write_markdown,
 )
 from bench.phi_corpus import CORE_TASKS, SMOKE_TASKS, TASKS, Task
-from trainables.config import metric_mode
+from trainables.config import TrainConfig, metric_mode
 from trainables.datasets import split_validation
 from trainables.registry import get_dataset
-from tuning.compare import SCHEDULE_FREE_WARMUP
-from tuning.ladder import compute_units, plan_ladder, promote
+from tuning.arms import arm_config as product_arm_config
+from tuning.executor import candidate_config
+from tuning.ladder import Candidate, Outcome, compute_units
+from tuning.search import best_outcome, pick_finalists, search_ladder
+from tuning.specs import LadderSpec, SearchSpace, StudySpec
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +94,6 @@ ARMS = ("uba", "cosine", "linear", "step", "rex", "wsd", "schedulefree")
 PEERS = ARMS[1:]
 LABELS = {"uba": "UBA searched (φ, phases, η_max)", "cosine": "cosine", "linear": "linear",
           "step": "step", "rex": "REX", "wsd": "WSD", "schedulefree": "schedule-free"}
-#: η_max range of each arm as factors of the task's lr (all 16× wide).
-LR_RANGE = {"scheduled": (0.25, 4.0), "sgd_schedulefree": (2.5, 40.0),
-            "adamw_schedulefree": (0.5, 8.0)}
 TUNE_SEED = 1000  # training seed of the search runs (never an evaluation seed)
 OBJECTIVE = "val_loss"
 
@@ -132,49 +135,63 @@ def arm_optimizer(arm: str, task: Task) -> str:
     return f"{base}_schedulefree" if arm == "schedulefree" else base
 
 
-def lr_range(arm: str, task: Task) -> tuple[float, float]:
-    opt = arm_optimizer(arm, task)
-    lo, hi = LR_RANGE[opt] if arm == "schedulefree" else LR_RANGE["scheduled"]
-    lr = task.optimizers[next(iter(task.optimizers))]
-    return lo * lr, hi * lr
+def template(task: Task, device: str) -> TrainConfig:
+    """The task's trial-config template (no budget) with the tuning objective as metric."""
+    raw = {**task.train_config(next(iter(task.optimizers)), device), "metric": OBJECTIVE,
+           "checkpoint_every": -1}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in raw.items() if k in known})
+
+
+def study_spec(task: Task, steps: int, p: Preset) -> StudySpec:
+    """The study phitune would run for this task and budget (its defaults: η_max searched in
+    [¼, 4]× the task's lr, the restart variant), on the bench's candidate count and ladder."""
+    return StudySpec(study_id=f"quality-{task.name}-{steps}", train=template(task, p.device),
+                     total_steps=steps, num_trials=p.candidates, ladder=LadderSpec(eta=p.eta),
+                     finalists=p.finalists, finalist_seeds=p.finalist_seeds, seed=TUNE_SEED,
+                     search=SearchSpace(variant="restart"))
+
+
+class InProcessExecutor:
+    """The :class:`tuning.search.Executor` of the bench: each run trained in this process on
+    the tuning half, recorded as a row of the tuning CSV."""
+
+    def __init__(self, spec: StudySpec, bundle: Any, arm: str) -> None:
+        self.spec, self.bundle, self.arm = spec, bundle, arm
+        self.rows: list[dict[str, Any]] = []
+
+    def run(self, name: str, steps: int, runs: Sequence[tuple[Candidate, int]],
+            kind: str = "search") -> list[Outcome]:
+        outs = []
+        for c, seed in runs:
+            cfg = candidate_config(self.spec, c, steps, seed).to_dict()
+            cfg["checkpoint_every"] = -1
+            m = train_final(cfg, self.bundle)
+            value = m.get(OBJECTIVE, math.nan)
+            ok = math.isfinite(value)
+            outs.append(Outcome(candidate=c, steps=steps, seed=seed,
+                                trained_steps=steps, value=value if ok else None,
+                                last_value=value if ok else None,
+                                status="terminated" if ok else "error", trial_id=f"{name}-{c.index}-{seed}",
+                                error=None if ok else "diverged"))
+            self.rows.append({"arm": self.arm, "budget_steps": self.spec.total_steps,
+                              "kind": kind, "experiment": name, "stage": c.stage,
+                              "horizon": steps, "candidate": c.index, "seed": seed,
+                              **{k: c.params.get(k, "") for k in ("phi", "phases", "lr")},
+                              "objective": value, "seconds": m["seconds"]})
+        return outs
 
 
 def arm_config(arm: str, task: Task, params: dict[str, Any], steps: int, seed: int,
                device: str) -> dict[str, Any]:
-    """The trial config of one arm's candidate at ``steps`` updates (flat dict)."""
-    cfg = task.train_config(next(iter(task.optimizers)), device)
-    cfg.update(optimizer=arm_optimizer(arm, task), total_steps=steps, seed=seed, lr=float(params["lr"]), metric=OBJECTIVE,
-               schedule_params={})
-    if arm == "uba":
-        cfg.update(schedule="uba", phi=float(params["phi"]), phases=int(params["phases"]),
-                   variant="restart", eta_min=0.0)
-    elif arm == "schedulefree":
-        cfg.update(schedule="constant",
-                   schedule_params={"warmup_steps": max(0, round(SCHEDULE_FREE_WARMUP * steps))})
-    else:
-        cfg.update(schedule=arm)
+    """The trial config of one arm's pick at ``steps`` updates (flat dict), by the product's
+    :func:`tuning.arms.arm_config`, scored on the task's reported metric."""
+    base = dataclasses.replace(template(task, device), metric=task.metric).for_budget(
+        steps, seed=seed)
+    extra = {"variant": "restart", "eta_min": 0.0} if arm == "uba" else {}
+    cfg = product_arm_config(arm, base, {**params, **extra}).to_dict()
+    cfg["checkpoint_every"] = -1
     return cfg
-
-
-def candidates(arm: str, task: Task, steps: int, n: int) -> list[dict[str, Any]]:
-    """The lowest rung's candidates: UBA from phitune's proposer, others a log grid of lr."""
-    lo, hi = lr_range(arm, task)
-    if arm != "uba":
-        if n == 1:
-            return [{"lr": math.sqrt(lo * hi)}]
-        return [{"lr": lo * (hi / lo) ** (i / (n - 1))} for i in range(n)]
-    from trainables.config import TrainConfig
-    from tuning.search import derive_seed, initial_points, propose
-    from tuning.specs import SearchSpace, StudySpec
-
-    opt = arm_optimizer(arm, task)
-    train = TrainConfig(model=task.model, dataset=task.dataset, optimizer=opt,  # type: ignore[arg-type]
-                        lr=task.optimizers[opt], metric=OBJECTIVE)
-    spec = StudySpec(study_id=f"quality-{task.name}-{steps}", train=train, total_steps=steps,
-                     num_trials=n, seed=derive_seed(0, task.name, steps),
-                     search=SearchSpace(eta_max_min=lo, eta_max_max=hi, variant="restart",
-                                        sampler="tpe"))
-    return propose(spec, 0, n, (), initial_points(spec))
 
 
 # ----------------------------------------------------------------------------- tuning
@@ -193,46 +210,44 @@ class Tuned:
 
 
 def tune(arm: str, task: Task, steps: int, tune_bundle: Any, p: Preset) -> Tuned:
-    """phitune's ladder + noise-aware final pick for one arm (see the module docstring)."""
-    from tuning.search import derive_seed
+    """phitune's own search for one arm (:func:`tuning.search.search_ladder` and the robust
+    :func:`tuning.search.pick_finalists`), run in-process on the tuning half."""
+    spec = study_spec(task, steps, p)
+    ex = InProcessExecutor(spec, tune_bundle, arm)
+    outcomes = search_ladder(spec, ex, arm)
+    finalists, _ = pick_finalists(spec, outcomes.get(steps, []), ex, arm)
+    full = outcomes.get(steps, [])
+    if finalists and finalists[0].robust and finalists[0].mean is not None:
+        f = finalists[0]
+        params = next(o.candidate.params for o in full if o.candidate.index == f.candidate)
+        vals = f.values
+    else:
+        best = best_outcome(spec, full)
+        params = best.candidate.params if best else {"lr": spec.train.lr, "phi": 2.0,
+                                                     "phases": 1}
+        vals = [best.value] if best and best.value is not None else [math.nan]
+    m, sd = mean_std(vals)
+    trained = sum(r["horizon"] for r in ex.rows)
+    return Tuned(params=dict(params), objective_mean=m, objective_std=sd, n_seeds=len(vals),
+                 units=compute_units(trained, steps), runs=ex.rows)
 
-    mode = metric_mode(OBJECTIVE)
-    ladder = plan_ladder(steps, p.candidates, eta=p.eta, min_top=p.finalists)
-    cands = dict(enumerate(candidates(arm, task, steps, p.candidates)))
-    runs: list[dict[str, Any]] = []
-    trained = 0
 
-    def run(idx: int, horizon: int, seed: int, kind: str) -> float:
-        nonlocal trained
-        m = train_final(arm_config(arm, task, cands[idx], horizon, seed, p.device), tune_bundle)
-        value = m.get(OBJECTIVE, math.nan)
-        trained += horizon  # counted as planned (a diverged run stops early, costing less)
-        runs.append({"arm": arm, "budget_steps": steps, "kind": kind, "horizon": horizon,
-                     "candidate": idx, "seed": seed, **{k: cands[idx].get(k, "")
-                                                        for k in ("phi", "phases", "lr")},
-                     "objective": value, "seconds": m["seconds"]})
-        return value
-
-    alive = list(cands)
-    top: dict[int, float] = {}
-    for rung in ladder.rungs:
-        values = {i: run(i, rung.steps, TUNE_SEED, f"rung{rung.index}") for i in alive}
-        if rung.promote == 0:
-            top = values
-            break
-        alive = promote(values, rung.promote, mode)
-    finalists = promote(top, p.finalists, mode)
-    seeds = [derive_seed(0, "finalist", j) for j in range(p.finalist_seeds)]
-    per: dict[int, list[float]] = {i: [top[i]] for i in finalists}
-    for i in finalists:
-        per[i] += [run(i, steps, s, "finalist") for s in seeds]
-    means = {i: statistics.fmean(v) if all(math.isfinite(x) for x in v) else math.nan
-             for i, v in per.items()}
-    best = (promote(means, 1, mode) or promote(top, 1, mode) or [0])[0]
-    vals = per.get(best, [top.get(best, math.nan)])
-    m, s = mean_std(vals)
-    return Tuned(params=cands[best], objective_mean=m, objective_std=s, n_seeds=len(vals),
-                 units=compute_units(trained, steps), runs=runs)
+def fidelity_rows(task: Task, steps: int, tuned_runs: Sequence[dict[str, Any]],
+                  tune_bundle: Any, p: Preset) -> list[dict[str, Any]]:
+    """η_max rank fidelity of the lowest rung: every cosine candidate of the lowest rung also
+    trained at the full budget (search seed), next to its rung value. Not counted as tuning
+    compute: it is the measurement of how well the short rung ranks η_max."""
+    low = min(r["horizon"] for r in tuned_runs)
+    rung = [r for r in tuned_runs if r["horizon"] == low and r["kind"] == "search"]
+    out = []
+    for r in rung:
+        cfg = arm_config("cosine", task, {"lr": float(r["lr"])}, steps, TUNE_SEED, p.device)
+        cfg["metric"] = OBJECTIVE
+        m = train_final(cfg, tune_bundle)
+        out.append({"task": task.name, "budget_steps": steps, "arm": "cosine",
+                    "rung_steps": low, "lr": r["lr"], "rung_objective": r["objective"],
+                    "full_objective": m.get(OBJECTIVE, math.nan)})
+    return out
 
 
 # --------------------------------------------------------------------------- one task
@@ -250,12 +265,15 @@ def run_task(preset: str, task_name: str, out_dir: Path, threads: int = 1) -> Pa
     metric = task.metric  # the task's reported metric (accuracy, or loss for the LM)
     rows: list[dict[str, Any]] = []
     tune_rows: list[dict[str, Any]] = []
+    fid_rows: list[dict[str, Any]] = []
     for frac in p.budgets:
         steps = max(1, round(frac * task.full_steps))
         for arm in ARMS:
             tuned = tune(arm, task, steps, tune_b, p)
             for r in tuned.runs:
                 tune_rows.append({"task": task.name, "budget_fraction": frac, **r})
+            if arm == "cosine":
+                fid_rows.extend(fidelity_rows(task, steps, tuned.runs, tune_b, p))
             logger.info("%s %d steps %s: %s objective %.4f ± %.4f (%.2f units)", task.name,
                         steps, arm, tuned.params, tuned.objective_mean, tuned.objective_std,
                         tuned.units)
@@ -277,6 +295,7 @@ def run_task(preset: str, task_name: str, out_dir: Path, threads: int = 1) -> Pa
     path = out_dir / f"{NAME}{_suffix(preset)}_{task.name}.csv"
     write_csv(path, rows)
     write_csv(out_dir / f"{NAME}{_suffix(preset)}_{task.name}_tuning.csv", tune_rows)
+    write_csv(out_dir / f"{NAME}{_suffix(preset)}_{task.name}_fidelity.csv", fid_rows)
     logger.info("%s done in %.1f min", task.name, (time.perf_counter() - t0) / 60)
     return path
 
@@ -388,6 +407,40 @@ def verdict_text(cells: Sequence[Cell]) -> str:
     return "\n".join(lines)
 
 
+def fidelity_text(out_dir: Path, preset: str) -> str:
+    """The η_max rank-fidelity table: per task and budget, how the lowest rung's values of
+    the cosine arm's lr grid rank against the same lrs trained to the full budget (Spearman),
+    and where each horizon's best lr lies (the horizon shift the hedged promotion covers)."""
+    from scipy.stats import spearmanr
+
+    lines = ["## η_max rank fidelity of the lowest rung (cosine arm's lr grid, search seed)\n",
+             "| task | budget | rung | n | Spearman(rung, full) | best lr at rung | best lr at "
+             "full budget |", "|---|---|---|---|---|---|---|"]
+    found = False
+    for name in PRESETS[preset].tasks:
+        path = out_dir / f"{NAME}{_suffix(preset)}_{name}_fidelity.csv"
+        if not path.exists():
+            continue
+        rows = read_csv(path)
+        for steps in sorted({int(r["budget_steps"]) for r in rows}):
+            rs = [r for r in rows if int(r["budget_steps"]) == steps
+                  and math.isfinite(float(r["rung_objective"]))
+                  and math.isfinite(float(r["full_objective"]))]
+            if len(rs) < 3:
+                continue
+            found = True
+            a = [float(r["rung_objective"]) for r in rs]
+            b = [float(r["full_objective"]) for r in rs]
+            rho = spearmanr(a, b).statistic
+            lr_a = float(min(rs, key=lambda r: float(r["rung_objective"]))["lr"])
+            lr_b = float(min(rs, key=lambda r: float(r["full_objective"]))["lr"])
+            lines.append(f"| {name} | {steps} | {rs[0]['rung_steps']} | {len(rs)} | {rho:+.2f} "
+                         f"| {lr_a:.4g} | {lr_b:.4g} |")
+    if not found:
+        return ""
+    return "\n".join(lines) + "\n"
+
+
 def markdown(cells: Sequence[Cell], p: Preset, tuning_seconds: float | None) -> str:
     lines = [
         "Setup: see `bench/schedule_quality.py` (protocol in its docstring). Per task and "
@@ -480,7 +533,7 @@ def report(preset: str, out_dir: Path, info: dict[str, Any] | None = None,
     title = (f"# Schedule quality at equal tuning compute ({preset}: "
              f"{', '.join(dict.fromkeys(c.task for c in cells))})\n")
     write_markdown(out_dir / f"{NAME}{_suffix(preset)}.md", title, info,
-                   markdown(cells, p, wall))
+                   markdown(cells, p, wall) + "\n" + fidelity_text(out_dir, preset))
     plot(cells, out_dir / f"{NAME}{_suffix(preset)}.png")
     return cells
 

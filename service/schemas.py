@@ -117,11 +117,13 @@ class SearchSpaceSpec(_Strict):
 
     phi: PositiveRange = Field(default_factory=lambda: PositiveRange(min=0.01, max=50.0))
     phases: IntRange = Field(default_factory=IntRange)
-    eta_max: PositiveRange | None = Field(None, description="also search η_max (log-uniform)")
+    eta_max: PositiveRange | Literal["fixed"] | float | None = Field(
+        None, description="η_max is searched by default, in [¼, 4]× optimizer.lr (it decides as "
+        "much as φ). {min, max}: absolute bounds (log-uniform, 0 < min < max); \"fixed\": "
+        "keep optimizer.lr; a number > 0: η_max fixed at it")
     eta_max_scale: ScaleRange | None = Field(
-        None, description="also search η_max, log-uniform in [min·lr, max·lr] of optimizer.lr "
-        "(easier than absolute bounds; give this or eta_max, not both). It matters when "
-        "optimizer.lr is not already tuned: the best φ depends on η_max")
+        None, description="the searched η_max range relative to optimizer.lr, [min·lr, max·lr] "
+        "(default [0.25, 4]; give this or an eta_max range, not both)")
     variant: Literal["cyclic", "restart"] = Field(
         "restart", description="cyclic: paper's (k−1)π offset (even phases rise); restart: decays"
     )
@@ -140,6 +142,14 @@ class SearchSpaceSpec(_Strict):
     def _one_eta_max_range(self) -> SearchSpaceSpec:
         if self.eta_max is not None and self.eta_max_scale is not None:
             raise ValueError("search.eta_max_scale: give eta_max or eta_max_scale, not both")
+        eta = self.eta_max
+        if isinstance(eta, PositiveRange) and not eta.min < eta.max:
+            raise ValueError(f"search.eta_max: min ({eta.min}) must be < max ({eta.max})")
+        if isinstance(eta, float | int) and not (0 < eta <= 10):
+            raise ValueError(f"search.eta_max: a fixed η_max must be in (0, 10], got {eta}")
+        sc = self.eta_max_scale
+        if sc is not None and not sc.min < sc.max:
+            raise ValueError(f"search.eta_max_scale: min ({sc.min}) must be < max ({sc.max})")
         for phi in self.phi_grid:
             if not phi > 0:
                 raise ValueError(f"search.phi_grid: {phi} must be > 0")
@@ -226,7 +236,12 @@ class StudyCreate(_Strict):
         "(cosine, step, onecycle, linear, rex, clr, exponential, wsd, constant, uba_default, "
         "schedulefree: the optimizer's schedule-free form at a constant lr)",
     )
-    seeds: int = Field(1, ge=1, le=10, description="seeds per arm in the comparison")
+    seeds: int = Field(1, ge=1, le=10, description="evaluation seeds per arm in the "
+                       "comparison (paired across arms; the winner is the best mean)")
+    compare_tuning: Literal["ladder", "fixed"] = Field(
+        "ladder", description="ladder: every compare arm is tuned by the same ladder and plan "
+        "as UBA (η_max; lr for schedulefree) before the evaluation seeds, its compute reported; "
+        "fixed: arms train at optimizer.lr or the best of compare_eta_max (untuned, labelled)")
     compare_eta_max: list[float] = Field(
         default_factory=list, max_length=6,
         description="η_max grid searched for each baseline (default: optimizer.lr)",
@@ -239,12 +254,16 @@ class StudyCreate(_Strict):
     @model_validator(mode="after")
     def _compare_lrs_positive(self) -> StudyCreate:
         # the smallest peak LR any trial can have (tuned UBA or a baseline's η_max grid)
-        if self.search.eta_max is not None:
-            peak = self.search.eta_max.min
-        elif self.search.eta_max_scale is not None:
-            peak = self.optimizer.lr * self.search.eta_max_scale.min
-        else:
+        eta = self.search.eta_max
+        if isinstance(eta, PositiveRange):
+            peak = eta.min
+        elif eta == "fixed":
             peak = self.optimizer.lr
+        elif isinstance(eta, float | int):
+            peak = float(eta)
+        else:
+            scale = self.search.eta_max_scale
+            peak = self.optimizer.lr * (scale.min if scale is not None else 0.25)
         peak = min([peak, *(lr for lr in self.compare_eta_max if lr > 0)])
         if not self.eta_min < peak:
             raise ValueError(f"eta_min ({self.eta_min}) must be < the smallest peak learning "
@@ -253,6 +272,13 @@ class StudyCreate(_Strict):
         for lr in self.compare_eta_max:
             if not lr > 0:
                 raise ValueError(f"compare_eta_max: {lr} must be > 0")
+        if self.compare and self.compare_tuning == "ladder" and self.num_trials < 2:
+            raise ValueError(f"compare: tuning the arms {self.compare} by the ladder needs "
+                             f"num_trials >= 2 (an lr sweep), got {self.num_trials}; raise it "
+                             "or set compare_tuning: fixed")
+        if self.compare and self.compare_tuning == "ladder" and self.compare_eta_max:
+            raise ValueError("compare_eta_max: a fixed lr list applies to compare_tuning: fixed "
+                             "only (tuned arms sweep their own lr range)")
         w = self.search.warmup_steps
         longest = w if isinstance(w, int) else w.max
         if self.budget.steps is not None and longest >= self.budget.steps:
@@ -425,6 +451,8 @@ class BestSchedule(BaseModel):
     n_seeds: int = 1
     seeds: list[int] = Field(default_factory=list)
     warmup_steps: int = Field(0, description="linear warmup steps at the start of lr_curve")
+    note: str | None = Field(None, description="set when another arm of the comparison beat "
+                             "this UBA schedule (which arm, by how much; see result.winner)")
 
     def to_scheduler(self, optimizer: Any, *, style: str = "torch") -> Any:
         """A scheduler for ``optimizer`` following this schedule: ``style`` ``torch`` (an
@@ -466,14 +494,20 @@ class FinalistRow(BaseModel):
     """A finalist re-trained with extra seeds (mirror of ``tuning.results.FinalistRow``)."""
 
     trial_id: str
-    phi: float
-    phases: int
+    phi: float | None
+    phases: int | None
     eta_max: float
     seeds: list[int]
     values: list[float]
     n: int
     mean: float | None
     std: float | None
+    failed_seeds: int = 0
+    robust: bool = Field(True, description="false: it could not win (a failed or diverged "
+                         "seed, or a seed spread far above the other finalists'; see note)")
+    note: str | None = None
+    arm: str = "uba"
+    candidate: int | None = None
 
 
 class BaselineRow(BaseModel):
@@ -488,6 +522,40 @@ class BaselineRow(BaseModel):
     eta_max: float | None = None
     seeds: list[int] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
+    tuned: bool = Field(False, description="true: tuned by the study's ladder before the "
+                        "evaluation seeds; false: trained at a fixed lr (compare_tuning: fixed)")
+    tuning_units: float = Field(0.0, description="compute of the arm's tuning, in full-budget "
+                                "runs")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Winner(BaseModel):
+    """The best arm at one budget on the evaluation seeds, with its paired margin over UBA
+    (positive: the winner is better); mirror of ``tuning.results.Winner``."""
+
+    budget_steps: int
+    arm: str
+    mean: float | None
+    eta_max: float | None
+    uba_mean: float | None
+    margin: float
+    wins: int
+    ties: int
+    losses: int
+    n: int
+    tuned: bool
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def advice(self, metric: str) -> str:
+        """"use X" in one line, computed from the result (the CLI and README print it)."""
+        lr = f" at η_max={self.eta_max:.4g}" if self.eta_max is not None else ""
+        if self.arm == "uba":
+            return (f"use UBA{lr}: the best arm at {self.budget_steps} steps "
+                    f"({metric} {self.mean:.4g} over {self.n or 1} evaluation seed(s))")
+        tuned = "tuned" if self.tuned else "untuned (fixed lr)"
+        return (f"use {self.arm}{lr} ({tuned}): it beat UBA at {self.budget_steps} steps by "
+                f"{abs(self.margin):.4g} {metric} on average over {self.n} paired seeds "
+                f"(won {self.wins}, tied {self.ties}, lost {self.losses})")
 
 
 class BudgetRow(BaseModel):
@@ -526,6 +594,7 @@ class ComputeSpent(BaseModel):
     search_steps: int = 0
     finalist_steps: int = 0
     compare_steps: int = 0
+    compare_tuning_steps: int = 0
 
 
 class StudyResultPublic(BaseModel):
@@ -545,6 +614,9 @@ class StudyResultPublic(BaseModel):
     rungs: list[RungResult] = Field(default_factory=list)
     finalists: list[FinalistRow] = Field(default_factory=list)
     compute: ComputeSpent | None = None
+    winners: list[Winner] = Field(default_factory=list)
+    winner: Winner | None = Field(None, description="the best arm at the largest compared "
+                                  "budget (UBA or a compare arm)")
 
 
 class BudgetsPublic(BaseModel):

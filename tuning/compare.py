@@ -1,72 +1,92 @@
-"""Baseline comparison at one budget: the tuned UBA schedule and the paper's baselines, each
-trained from scratch over the same seeds, as one Ray Tune grid experiment.
+"""The comparison: every arm tuned by the same ladder, evaluated on the same seeds, a winner named.
 
-Why a grid and not a search: the question is "how does the tuned φ compare with cosine/step/...
-at this budget", which needs the same seeds for every arm (a paired comparison), not another
-optimisation. Baselines use the user's η_max, or the best of ``eta_max_grid`` by mean metric
-(their own η_max search) when one is given.
+Why tune the peers: a comparison that trains cosine or schedule-free at the user's lr while UBA
+is searched measures the user's lr guess, not the schedules (issue 20: on a held-out CNN case
+the peers' best lr was 4× the user's). So by default (``compare_tuning="ladder"``) each compare
+arm is tuned with the same plan as UBA — :func:`tuning.search.search_ladder` over its lr range
+(:func:`tuning.arms.lr_factors`) and the robust finalist pick — and its compute is reported
+per arm. Then every arm's pick (UBA's best schedule included) is trained from scratch on the
+same evaluation seeds as one grid experiment (a paired comparison) and the best mean wins
+(:func:`pick_winner`). ``compare_tuning="fixed"`` keeps the former comparison: arms at the
+study's lr or the best of ``compare_eta_max``, rows labelled ``tuned=False``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ray import tune
 
-from trainables.config import PAPER_DEFAULT_PHI, TrainConfig
+from trainables.config import TrainConfig
 from trainables.tune_trainable import TRIAL_KEY
-from tuning.results import BaselineRow, BestSchedule, StudySink
-from tuning.schedules import SCHEDULES
-from tuning.search import run_configs
+from tuning.arms import (
+    ALIASES,
+    LR,
+    SCHEDULE_FREE,
+    SCHEDULE_FREE_WARMUP,
+    UBA,
+    UBA_DEFAULT,
+    arm_config,
+    resolve_arm,
+    resolve_baseline,
+)
+from tuning.executor import run_configs
+from tuning.ladder import Outcome, compute_units
+from tuning.results import BaselineRow, BestSchedule, FinalistRow, StudySink, Winner
+from tuning.search import Executor, best_outcome, pick_finalists, search_ladder
 from tuning.specs import StudySpec
 
-#: Names users know from the paper and other libraries, mapped onto registry names.
-ALIASES: dict[str, str] = {"clr": "triangular", "cyclic": "triangular", "one_cycle": "onecycle",
-                           "multistep": "step", "exp": "exponential"}
-#: Pseudo-baseline: UBA at the paper's default φ (5 for SGD, 0.5 for AdamW), one phase.
-UBA_DEFAULT = "uba_default"
-#: Pseudo-baseline: the study's optimizer in its schedule-free form (the ``schedulefree``
-#: package) at a constant LR: the peer users pick to avoid a schedule altogether. Its README
-#: puts good rates 10-50x (SGD) or 1-10x (AdamW) above scheduled ones: give it its own
-#: ``compare_eta_max`` grid.
-SCHEDULE_FREE = "schedulefree"
-#: Warmup of the schedule-free arm, a fraction of the run (its README recommends warmup).
-SCHEDULE_FREE_WARMUP = 0.05
-ALIASES.update({"schedule_free": SCHEDULE_FREE, "schedule-free": SCHEDULE_FREE})
+__all__ = ["ALIASES", "SCHEDULE_FREE", "SCHEDULE_FREE_WARMUP", "UBA_DEFAULT", "ArmTuning",
+           "pick_winner", "resolve_arm", "resolve_baseline", "run_comparison", "summarize",
+           "trained_steps", "tune_arm", "uba_params"]
 
 
-def resolve_baseline(name: str) -> str:
-    """Registry name of a baseline, or ValueError naming the valid ones."""
-    resolved = ALIASES.get(name, name)
-    if resolved in (UBA_DEFAULT, SCHEDULE_FREE) or (resolved in SCHEDULES and resolved != "uba"):
-        return resolved
-    valid = sorted([*(n for n in SCHEDULES if n != "uba"), *ALIASES, UBA_DEFAULT, SCHEDULE_FREE])
-    raise ValueError(f"unknown baseline {name!r}; valid: {', '.join(valid)}")
+@dataclass
+class ArmTuning:
+    """One compare arm's ladder search: its runs by horizon, its finalists and the compute."""
+
+    arm: str
+    outcomes: dict[int, list[Outcome]]
+    finalists: list[FinalistRow]
+    extra: list[Outcome] = field(default_factory=list)
+
+    @property
+    def trained_steps(self) -> int:
+        return (sum(o.trained_steps for outs in self.outcomes.values() for o in outs)
+                + sum(o.trained_steps for o in self.extra))
+
+    def pick(self, spec: StudySpec, steps: int) -> float | None:
+        """The arm's lr at budget ``steps``: the winning finalist at the full budget, else the
+        best run of that horizon (None: nothing finished)."""
+        if steps == spec.total_steps and self.finalists and self.finalists[0].robust \
+                and self.finalists[0].mean is not None:
+            return self.finalists[0].eta_max
+        best = best_outcome(spec, self.outcomes.get(steps, []))
+        return float(best.candidate.params[LR]) if best is not None else None
 
 
-def arm_config(name: str, base: TrainConfig, best: BestSchedule, lr: float) -> TrainConfig:
-    """The trial config of one arm: the tuned UBA, UBA at the paper's default φ, schedule-free,
-    or a baseline (with the study's η_min where the baseline takes one)."""
-    if name == "uba":
-        extra = {}
-        if best.warmup_steps and base.total_steps:  # the tuned warmup fraction at this budget
-            extra["warmup_steps"] = min(base.total_steps - 1, round(
-                best.warmup_steps * base.total_steps / best.total_steps))
-        return base.with_schedule("uba", phi=best.phi, phases=best.phases, variant=best.variant,
-                                  eta_min=best.eta_min, lr=lr, **extra)
-    if name == UBA_DEFAULT:
-        return base.with_schedule("uba", phi=PAPER_DEFAULT_PHI[base.optimizer], phases=1, lr=lr)
-    if name == SCHEDULE_FREE:
-        sf = dataclasses.replace(base, optimizer=f"{base.optimizer}_schedulefree")
-        return sf.with_schedule("constant", lr=lr, warmup_steps=max(
-            0, round(SCHEDULE_FREE_WARMUP * base.total_steps)))
-    return base.with_schedule(name, lr=lr)
+def tune_arm(spec: StudySpec, arm: str, executor: Executor) -> ArmTuning:
+    """Tune ``arm`` (a resolved compare arm) by the study's ladder and finalist pick."""
+    outcomes = search_ladder(spec, executor, arm)
+    finalists, extra = pick_finalists(spec, outcomes.get(spec.total_steps, []), executor, arm)
+    return ArmTuning(arm=arm, outcomes=outcomes, finalists=finalists, extra=extra)
+
+
+def uba_params(best: BestSchedule, steps: int) -> dict[str, Any]:
+    """The arm parameters of the tuned UBA schedule at a run of ``steps`` updates (its warmup
+    scaled to that run, as every horizon of the ladder warms up alike)."""
+    params: dict[str, Any] = {"phi": best.phi, "phases": best.phases, LR: best.eta_max,
+                              "variant": best.variant, "eta_min": best.eta_min}
+    if best.warmup_steps:
+        params["warmup_steps"] = min(steps - 1, round(best.warmup_steps * steps
+                                                      / best.total_steps))
+    return params
 
 
 def run_comparison(
@@ -78,28 +98,43 @@ def run_comparison(
     trainable: Callable[[dict], None],
     sink: StudySink,
     eta_max_grid: Sequence[float] = (),
+    picks: Mapping[str, float] | None = None,
 ) -> tune.ResultGrid:
-    """One grid experiment: (tuned UBA + each baseline) × seeds (× η_max grid for baselines)."""
+    """One grid experiment: (tuned UBA + each arm) × evaluation seeds. ``picks``: each tuned
+    arm's lr (``compare_tuning="ladder"``); without them every baseline runs at the study's lr,
+    or at each lr of ``eta_max_grid`` (the fixed comparison)."""
     configs: list[tuple[dict[str, Any], TrainConfig]] = []
-    names = ["uba", *(resolve_baseline(b) for b in baselines)]
+    names = [UBA, *(resolve_arm(b) for b in baselines)]
     for name in dict.fromkeys(names):
-        lrs = [best.eta_max] if name == "uba" else (list(eta_max_grid) or [spec.train.lr])
+        if name == UBA:
+            lrs = [best.eta_max]
+        elif picks is not None:
+            if picks.get(name) is None:
+                continue  # the arm's tuning finished no run: reported as failed by summarize
+            lrs = [picks[name]]
+        else:
+            lrs = list(eta_max_grid) or [spec.train.lr]
         for lr in lrs:
             for s in range(seeds):
                 base = spec.train.for_budget(budget_steps, seed=spec.seed + s)
-                configs.append(({"arm": name}, arm_config(name, base, best, lr)))
-    # named by the tuned schedule it compares: an extended study whose best changed runs a
-    # new comparison instead of restoring the old one
+                params = uba_params(best, budget_steps) if name == UBA else {}
+                params[LR] = lr
+                configs.append(({"arm": name}, arm_config(name, base, params)))
+    # named by what it compares: an extended study whose best (or picks) changed runs a new
+    # comparison instead of restoring the old one
     tuned = repr((best.phi, best.phases, best.eta_max, best.eta_min, best.variant,
-                  best.warmup_steps))
+                  best.warmup_steps, sorted((picks or {}).items())))
     digest = hashlib.sha256(tuned.encode()).hexdigest()[:8]
     return run_configs(spec, f"compare-{budget_steps}-{digest}", budget_steps, configs,
                        trainable, sink, "compare")
 
 
-def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid) -> list[BaselineRow]:
-    """Mean ± std of the final metric per arm (the best η_max per baseline by mean), with the
-    per-seed values so callers can make paired comparisons."""
+def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid,
+              tunings: Mapping[str, ArmTuning] | None = None,
+              uba_units: float = 0.0, missing: Sequence[str] = ()) -> list[BaselineRow]:
+    """Mean ± std of the final metric per arm (with ``tunings``: each arm's tuned pick; else
+    the best η_max per baseline by mean), with the per-seed values for paired comparisons.
+    ``missing``: tuned arms whose search finished no run (a row with the reason)."""
     groups: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)
     failures: dict[str, list[str]] = defaultdict(list)
     for r in results:
@@ -113,22 +148,54 @@ def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid) -> l
         if int(m.get("step", 0)) >= budget_steps and value is not None and math.isfinite(value):
             groups[(name, float(cfg["lr"]))][int(cfg["seed"])] = float(value)
     sign = 1 if spec.mode == "max" else -1
+    tuned = tunings is not None
     best_per_arm: dict[str, BaselineRow] = {}
     for (name, lr), by_seed in sorted(groups.items()):
         values = [by_seed[s] for s in sorted(by_seed)]
+        units = uba_units if name == UBA else (
+            compute_units(tunings[name].trained_steps, spec.total_steps)
+            if tunings and name in tunings else 0.0)
         row = BaselineRow(
             budget_steps=budget_steps, schedule=name, eta_max=lr, seeds=sorted(by_seed),
             values=values, n=len(values), mean=statistics.fmean(values),
-            std=statistics.stdev(values) if len(values) > 1 else 0.0)
+            std=statistics.stdev(values) if len(values) > 1 else 0.0,
+            tuned=tuned or name == UBA, tuning_units=units)
         old = best_per_arm.get(name)
         if old is None or sign * (row.mean or 0.0) > sign * (old.mean or 0.0):
             best_per_arm[name] = row
+    for name in missing:
+        failures[name].append("its tuning finished no run at this budget")
     for name, reasons in sorted(failures.items()):
         best_per_arm.setdefault(name, BaselineRow(budget_steps=budget_steps, schedule=name, n=0,
-                                                  values=[], mean=None, std=None))
+                                                  values=[], mean=None, std=None,
+                                                  tuned=tuned or name == UBA))
         best_per_arm[name].errors = reasons
     return sorted(best_per_arm.values(),
                   key=lambda r: (r.mean is None, -sign * (r.mean or 0.0), r.schedule))
+
+
+def pick_winner(spec: StudySpec, budget_steps: int, rows: Sequence[BaselineRow]) -> Winner | None:
+    """The arm with the best mean on the evaluation seeds at ``budget_steps`` (ties: UBA, then
+    the name), with its paired margin over UBA on the seeds both finished."""
+    sign = 1.0 if spec.mode == "max" else -1.0
+    arms = [r for r in rows if r.budget_steps == budget_steps and r.mean is not None]
+    uba = next((r for r in arms if r.schedule == UBA), None)
+    if not arms:
+        return None
+    best = max(arms, key=lambda r: (sign * (r.mean or 0.0), r.schedule == UBA,
+                                    [-ord(c) for c in r.schedule]))
+    diffs: list[float] = []
+    if uba is not None:
+        mine = dict(zip(best.seeds, best.values, strict=True))
+        theirs = dict(zip(uba.seeds, uba.values, strict=True))
+        diffs = [sign * (mine[s] - theirs[s]) for s in sorted(set(mine) & set(theirs))]
+    return Winner(
+        budget_steps=budget_steps, arm=best.schedule, mean=best.mean, eta_max=best.eta_max,
+        uba_mean=uba.mean if uba else None,
+        margin=statistics.fmean(diffs) if diffs else 0.0,
+        wins=sum(d > 0 for d in diffs), ties=sum(d == 0 for d in diffs),
+        losses=sum(d < 0 for d in diffs), n=len(diffs), tuned=best.tuned,
+        params=dict(best.params))
 
 
 def trained_steps(results: tune.ResultGrid) -> int:

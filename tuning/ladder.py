@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
@@ -82,6 +82,41 @@ class Ladder:
     def rung_at(self, steps: int) -> Rung | None:
         """The rung with horizon ``steps``, if any."""
         return next((r for r in self.rungs if r.steps == steps), None)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of a search, numbered in proposal order (the tie-break of promotion).
+
+    ``arm`` is what it trains (``uba`` or a compare arm tuned by the same ladder); ``stage``
+    the design stage that proposed it (``sweep``, ``shape``, ``model``; see
+    :mod:`tuning.proposer`)."""
+
+    index: int
+    params: dict[str, Any]
+    iteration: int = 0
+    stage: str = "model"
+    arm: str = "uba"
+
+
+@dataclass
+class Outcome:
+    """What one run of a candidate at one horizon produced."""
+
+    candidate: Candidate
+    steps: int  # the horizon it was meant to train
+    seed: int
+    trained_steps: int
+    value: float | None  # the metric at ``steps`` when it got there, else None
+    last_value: float | None
+    status: str  # terminated | stopped_early | error
+    trial_id: str = ""
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "terminated" and self.value is not None
 
 
 def compute_units(steps_trained: int | float, total_steps: int) -> float:
@@ -282,6 +317,26 @@ def promote(results: Mapping[K, float | None], n: int, mode: Literal["max", "min
              if v is not None and math.isfinite(float(v))]
     valid.sort(key=lambda item: (item[0], item[1]))
     return [k for _, k in valid[:n]]
+
+
+def promote_hedged(results: Mapping[K, float | None], lrs: Mapping[K, float], n: int,
+                   mode: Literal["max", "min"]) -> list[K]:
+    """:func:`promote`, hedged against the horizon shift of η_max: when ``n`` >= 2 and the best
+    ``n`` all have an η_max at or above the best one's, the last slot goes to the best valid
+    key with a *lower* η_max instead (if any).
+
+    Why: the best η_max falls as the horizon grows (Bjorck et al., ICLR 2025), so a short rung
+    overrates high rates; the longer rung then decides between the rung's winner and its best
+    lower-rate rival. Deterministic like :func:`promote`.
+    """
+    top = promote(results, n, mode)
+    if n < 2 or len(top) < 2:
+        return top
+    best_lr = lrs[top[0]]
+    if any(lrs[k] < best_lr for k in top[1:]):
+        return top
+    lower = [k for k in promote(results, len(results), mode) if lrs[k] < best_lr]
+    return [*top[:-1], lower[0]] if lower else top
 
 
 def spent_units(steps: Iterable[int], total_steps: int) -> float:

@@ -63,6 +63,9 @@ class BestSchedule:
     seeds: list[int] = field(default_factory=list)
     #: linear warmup steps at the start of ``lr_curve`` (part of ``total_steps``)
     warmup_steps: int = 0
+    #: set when another arm of the study's comparison beat this schedule on the evaluation
+    #: seeds (which, by how much); this stays UBA's best either way
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,17 +110,24 @@ class RungResult:
 @dataclass
 class FinalistRow:
     """A full-budget finalist re-trained with extra seeds: its values and their mean ± std;
-    ``trial_id`` is its search run (the first of ``values``)."""
+    ``trial_id`` is its search run (the first of ``values``). ``robust`` False: it could not
+    win (a failed/diverged seed, or a seed spread far above the other finalists', ``note``
+    says which); ``phi``/``phases`` are None for a tuned peer arm."""
 
     trial_id: str
-    phi: float
-    phases: int
+    phi: float | None
+    phases: int | None
     eta_max: float
     seeds: list[int]
     values: list[float]
     n: int
     mean: float | None
     std: float | None
+    failed_seeds: int = 0
+    robust: bool = True
+    note: str | None = None
+    arm: str = "uba"
+    candidate: int | None = None
 
 
 @dataclass
@@ -134,6 +144,36 @@ class BaselineRow:
     eta_max: float | None = None
     seeds: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: True: the arm was tuned by the study's ladder before these evaluation seeds (its
+    #: ``eta_max`` is its pick); False: trained at the study's lr or the best of a fixed
+    #: ``compare_eta_max`` list (``compare_tuning: fixed``), not tuned.
+    tuned: bool = False
+    #: Compute of the arm's tuning (ladder + finalists) in full-budget runs (0 when untuned
+    #: or for UBA at the smaller budgets, whose search is the shared ladder).
+    tuning_units: float = 0.0
+    #: The arm's pick besides η_max (UBA: phi, phases; a tuned arm: its finalists' values).
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Winner:
+    """The best arm of a study at one budget on the evaluation seeds (UBA or a compare arm),
+    with its paired margin over UBA: ``margin`` = mean over seeds of (arm − UBA), signed so
+    that positive means the winner is better; ``wins``/``ties``/``losses`` count the seeds.
+    ``arm == "uba"`` with margin 0 when UBA won or nothing was compared."""
+
+    budget_steps: int
+    arm: str
+    mean: float | None
+    eta_max: float | None
+    uba_mean: float | None
+    margin: float
+    wins: int
+    ties: int
+    losses: int
+    n: int
+    tuned: bool
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -177,6 +217,8 @@ class ComputeSpent:
     search_steps: int = 0
     finalist_steps: int = 0
     compare_steps: int = 0
+    #: the compare arms' own ladders and finalists (``compare_tuning="ladder"``)
+    compare_tuning_steps: int = 0
 
 
 @dataclass
@@ -196,6 +238,13 @@ class StudyResult:
     rungs: list[RungResult] = field(default_factory=list)
     finalists: list[FinalistRow] = field(default_factory=list)
     compute: ComputeSpent | None = None
+    #: Best arm per compared budget (smallest budget first); see :attr:`winner`.
+    winners: list[Winner] = field(default_factory=list)
+
+    @property
+    def winner(self) -> Winner | None:
+        """The winner at the largest compared budget (None: nothing was compared)."""
+        return max(self.winners, key=lambda w: w.budget_steps) if self.winners else None
 
     @property
     def best(self) -> BestSchedule | None:
@@ -209,6 +258,8 @@ class StudyResult:
         data = asdict(self)
         best = self.best
         data["best"] = best.to_dict() if best else None
+        winner = self.winner
+        data["winner"] = asdict(winner) if winner else None
         return data
 
 

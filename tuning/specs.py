@@ -28,10 +28,16 @@ PAPER_PHI_GRID: tuple[float, ...] = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """What Optuna searches: φ log-uniformly, the phase count as an integer, η_max optionally.
+    """What the search tries: φ log-uniformly, the phase count as an integer, and η_max.
 
     ``phi_min`` must be > 0 because φ is sampled on a log scale (φ = 0, the constant-LR limit,
     is a valid *schedule* but not a valid *log-range* bound).
+
+    η_max is searched by default (it decides as much as φ; design.md, "Search design, part
+    2"): in ``[eta_max_min, eta_max_max]`` when given (absolute), else in
+    ``eta_max_factors`` × the optimizer's lr (default [¼, 4]×, the range every tuned compare
+    arm sweeps too); ``eta_max_factors=None`` without absolute bounds keeps the optimizer's lr
+    fixed (the spec's ``eta_max: fixed``).
     """
 
     phi_min: float = 0.01
@@ -40,6 +46,7 @@ class SearchSpace:
     phases_max: int = 3
     eta_max_min: float | None = None
     eta_max_max: float | None = None
+    eta_max_factors: tuple[float, float] | None = (0.25, 4.0)
     variant: Literal["cyclic", "restart"] = DEFAULT_VARIANT  # type: ignore[assignment]
     #: Optuna sampler proposing candidates: TPE and GP (Optuna's GPSampler, needs scipy) model
     #: the values of the highest rung with enough points; ``grid`` evaluates ``phi_grid``
@@ -72,15 +79,27 @@ class SearchSpace:
         if (self.eta_max_min is None) != (self.eta_max_max is None):
             raise ValueError("eta_max_min and eta_max_max must be given together")
         if self.eta_max_min is not None and self.eta_max_max is not None:
-            if not 0 < self.eta_max_min <= self.eta_max_max:
+            if not 0 < self.eta_max_min < self.eta_max_max:
                 raise ValueError(
-                    f"eta_max range must satisfy 0 < min <= max, got "
+                    f"eta_max range must satisfy 0 < min < max, got "
                     f"[{self.eta_max_min}, {self.eta_max_max}]"
                 )
+        if self.eta_max_factors is not None:
+            lo, hi = self.eta_max_factors
+            if not 0 < lo < hi:
+                raise ValueError(f"eta_max_factors must satisfy 0 < min < max, got [{lo}, {hi}]")
 
     @property
     def searches_eta_max(self) -> bool:
-        return self.eta_max_min is not None
+        return self.eta_max_min is not None or self.eta_max_factors is not None
+
+    def eta_range(self, lr: float) -> tuple[float, float] | None:
+        """The searched η_max range for an optimizer lr of ``lr`` (None: η_max fixed at it)."""
+        if self.eta_max_min is not None and self.eta_max_max is not None:
+            return self.eta_max_min, self.eta_max_max
+        if self.eta_max_factors is not None:
+            return lr * self.eta_max_factors[0], lr * self.eta_max_factors[1]
+        return None
 
     @property
     def searches_warmup(self) -> bool:
@@ -199,6 +218,10 @@ class StudySpec:
     compare: tuple[str, ...] = ()
     seeds: int = 1
     compare_eta_max: tuple[float, ...] = ()
+    #: ``ladder``: every compare arm is tuned by the same ladder and plan as UBA (η_max, lr for
+    #: schedule-free) before the evaluation seeds; ``fixed``: arms train at the study's lr
+    #: (or the best of ``compare_eta_max``), the former comparison, labelled untuned.
+    compare_tuning: Literal["ladder", "fixed"] = "ladder"
     target: float | None = None
     curvature: bool = False
     #: SQLAlchemy URL of an Optuna RDB storage: the search state of each rung (horizon) is then
@@ -221,6 +244,9 @@ class StudySpec:
             raise ValueError(f"max_failed_trials must be >= 0, got {self.max_failed_trials}")
         if any(not lr > 0 for lr in self.compare_eta_max):
             raise ValueError(f"compare_eta_max values must be > 0: {self.compare_eta_max}")
+        if self.compare_tuning not in ("ladder", "fixed"):
+            raise ValueError(f"compare_tuning must be 'ladder' or 'fixed', got "
+                             f"{self.compare_tuning!r}")
         if not self.budget_fractions:
             raise ValueError("budget_fractions must not be empty")
         for f in self.budget_fractions:
@@ -274,6 +300,11 @@ class StudySpec:
                 min_top=max(1, self.num_finalists))
             out.append(brackets[i % len(brackets)])
         return out
+
+    @property
+    def eta_range(self) -> tuple[float, float] | None:
+        """The searched η_max range of UBA (None: fixed at the optimizer's lr)."""
+        return self.search.eta_range(self.train.lr)
 
     @property
     def metric(self) -> str:

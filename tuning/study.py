@@ -9,16 +9,32 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import statistics
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
 
+from tuning.arms import LR, PHASES, PHI, UBA, resolve_arm
 from tuning.budget import budget_curve, smallest_budget_reaching
-from tuning.compare import run_comparison, summarize, trained_steps
-from tuning.ladder import compute_units, promote
+from tuning.compare import (
+    ArmTuning,
+    pick_winner,
+    run_comparison,
+    summarize,
+    trained_steps,
+    tune_arm,
+)
+from tuning.executor import RayExecutor, run_candidates
+from tuning.ladder import Candidate, Outcome, compute_units, promote
+from tuning.proposer import (
+    ask_rung,
+    initial_points,
+    open_rung_study,
+    optuna_space,
+    propose,
+    tell_rung,
+    warmup_steps,
+)
 from tuning.results import (
     BaselineRow,
     BestSchedule,
@@ -28,24 +44,10 @@ from tuning.results import (
     RungResult,
     StudyResult,
     StudySink,
+    Winner,
 )
 from tuning.schedules import create_schedule
-from tuning.search import (
-    LR,
-    PHASES,
-    PHI,
-    Candidate,
-    Outcome,
-    ask_rung,
-    derive_seed,
-    initial_points,
-    model_trials,
-    open_rung_study,
-    propose,
-    run_candidates,
-    tell_rung,
-    warmup_steps,
-)
+from tuning.search import pick_finalists, search_ladder
 from tuning.specs import StudySpec
 
 logger = logging.getLogger(__name__)
@@ -129,15 +131,28 @@ def run_study(
     # the fitted φ model's recommendation is the first point of every search (issue 13 §5)
     spec, suggestions = with_recommendation(spec, recommendation, suggestions)
 
+    executor = RayExecutor(spec, trainable, sink)
     if spec.method == "asha":
         outcomes = search_asha(spec, trainable, sink)
     else:
-        outcomes = search_ladder(spec, trainable, sink)
+        outcomes = search_ladder(spec, executor)
     finalists, finalist_runs = pick_finalists(spec, outcomes.get(spec.total_steps, []),
-                                              trainable, sink)
+                                              executor)
+    search_steps = sum(o.trained_steps for outs in outcomes.values() for o in outs)
+    finalist_steps = sum(o.trained_steps for o in finalist_runs)
+    uba_units = compute_units(search_steps + finalist_steps, spec.total_steps)
+
+    # every compare arm tuned by the same ladder and plan (compare_tuning="ladder")
+    tunings: dict[str, ArmTuning] = {}
+    if spec.compare and spec.compare_tuning == "ladder":
+        for arm in dict.fromkeys(resolve_arm(a) for a in spec.compare):
+            logger.info("study %s: tuning compare arm %s by the ladder", spec.study_id, arm)
+            tunings[arm] = tune_arm(spec, arm, executor)
+    tuning_steps = sum(t.trained_steps for t in tunings.values())
 
     budgets: list[BudgetResult] = []
     baselines: list[BaselineRow] = []
+    winners: list[Winner] = []
     compare_steps = 0
     for steps in spec.budget_steps():
         outs = outcomes.get(steps, [])
@@ -153,23 +168,42 @@ def run_study(
             _add_gaps(spec, steps, suggestions, outs)
         if spec.compare or spec.seeds > 1:
             logger.info("study %s: comparing %s over %d seeds at %d steps", spec.study_id,
-                        ["uba", *spec.compare], spec.seeds, steps)
+                        [UBA, *spec.compare], spec.seeds, steps)
+            picks = {a: t.pick(spec, steps) for a, t in tunings.items()} if tunings else None
             grid = run_comparison(spec, steps, budget.best, spec.compare, spec.seeds,
-                                  trainable, sink, spec.compare_eta_max)
+                                  trainable, sink, spec.compare_eta_max, picks=picks)
             compare_steps += trained_steps(grid)
-            baselines.extend(summarize(spec, steps, grid))
+            rows = summarize(spec, steps, grid, tunings or None, uba_units,
+                             missing=[a for a, lr in (picks or {}).items() if lr is None])
+            for r in rows:
+                if r.schedule == UBA:
+                    r.params = {PHI: budget.best.phi, PHASES: budget.best.phases}
+                elif r.schedule in tunings and steps == spec.total_steps:
+                    r.params = {"finalists": [
+                        {"eta_max": f.eta_max, "values": f.values, "robust": f.robust}
+                        for f in tunings[r.schedule].finalists]}
+            baselines.extend(rows)
+            winner = pick_winner(spec, steps, rows)
+            if winner is not None:
+                winners.append(winner)
 
+    full = next((w for w in winners if w.budget_steps == spec.total_steps), None)
+    top = next((b.best for b in budgets if b.budget_steps == spec.total_steps), None)
+    if full is not None and full.arm != UBA and top is not None:
+        top.note = (f"{full.arm} ({'tuned' if full.tuned else 'untuned'}, η_max="
+                    f"{full.eta_max:.4g}) beat this schedule at {full.budget_steps} steps by "
+                    f"{abs(full.margin):.4g} {spec.metric} on average over {full.n} paired "
+                    f"evaluation seeds (won {full.wins}, lost {full.losses}); see result.winner")
     curve = budget_curve(budgets, baselines, spec.mode)
     target = None
     if spec.target is not None:
         target = smallest_budget_reaching(
             [(row.budget_steps, row.uba_mean) for row in curve], spec.target, spec.mode)
-    search_steps = sum(o.trained_steps for outs in outcomes.values() for o in outs)
-    finalist_steps = sum(o.trained_steps for o in finalist_runs)
-    steps_total = search_steps + finalist_steps + compare_steps
+    steps_total = search_steps + finalist_steps + tuning_steps + compare_steps
     compute = ComputeSpent(steps=steps_total, units=compute_units(steps_total, spec.total_steps),
                            full_budget_steps=spec.total_steps, search_steps=search_steps,
-                           finalist_steps=finalist_steps, compare_steps=compare_steps)
+                           finalist_steps=finalist_steps, compare_steps=compare_steps,
+                           compare_tuning_steps=tuning_steps)
     logger.info("study %s: compute %.2f full-budget runs (%d steps)", spec.study_id,
                 compute.units, compute.steps)
     requested = set(spec.budget_steps())
@@ -182,52 +216,9 @@ def run_study(
                          baselines=baselines, budget_curve=curve, target=target,
                          curvature=report.to_dict() if report is not None else None,
                          suggestions=suggestions, method=spec.method, rungs=rungs,
-                         finalists=finalists, compute=compute)
+                         finalists=finalists, compute=compute, winners=winners)
     sink.on_finish(result)
     return result
-
-
-def search_ladder(spec: StudySpec, trainable: Callable[[dict], None],
-                  sink: StudySink) -> dict[int, list[Outcome]]:
-    """The horizon ladder: per iteration, propose the lowest rung's candidates, train them as
-    complete schedules of that horizon, promote the best 1/η, repeat up to the full budget.
-
-    Each rung is one Tune experiment ``it<i>-rung<r>-<steps>`` (restorable) and one batch of
-    asks/tells in the Optuna study of its horizon. Returns every outcome by horizon.
-    """
-    ladders = spec.ladders()
-    horizons = sorted({r.steps for ladder in ladders for r in ladder.rungs})
-    studies = {steps: open_rung_study(spec, steps) for steps in horizons}
-    outcomes: dict[int, list[Outcome]] = defaultdict(list)
-    proposed: list[dict[str, Any]] = []
-    next_index = 0
-    for it, ladder in enumerate(ladders):
-        n0 = ladder.rungs[0].candidates
-        first = initial_points(spec) if it == 0 else []
-        params = propose(spec, it, n0, model_trials(studies, it), first, skip=proposed)
-        proposed.extend(params)
-        cands = [Candidate(next_index + j, p, it) for j, p in enumerate(params)]
-        next_index += n0
-        logger.info("study %s: iteration %d, rungs %s, %d candidates", spec.study_id, it,
-                    [r.steps for r in ladder.rungs], n0)
-        for rung in ladder.rungs:
-            name = f"it{it}-rung{rung.index}-{rung.steps}"
-            study = studies[rung.steps]
-            trials = ask_rung(study, spec, cands, name)  # every ask before any tell
-            outs = run_candidates(spec, name, rung.steps, [(c, spec.seed) for c in cands],
-                                  trainable, sink)
-            tell_rung(study, trials, outs)
-            outcomes[rung.steps].extend(outs)
-            if rung.promote == 0:
-                break
-            keep = set(promote({o.candidate.index: o.value for o in outs}, rung.promote,
-                               spec.mode))
-            cands = [c for c in cands if c.index in keep]
-            if not cands:
-                logger.warning("study %s: no candidate finished rung %d steps", spec.study_id,
-                               rung.steps)
-                break
-    return dict(outcomes)
 
 
 def search_asha(spec: StudySpec, trainable: Callable[[dict], None],
@@ -249,49 +240,12 @@ def search_asha(spec: StudySpec, trainable: Callable[[dict], None],
         scheduler = ASHAScheduler(time_attr="step", max_t=steps,
                                   grace_period=max(eval_every, steps // 4), reduction_factor=2)
         name = f"asha-{steps}"
-        trials = ask_rung(study, spec, cands, name)
+        trials = ask_rung(study, optuna_space(spec), cands, name)
         outs = run_candidates(spec, name, steps, [(c, spec.seed) for c in cands], trainable,
                               sink, scheduler=scheduler)
         tell_rung(study, trials, outs)
         outcomes[steps] = outs
     return outcomes
-
-
-def pick_finalists(spec: StudySpec, full: Sequence[Outcome], trainable: Callable[[dict], None],
-                   sink: StudySink) -> tuple[list[FinalistRow], list[Outcome]]:
-    """Noise-aware final pick: re-train the best ``num_finalists`` full-budget candidates with
-    ``finalist_seeds`` extra seeds (derived from the study seed, the same for every finalist:
-    a paired comparison). Returns one row per finalist (its search run plus the extra seeds),
-    best mean first, and the extra runs (for the compute count)."""
-    k = spec.num_finalists
-    done = [o for o in full if o.completed]
-    if k == 0 or not done:
-        return [], []
-    keys = promote({o.candidate.index: o.value for o in done}, k, spec.mode)
-    chosen = [next(o for o in done if o.candidate.index == i) for i in keys]
-    seeds = [derive_seed(spec.seed, "finalist", j) for j in range(spec.finalist_seeds)]
-    runs = [(o.candidate, s) for o in chosen for s in seeds]
-    logger.info("study %s: %d finalists x %d extra seeds", spec.study_id, len(chosen),
-                len(seeds))
-    # named by who is re-trained: an extended study that picks other finalists trains them
-    # in a new experiment instead of restoring the old one's runs
-    name = "finalists-c" + "-".join(str(i) for i in sorted(keys))
-    extra = run_candidates(spec, name, spec.total_steps, runs, trainable, sink,
-                           kind="finalist")
-    rows = []
-    for o in chosen:
-        mine = [o, *(e for e in extra if e.candidate.index == o.candidate.index)]
-        ok = [(r.seed, r.value) for r in mine if r.completed and r.value is not None]
-        values = [v for _, v in ok]
-        p = o.candidate.params
-        rows.append(FinalistRow(
-            trial_id=o.trial_id, phi=float(p[PHI]), phases=int(p[PHASES]),
-            eta_max=float(p.get(LR, spec.train.lr)),
-            seeds=[s for s, _ in ok], values=values, n=len(values),
-            mean=statistics.fmean(values) if values else None,
-            std=statistics.stdev(values) if len(values) > 1 else None))
-    order = promote({i: r.mean for i, r in enumerate(rows)}, len(rows), spec.mode)
-    return [rows[i] for i in order], extra
 
 
 def _best_value(spec: StudySpec, outs: Sequence[Outcome]) -> float | None:
@@ -324,7 +278,7 @@ def budget_result(spec: StudySpec, steps: int, outs: Sequence[Outcome],
     best = None
     if finalists and finalists[0].mean is not None:
         f = finalists[0]
-        match = next(o for o in outs if o.completed and o.trial_id == f.trial_id)
+        match = next(o for o in outs if o.completed and o.candidate.index == f.candidate)
         best = best_schedule(spec, steps, match.candidate.params, f.mean, match.trial_id,
                              std=f.std, seeds=f.seeds)
     else:

@@ -129,7 +129,7 @@ def start_api(data_dir: Path, ray_address: str | None, log: Path,
 
 
 def run_demo(data_dir: Path, steps: int = 400, trials: int = 8) -> int:
-    from service.cli.format import format_best
+    from service.cli.format import format_best, format_winner
     from service.client import PhiTuneClient
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -163,6 +163,9 @@ def run_demo(data_dir: Path, steps: int = 400, trials: int = 8) -> int:
                   f"{t.step:>6} {'' if value is None else f'{value:.4f}'}")
         print()
         print(format_best(best))
+        advice = format_winner(result)
+        if advice:
+            print(advice)
         if result.compute is not None:
             print(f"compute: {result.compute.units:.2f} full-budget runs "
                   f"({result.compute.steps} optimizer steps, {result.method})")

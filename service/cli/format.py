@@ -42,6 +42,15 @@ def format_best(best: Any) -> str:
             f"{best.metric}={_value(best)} (trial {best.trial_id})")
 
 
+def format_winner(result: Any) -> str | None:
+    """The "use X" line of a finished study, computed from ``result.winner`` (None when
+    nothing was compared)."""
+    winner = getattr(result, "winner", None)
+    if winner is None:
+        return None
+    return winner.advice(result.metric)
+
+
 def _value(best: Any) -> str:
     """``0.8512`` for one run, ``0.8512 ± 0.0031 over 3 seeds`` for a finalist's mean."""
     n = getattr(best, "n_seeds", 1) or 1

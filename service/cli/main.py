@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from service.cli import schedules
-from service.cli.format import CLIError, format_best, load_spec, print_json
+from service.cli.format import CLIError, format_best, format_winner, load_spec, print_json
 
 DEFAULT_URL = os.environ.get("PHITUNE_URL", "http://127.0.0.1:8000")
 
@@ -78,6 +78,9 @@ def _report_final(client: Any, study: Any, *, as_json: bool = False) -> int:
         print_json(best.model_dump(mode="json"))
     else:
         print(format_best(best))
+        advice = format_winner(client.result(study.id))
+        if advice:
+            print(advice)
     return 0
 
 
@@ -143,10 +146,14 @@ def cmd_result(args: argparse.Namespace) -> int:
 def cmd_best(args: argparse.Namespace) -> int:
     with _client(args) as client:
         best = client.best(args.study_id)
+        result = None if args.json else client.result(args.study_id)
     if args.json:
         print_json(best.model_dump(mode="json"))
     else:
         print(format_best(best))
+        advice = format_winner(result)
+        if advice:
+            print(advice)
     return 0
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 from service.config import Settings
 from service.launch.env import driver_env
 from service.launch.kinds import JOB_MARKER, DriverRef, JobKind, marker
-from service.schemas import TERMINAL_STATUSES, CurvatureCreate, StudyCreate
+from service.schemas import TERMINAL_STATUSES, CurvatureCreate, PositiveRange, StudyCreate
 from service.store import Store
 from trainables.config import TrainConfig
 from tuning.specs import LadderSpec, Resources, SearchSpace, StudySpec, TrackingSpec
@@ -59,11 +59,20 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         data_roots=settings.data_root_paths,
         memory_limit_mb=settings.trial_memory_mb or None,
     )
-    eta_range = None
-    if spec.search.eta_max is not None:
-        eta_range = (spec.search.eta_max.min, spec.search.eta_max.max)
+    # η_max: searched by default in [¼, 4]× the optimizer's lr; absolute bounds, other factors,
+    # or "fixed" / a number (η_max fixed there) as the spec says
+    eta = spec.search.eta_max
+    eta_range: tuple[float, float] | None = None
+    factors: tuple[float, float] | None = (0.25, 4.0)
+    if isinstance(eta, PositiveRange):
+        eta_range = (eta.min, eta.max)
+    elif eta == "fixed":
+        factors = None
+    elif isinstance(eta, float | int):
+        factors = None
+        train = dataclasses.replace(train, lr=float(eta))
     elif spec.search.eta_max_scale is not None:  # relative to the optimizer's lr
-        eta_range = (opt.lr * spec.search.eta_max_scale.min, opt.lr * spec.search.eta_max_scale.max)
+        factors = (spec.search.eta_max_scale.min, spec.search.eta_max_scale.max)
     warmup = spec.search.warmup_steps  # steps of the full budget -> fractions of each run
     w_min, w_max = (warmup, warmup) if isinstance(warmup, int) else (warmup.min, warmup.max)
     if w_max >= total_steps:
@@ -76,6 +85,7 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         phases_max=spec.search.phases.max,
         eta_max_min=eta_range[0] if eta_range else None,
         eta_max_max=eta_range[1] if eta_range else None,
+        eta_max_factors=factors,
         variant=spec.search.variant,
         sampler=spec.search.sampler,
         phi_grid=tuple(spec.search.phi_grid),
@@ -104,6 +114,7 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         compare=tuple(spec.compare),
         seeds=spec.seeds,
         compare_eta_max=tuple(spec.compare_eta_max),
+        compare_tuning=spec.compare_tuning,
         target=spec.target,
         curvature=spec.curvature,
         optuna_storage_url=settings.sqlalchemy_url if settings.optuna_in_store else None,

@@ -21,7 +21,7 @@ from service.launch.runner import spec_from_study
 from service.schemas import StudyCreate
 from service.store import Store
 from tests.servers import app_with_the_only_slot_held
-from tuning.search import PHASES, PHI, propose
+from tuning.proposer import PHASES, PHI, propose
 
 BASE: dict[str, Any] = {"model": "mlp", "dataset": "digits", "budget": {"steps": 300},
                         "eval_every": 10}

@@ -111,6 +111,7 @@ MIRRORS = [
     (schemas.BudgetRow, results.BudgetRow),
     (schemas.TargetEstimate, results.TargetEstimate),
     (schemas.ComputeSpent, results.ComputeSpent),
+    (schemas.Winner, results.Winner),
     (schemas.StudyResultPublic, results.StudyResult),
 ]
 
@@ -119,10 +120,10 @@ MIRRORS = [
 def test_each_result_mirror_has_the_fields_of_its_dataclass(mirror, original):
     fields = {f.name for f in dataclasses.fields(original)}
     if original is results.StudyResult:
-        fields.add("best")  # a property of the dataclass, serialised by to_dict
+        fields |= {"best", "winner"}  # properties of the dataclass, serialised by to_dict
     assert set(mirror.model_fields) == fields
     hints = typing.get_type_hints(original)
-    for name in fields - {"best"}:
+    for name in fields - {"best", "winner"}:
         dc_default = next(f for f in dataclasses.fields(original) if f.name == name)
         has_default = (dc_default.default is not dataclasses.MISSING
                        or dc_default.default_factory is not dataclasses.MISSING)
@@ -154,10 +155,43 @@ def test_spec_maps_search_settings_and_eta_max_scale(tmp_path):
     out = spec_from_study("s1", spec, Settings(data_dir=tmp_path), 400)
     assert out.method == "ladder" and out.ladder == LadderSpec(eta=2)
     assert out.search.sampler == "gp"
-    assert (out.search.eta_max_min, out.search.eta_max_max) == pytest.approx((0.1, 0.4))
+    assert out.search.eta_max_factors == (0.5, 2.0)
+    assert out.eta_range == pytest.approx((0.1, 0.4))
     assert (out.num_finalists, out.finalist_seeds) == (1, 3)
     legacy = schemas.StudyCreate.model_validate({**VALID, "early_stopping": True})
     assert spec_from_study("s2", legacy, Settings(data_dir=tmp_path), 400).method == "asha"
     with pytest.raises(ValueError, match="eta_max_scale"):
         schemas.StudyCreate.model_validate({**VALID, "search": {
             "eta_max": {"min": 0.01, "max": 1}, "eta_max_scale": {"min": 0.5, "max": 2}}})
+
+
+# η_max is searched by default (issue 20); each way of opting out maps onto tuning's spec.
+@pytest.mark.parametrize(("eta", "factors", "lr"), [
+    (None, (0.25, 4.0), 0.1), ("fixed", None, 0.1), (0.3, None, 0.3)])
+def test_eta_max_default_fixed_or_a_number(tmp_path, eta, factors, lr):
+    search = {} if eta is None else {"eta_max": eta}
+    spec = schemas.StudyCreate.model_validate({**VALID, "optimizer": {"lr": 0.1},
+                                               "search": search})
+    out = spec_from_study("e", spec, Settings(data_dir=tmp_path), 400)
+    assert out.search.eta_max_factors == factors and out.train.lr == pytest.approx(lr)
+    want = None if factors is None else (lr * factors[0], lr * factors[1])
+    assert out.eta_range == (pytest.approx(want) if want else None)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"search": {"eta_max": {"min": 0.2, "max": 0.2}}}, "search.eta_max"),
+    ({"search": {"eta_max": {"min": 0.0, "max": 0.2}}}, "search.eta_max"),
+    ({"search": {"eta_max": {"min": 0.3, "max": 0.2}}}, "search.eta_max"),
+    ({"search": {"eta_max": -0.1}}, "search.eta_max"),
+    ({"search": {"eta_max": 0}}, "search.eta_max"),
+    ({"search": {"eta_max_scale": {"min": 1.0, "max": 1.0}}}, "search.eta_max_scale"),
+    ({"compare": ["cosine"], "num_trials": 1}, "compare"),
+    ({"compare": ["cosine"], "compare_eta_max": [0.1]}, "compare_eta_max"),
+    ({"compare_tuning": "grid"}, "compare_tuning"),
+])
+def test_bad_eta_max_and_untunable_compare_arms_are_422_naming_the_field(client, change, field):
+    body = {**VALID, **change}
+    resp = client.post("/v1/studies", json=body)
+    assert resp.status_code == 422, resp.text
+    # named as a dotted field in the message, or as the error's location
+    assert field in resp.text or all(f'"{part}"' in resp.text for part in field.split("."))

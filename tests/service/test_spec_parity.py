@@ -74,7 +74,7 @@ def test_warm_start_from_an_unknown_study_is_a_422(client) -> None:
 def test_warm_start_evaluates_the_sources_best_full_horizon_candidates_first(tmp_path) -> None:
     from service.launch.runner import warm_start, warm_start_points
     from service.store import Store
-    from tuning.search import initial_points
+    from tuning.proposer import initial_points
 
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     src, _ = store.create_study(StudyCreate.model_validate(BASE).model_dump(mode="json"), "src")
@@ -98,4 +98,5 @@ def test_warm_start_evaluates_the_sources_best_full_horizon_candidates_first(tmp
                      src.id)
     assert out.extra_points[:2] == ({"phi": 0.3, "phases": 2}, {"phi": 2.0, "phases": 3})
     first = initial_points(out)  # what the search evaluates before sampling
-    assert first[:2] == [{"phi": 0.3, "phases": 2}, {"phi": 2.0, "phases": 3}]
+    # η_max is searched by default: a warm start without its own η_max starts at the study's lr
+    assert first[:2] == [{"phi": 0.3, "phases": 2, "lr": 0.1}, {"phi": 2.0, "phases": 3, "lr": 0.1}]

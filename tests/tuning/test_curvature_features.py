@@ -231,7 +231,7 @@ def test_recommend_for_a_real_run_and_its_fallbacks():
 
 def test_the_recommendation_is_the_first_point_of_every_search():
     from tuning.phi_from_curvature import study_recommendation, suggestion_gaps, with_recommendation
-    from tuning.search import initial_points
+    from tuning.proposer import initial_points
     from tuning.specs import StudySpec
 
     spec = StudySpec(study_id="s", train=TrainConfig(optimizer="sgd", lr=0.1, **DIGITS),

@@ -1,4 +1,4 @@
-"""``max_failed_trials`` through the real experiment runner (``tuning.search.run_configs``) on a
+"""``max_failed_trials`` through the real experiment runner (``tuning.executor.run_configs``) on a
 real local Ray: trials that fail are counted, the experiment stops past the limit (the
 remaining trials never start) and the study ends with an error naming the field."""
 
@@ -10,9 +10,9 @@ from ray import tune
 
 from trainables.config import TrainConfig
 from trainables.tune_trainable import TRIAL_KEY
+from tuning.executor import run_configs
 from tuning.failed_trials import FailedTrialsGuard, TooManyFailedTrialsError, guard_for
 from tuning.results import RecordingSink
-from tuning.search import run_configs
 from tuning.specs import StudySpec
 
 pytestmark = pytest.mark.slow  # one real Ray start (~30-60 s on the shared CI machine)

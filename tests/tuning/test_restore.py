@@ -10,8 +10,9 @@ import ray
 
 from trainables.config import TrainConfig
 from trainables.tune_trainable import uba_trainable
+from tuning.executor import RestoredRunMismatchError, run_candidates
+from tuning.ladder import Candidate
 from tuning.results import RecordingSink
-from tuning.search import Candidate, RestoredRunMismatchError, run_candidates
 from tuning.specs import SearchSpace, StudySpec
 
 

@@ -7,15 +7,15 @@ import optuna
 import pytest
 
 from trainables.config import TrainConfig
-from tuning.search import (
-    Candidate,
-    Outcome,
+from tuning.executor import candidate_config
+from tuning.ladder import Candidate, Outcome
+from tuning.proposer import (
     ask_rung,
-    candidate_config,
     derive_seed,
     grid_points,
     model_trials,
     open_rung_study,
+    optuna_space,
     propose,
     tell_rung,
 )
@@ -86,10 +86,10 @@ def test_rung_records_are_truthful_and_a_restart_does_not_duplicate_them():
     s = spec()
     study = open_rung_study(s, 30)
     cands = [Candidate(i, {"phi": 0.5 * (i + 1), "phases": 1}) for i in range(4)]
-    trials = ask_rung(study, s, cands, "it0-rung0-30")
+    trials = ask_rung(study, optuna_space(s), cands, "it0-rung0-30")
     assert all(t.number == i for i, t in enumerate(trials))  # every ask before any tell
     # the driver restarts before telling: the same trials are found, not asked again
-    again = ask_rung(study, s, cands, "it0-rung0-30")
+    again = ask_rung(study, optuna_space(s), cands, "it0-rung0-30")
     assert [t.number for t in again] == [0, 1, 2, 3] and len(study.trials) == 4
     tell_rung(study, again, [outcome(cands[0], 30, 0.8),
                              outcome(cands[1], 30, 0.9, status="stopped_early", trained=10),
@@ -100,7 +100,7 @@ def test_rung_records_are_truthful_and_a_restart_does_not_duplicate_them():
     assert states == [("COMPLETE", 0.8, 30), ("PRUNED", 0.9, 10), ("FAIL", None, 10),
                       ("COMPLETE", 0.7, 30)]
     assert study.trials[1].intermediate_values == {10: 0.9}
-    assert [t is None for t in ask_rung(study, s, cands, "it0-rung0-30")] == [True] * 4
+    assert [t is None for t in ask_rung(study, optuna_space(s), cands, "it0-rung0-30")] == [True] * 4
 
 
 def test_a_candidate_config_is_built_once_from_the_template():

@@ -56,16 +56,31 @@ def test_requested_budgets_are_rungs_of_one_ladder_with_baselines_and_target(loc
     assert all(row.best_baseline in ("cosine", "triangular") for row in result.budget_curve)
     assert result.target is not None and result.target.kind in (
         "measured", "interpolated", "not_reached")
-    # compute: 2 x 30 + 60 search steps, 2 budgets x 4 arms x 2 seeds compared
+    # compute: 2 x 30 + 60 search steps; each compare arm tuned by the same ladder (the same
+    # 120 steps); then 2 budgets x 4 arms x 2 evaluation seeds
     assert result.compute.search_steps == 120
+    assert result.compute.compare_tuning_steps == 3 * 120
     assert result.compute.compare_steps == 2 * 30 * 4 + 2 * 60 * 4
     assert result.compute.units == pytest.approx(result.compute.steps / 60)
-    # the sink saw search trials and comparison trials, labelled as such
+    for r in result.baselines:  # every arm tuned, at UBA's compute
+        assert r.tuned and r.tuning_units == pytest.approx(2.0), r
+    # the winner of each budget is the best mean, with its paired margin over UBA
+    assert [w.budget_steps for w in result.winners] == [30, 60]
+    for w in result.winners:
+        rows = {r.schedule: r for r in result.baselines if r.budget_steps == w.budget_steps}
+        assert w.mean == max(r.mean for r in rows.values())
+        assert w.arm == "uba" or w.margin >= 0
+        assert w.uba_mean == rows["uba"].mean and w.n == 2
+    # the sink saw search trials (UBA's and the arms') and comparison trials, labelled as such
     kinds = {t.params.get("kind") for t in sink.trials.values()}
     assert kinds == {"search", "compare"}
-    assert len(sink.trials) == 2 + 1 + 2 * 4 * 2
+    tuned = [t for t in sink.trials.values() if t.params.get("kind") == "search"
+             and t.params.get("arm")]
+    assert sorted({t.params["arm"] for t in tuned}) == ["cosine", "schedulefree", "triangular"]
+    assert len(sink.trials) == 2 + 1 + 3 * (2 + 1) + 2 * 4 * 2
     # the schedule-free arm trained with the schedule-free optimizer at a constant LR
-    sf = [t for t in sink.trials.values() if t.params.get("arm") == "schedulefree"]
+    sf = [t for t in sink.trials.values() if t.params.get("arm") == "schedulefree"
+          and t.params["kind"] == "compare"]
     assert sf and all(t.params["optimizer"] == "sgd_schedulefree"
                       and t.params["schedule"] == "constant" for t in sf), sf[:1]
 
@@ -131,7 +146,7 @@ def _states_and_steps(url, name):
 
 def test_optuna_storage_holds_only_truthful_values_and_finalists_average_seeds(local_ray,
                                                                                tmp_path):
-    from tuning.search import optuna_study_name
+    from tuning.proposer import optuna_study_name
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     s = spec(tmp_path, budget_fractions=(1.0,), total_steps=90, num_trials=4, compare=(),
@@ -161,7 +176,7 @@ def test_optuna_storage_holds_only_truthful_values_and_finalists_average_seeds(l
 
 
 def test_asha_when_asked_prunes_in_optuna_instead_of_completing(local_ray, tmp_path):
-    from tuning.search import optuna_study_name
+    from tuning.proposer import optuna_study_name
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     s = spec(tmp_path, budget_fractions=(1.0,), total_steps=80, num_trials=4, compare=(),

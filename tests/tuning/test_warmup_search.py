@@ -10,8 +10,10 @@ import torch
 
 from trainables.config import TrainConfig
 from trainables.loop import build_scheduler
+from tuning.executor import candidate_config
+from tuning.ladder import Candidate
+from tuning.proposer import WARMUP, optuna_space, warmup_steps
 from tuning.schedules import create_schedule
-from tuning.search import WARMUP, Candidate, candidate_config, optuna_space, warmup_steps
 from tuning.specs import SearchSpace, StudySpec
 from tuning.study import best_schedule
 

@@ -1,0 +1,138 @@
+"""The family-aware search design (issue 20) without Ray: stage A sweeps η_max at a REX-like φ,
+stage B tries the family's shapes at the sweep's best η_max (and a lower one), promotion is
+hedged towards lower η_max, and a finalist whose seeds spread far more than the others' or that
+failed a seed cannot win. The executor is a deterministic objective in (φ, η_max), so each rule
+is checked exactly; the Ray side of the same search runs in tests/tuning/test_study.py."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from trainables.config import TrainConfig
+from tuning.ladder import Candidate, Outcome, promote_hedged
+from tuning.proposer import NEUTRAL_PHI, eta_sweep_points, lr_grid, shape_points, stage_sizes
+from tuning.results import FinalistRow
+from tuning.search import _mark_unrobust, pick_finalists, search_ladder
+from tuning.specs import SearchSpace, StudySpec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def spec(**kw) -> StudySpec:
+    base = dict(study_id="s", total_steps=90, num_trials=8, seed=3,
+                train=TrainConfig(model="mlp", dataset="digits", lr=0.1, eval_every=10,
+                                  metric="val_loss"),
+                search=SearchSpace(phi_min=0.01, phi_max=50))
+    return StudySpec(**{**base, **kw})
+
+
+class Objective:
+    """Executor whose value is a smooth bowl in (log φ, log η_max) with its optimum at
+    ``lr_star`` (lower at longer horizons, as Bjorck et al. measured) and φ = 2."""
+
+    def __init__(self, lr_star: float = 0.2, noise: dict | None = None) -> None:
+        self.lr_star, self.noise, self.batches = lr_star, noise or {}, []
+
+    def run(self, name, steps, runs, kind="search"):
+        self.batches.append((name, steps, [c.index for c, _ in runs]))
+        out = []
+        for c, seed in runs:
+            best = self.lr_star * (90 / steps) ** 0.3
+            phi = c.params.get("phi", 2.0)
+            v = (math.log(c.params["lr"] / best) ** 2 + 0.1 * math.log(phi / 2) ** 2
+                 + self.noise.get((c.index, seed), 0.0))
+            out.append(Outcome(candidate=c, steps=steps, seed=seed, trained_steps=steps,
+                               value=v, last_value=v, status="terminated",
+                               trial_id=f"{name}-{c.index}-{seed}"))
+        return out
+
+
+def test_stage_a_sweeps_eta_max_on_log_cell_centres_at_a_rex_like_phi():
+    s = spec()
+    assert stage_sizes(8, True) == (4, 4) and stage_sizes(8, False) == (0, 8)
+    pts = eta_sweep_points(s, 4)
+    assert [p["lr"] for p in pts] == pytest.approx([0.1 * 2 ** (k - 1.5) for k in range(4)],
+                                                   rel=1e-3)
+    assert {p["phi"] for p in pts} == {NEUTRAL_PHI} and {p["phases"] for p in pts} == {1}
+    assert lr_grid(1.0, 16.0, 2) == pytest.approx([2.0, 8.0])
+
+
+def test_stage_b_puts_first_points_and_the_family_shapes_at_the_best_eta_max():
+    s = spec()
+    pts = shape_points(s, 4, 0.14, 4, first=[{"phi": 3.0}, {"phi": 1.0, "lr": 0.05}])
+    assert pts[0] == {"phi": 3.0, "phases": 1, "lr": 0.14}  # the recommendation at η*
+    assert pts[1]["lr"] == 0.05  # a point that names its η_max keeps it
+    assert pts[2] == {"phi": NEUTRAL_PHI, "phases": 1, "lr": pytest.approx(0.14 / 2 ** 0.5)}
+    assert pts[3] == {"phi": 2.0, "phases": 1, "lr": 0.14}  # cosine at η*
+
+
+def test_promotion_keeps_a_lower_eta_max_rival_of_the_rung_winner():
+    values = {0: 0.1, 1: 0.2, 2: 0.3}
+    lrs = {0: 0.2, 1: 0.4, 2: 0.1}
+    assert promote_hedged(values, lrs, 2, "min") == [0, 2]
+    assert promote_hedged(values, {0: 0.2, 1: 0.1, 2: 0.05}, 2, "min") == [0, 1]
+    assert promote_hedged(values, lrs, 1, "min") == [0]
+
+
+def test_the_ladder_runs_the_stages_in_order_and_finds_the_family_optimum():
+    s = spec()
+    ex = Objective()
+    out = search_ladder(s, ex)
+    names = [b[0] for b in ex.batches]
+    assert names == ["it0-rung0-30", "it0-rung0-30-shapes", "it0-rung1-90"]
+    low = out[30]
+    assert [o.candidate.stage for o in low] == ["sweep"] * 4 + ["shape"] * 4
+    assert any(o.candidate.params["phi"] == 2.0 for o in low)  # cosine is tried
+    finalists, extra = pick_finalists(s, out[90], ex)
+    assert len(finalists) == 2 and len(extra) == 4
+    # the short rung overrates high η_max (its optimum is 3^0.3 × the full budget's): the
+    # hedged promotion carried the lower-η_max rival, and it wins at the full budget
+    assert {f.phi for f in finalists} == {2.0, NEUTRAL_PHI}
+    assert finalists[0].eta_max == pytest.approx(0.2) and finalists[1].eta_max > 0.2
+    # the same spec proposes and picks the same (determinism)
+    again = search_ladder(s, Objective())
+    assert [o.candidate.params for o in again[30]] == [o.candidate.params for o in low]
+
+
+def test_a_finalist_with_a_far_wider_spread_or_a_failed_seed_cannot_win():
+    def row(i, values, failed=0):
+        import statistics
+        return FinalistRow(trial_id=str(i), phi=1.0, phases=1, eta_max=0.1, seeds=[0, 1, 2],
+                           values=values, n=len(values), mean=statistics.fmean(values),
+                           std=statistics.stdev(values), failed_seeds=failed, candidate=i)
+
+    rows = [row(0, [1.0, 1.6, 0.4]), row(1, [1.1, 1.12, 1.09]), row(2, [1.2, 1.22, 1.19])]
+    _mark_unrobust(rows)
+    assert [r.robust for r in rows] == [False, True, True] and "spread" in rows[0].note
+    rows = [row(0, [1.0, 1.01, 1.02], failed=1), row(1, [1.1, 1.12, 1.09])]
+    _mark_unrobust(rows)
+    assert [r.robust for r in rows] == [False, True] and "failed" in rows[0].note
+
+
+def test_pick_finalists_puts_an_unrobust_finalist_last_with_its_reason():
+    s = spec()
+    ex = Objective()
+    out = search_ladder(s, ex)
+    best = min(out[90], key=lambda o: o.value)
+    # the best run's extra seeds are far noisier than the other finalist's
+    from tuning.proposer import derive_seed
+    seeds = [derive_seed(s.seed, "finalist", j) for j in range(2)]
+    wild = {(best.candidate.index, seeds[0]): 3.0, (best.candidate.index, seeds[1]): -2.0}
+    other = next(o for o in out[90] if o is not best)
+    wild[(other.candidate.index, seeds[0])] = 0.01
+    finalists, _ = pick_finalists(s, out[90], Objective(noise=wild))
+    assert finalists[0].candidate == other.candidate.index and finalists[0].robust
+    assert finalists[-1].candidate == best.candidate.index and not finalists[-1].robust
+
+
+def test_a_peer_arm_sweeps_its_lr_grid_with_the_same_plan():
+    s = spec()
+    ex = Objective()
+    out = search_ladder(s, ex, arm="cosine")
+    assert [b[0] for b in ex.batches] == ["cosine-it0-rung0-30", "cosine-it0-rung1-90"]
+    assert [o.candidate.params["lr"] for o in out[30]] == pytest.approx(lr_grid(0.025, 0.4, 8))
+    assert all(o.candidate.arm == "cosine" for o in out[30])
+    assert isinstance(out[90][0].candidate, Candidate)
