@@ -78,9 +78,12 @@ def render_quality(results: Path) -> str:
         return _missing("schedule_quality_<task>.csv")
     p = sq.PRESETS["cpu"]
     lines = [
-        "### Schedule quality at equal tuning compute (three tasks)\n",
-        "Each arm — searched UBA (φ, phases, η_max), cosine, linear, step, REX, WSD (η_max "
-        "tuned) and schedule-free SGD/AdamW (lr tuned) — is tuned by the same horizon ladder "
+        f"### Schedule quality at equal tuning compute ({len({c.task for c in cells})} "
+        f"task(s): {', '.join(dict.fromkeys(c.task for c in cells))})\n",
+        "Each arm — searched UBA (the default design: η_max sweep at a REX-like φ, then the "
+        "family's shapes at the best η_max), cosine, linear, step, REX, WSD (η_max "
+        "tuned) and schedule-free SGD/AdamW (lr tuned) — is tuned by phitune's own search "
+        "code, the same horizon ladder "
         f"({p.candidates} candidates, η = {p.eta}, {p.finalists} finalists × "
         f"{p.finalist_seeds} extra seeds: the same compute for every arm) on the tuning half of "
         "the validation set, then trained with evaluation seeds "
@@ -103,7 +106,8 @@ def render_quality(results: Path) -> str:
             f"| {c.task} ({sq.metric_label(c.metric)}) | {c.steps} | {_f(s * m, nd)} ± "
             f"{_f(s * sd, nd)} | {rank} | {sq.LABELS[peer]} {_f(s * pm, nd)} ± {_f(s * psd, nd)} "
             f"| {c.uba_vs(peer).fmt(scale=s, unit=unit)} |")
-    lines += ["", sq.verdict_text(cells), "", provenance_note(results, [sq.NAME])]
+    lines += ["", sq.verdict_text(cells), "", sq.fidelity_text(results, "cpu"),
+              provenance_note(results, [sq.NAME])]
     return "\n".join(lines)
 
 
