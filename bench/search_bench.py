@@ -528,7 +528,7 @@ def run_ladder(tc: TaskCorpus, sampler_name: str, seed: int, max_units: float,
     import optuna
 
     from tuning.ladder import promote
-    from tuning.search import initial_points, model_trials, optuna_space, propose
+    from tuning.proposer import initial_points, model_trials, optuna_space, propose
 
     spec = case_spec(tc, sampler_name, seed, candidates, eta, finalists, finalist_seeds)
     (ladder,) = spec.ladders()

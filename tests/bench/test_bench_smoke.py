@@ -52,7 +52,10 @@ def test_schedule_quality_smoke(tmp_path) -> None:
         assert len({r["tuning_units"] for r in rows if r["budget_steps"] == steps}) == 1
     tuning = read_csv(tmp_path / f"schedule_quality_smoke_{task}_tuning.csv")
     first = next(t for t in tuning if t["arm"] == "uba")
-    assert float(first["phi"]) == 5.0 and int(first["phases"]) == 1  # phitune's first point
+    # phitune's own design: the first UBA candidates are the η_max sweep at the REX-like φ
+    from tuning.proposer import NEUTRAL_PHI
+    assert float(first["phi"]) == NEUTRAL_PHI and int(first["phases"]) == 1
+    assert first["stage"] == "sweep"
     for r in rows:  # each pick is a candidate its own search trained
         assert float(r["lr"]) in {float(t["lr"]) for t in tuning
                                   if t["arm"] == r["arm"] and t["budget_steps"] == r[
