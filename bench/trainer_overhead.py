@@ -145,8 +145,12 @@ def cpu_time_ratio(config: dict, bundle, device: torch.device, steps: int, repea
         else:
             h = cost(run_hand, 2 * steps) - cost(run_hand, steps)
             t = cost(run_trainer, 2 * steps) - cost(run_trainer, steps)
-        ratios.append(h / t)
-    return statistics.median(ratios)
+        # With few steps the difference is within the clock's noise and can come out zero or
+        # negative; such a repeat measured nothing, so it is dropped rather than turned into
+        # a meaningless (negative) ratio.
+        if h > 0 and t > 0:
+            ratios.append(h / t)
+    return statistics.median(ratios) if ratios else float("nan")
 
 
 def spread_note(rows: list[dict]) -> str:
@@ -157,7 +161,14 @@ def spread_note(rows: list[dict]) -> str:
             runs = [float(v) for v in r[key].split()]
             spreads.append(max(runs) / min(runs))
     worst = max(spreads)
-    ratios = [float(r[k]) for r in rows for k in ("ratio", "cpu_time_ratio") if r[k] != "nan"]
+    ratios = [
+        v
+        for r in rows
+        for k in ("ratio", "cpu_time_ratio")
+        if math.isfinite(v := float(r[k])) and v > 0
+    ]
+    if not ratios:
+        return "Reading: no ratio could be measured (runs too short for the clock); re-run longer."
     geo = math.exp(statistics.fmean(math.log(v) for v in ratios))
     lean = (
         "consistent with no systematic trainer overhead"
