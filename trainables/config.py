@@ -24,7 +24,8 @@ from tuning.schedules._uba import DEFAULT_VARIANT, PAPER_DEFAULT_PHI, UBA_VARIAN
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_VARIANT", "PAPER_DEFAULT_PHI", "SCHEDULE_FREE", "TrainConfig", "metric_mode"]
+__all__ = ["DEFAULT_VARIANT", "PAPER_DEFAULT_PHI", "SCHEDULE_FREE", "TRAINED_STEPS", "TrainConfig",
+           "metric_mode", "trained_steps"]
 
 Optimizer = Literal["sgd", "adamw", "sgd_schedulefree", "adamw_schedulefree"]
 #: Schedule-free optimizers (Defazio et al. 2024, the ``schedulefree`` package): the peer a user
@@ -40,6 +41,20 @@ _SCHEDULE_FIELDS = ("phi", "phases", "variant", "eta_min")
 def metric_mode(metric: str) -> Literal["max", "min"]:
     """Optimisation direction of a reported metric (accuracy up, loss/perplexity down)."""
     return "max" if metric.endswith("accuracy") else "min"
+
+
+#: Reported by a trial that trains more optimizer steps than its position in the budget
+#: (``step``): AutoLRS's candidate windows (:mod:`trainables.autolrs`). Compute counts it.
+TRAINED_STEPS = "trained_steps_total"
+
+
+def trained_steps(metrics: Mapping[str, Any]) -> int:
+    """Optimizer steps a trial trained, from its last report: ``trained_steps_total`` where
+    reported (search included), else ``step`` (a plain run trains each step once)."""
+    value = metrics.get(TRAINED_STEPS)
+    if value is None:
+        value = metrics.get("step", 0)
+    return int(value or 0)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from trainables.autolrs import AUTOLRS, run_autolrs
 from trainables.config import TrainConfig
 from trainables.loop import run_training
 from trainables.preflight import memory_limit
@@ -75,7 +76,10 @@ def uba_trainable(config: dict[str, Any]) -> None:
 
     ``config`` is :meth:`TrainConfig.to_dict` itself, or holds it under ``"trial"`` (what the
     search's grid over candidates varies, next to bookkeeping keys); it becomes a
-    :class:`TrainConfig` again here, the other side of the Ray boundary.
+    :class:`TrainConfig` again here, the other side of the Ray boundary. A config with
+    ``schedule == "autolrs"`` is an AutoLRS run (:func:`trainables.autolrs.run_autolrs`,
+    which picks its lr stage by stage and reports ``trained_steps_total``); every other is
+    :func:`run_training`, so one trainable serves every arm of a study.
 
     Use with ``tune.with_resources(uba_trainable, {"cpu": c, "gpu": g})``; a fractional ``g``
     packs several small trials on one GPU (each sees it as ``cuda:0``). Errors, including
@@ -86,4 +90,5 @@ def uba_trainable(config: dict[str, Any]) -> None:
     cfg = TrainConfig.from_mapping(config.get(TRIAL_KEY, config))
     on_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
     with memory_limit(cfg.memory_limit_mb, device=torch.device("cpu" if on_cpu else "cuda")):
-        run_training(cfg, tune_report, resume_state=restored_state())
+        run = run_autolrs if cfg.schedule == AUTOLRS else run_training
+        run(cfg, tune_report, resume_state=restored_state())
