@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from trainables.autolrs import AUTOLRS, AutoLRSSettings
 from trainables.config import PAPER_DEFAULT_PHI, TrainConfig
 from tuning.schedules import SCHEDULES
 
@@ -31,6 +32,13 @@ UBA_DEFAULT = "uba_default"
 SCHEDULE_FREE = "schedulefree"
 #: Warmup of the schedule-free arm, a fraction of the run (its README recommends warmup).
 SCHEDULE_FREE_WARMUP = 0.05
+#: Arms that choose their lr while they train (AutoLRS: a BO per stage in [lr/10, 10·lr]
+#: around the study's lr, :mod:`trainables.autolrs`). The study's ladder does not tune them:
+#: tuning the centre of a search that spans 100× would tune the tuner; their search is
+#: counted as what each evaluation run trained (``trained_steps_total``) instead.
+SELF_TUNING: tuple[str, ...] = (AUTOLRS,)
+#: ``params`` key of :func:`arm_config` holding an AutoLRS arm's :class:`AutoLRSSettings`.
+AUTOLRS_SETTINGS = "autolrs"
 
 #: Names users know from the paper and other libraries, mapped onto registry names.
 ALIASES: dict[str, str] = {"clr": "triangular", "cyclic": "triangular", "one_cycle": "onecycle",
@@ -48,9 +56,11 @@ SCHEDULE_FREE_LR_FACTORS: Mapping[str, tuple[float, float]] = {"sgd": (2.5, 40.0
 def resolve_arm(name: str) -> str:
     """Registry name of a compare arm, or ValueError naming the valid ones."""
     resolved = ALIASES.get(name, name)
-    if resolved in (UBA_DEFAULT, SCHEDULE_FREE) or (resolved in SCHEDULES and resolved != UBA):
+    if resolved in (UBA_DEFAULT, SCHEDULE_FREE, *SELF_TUNING) or (
+            resolved in SCHEDULES and resolved != UBA):
         return resolved
-    valid = sorted([*(n for n in SCHEDULES if n != UBA), *ALIASES, UBA_DEFAULT, SCHEDULE_FREE])
+    valid = sorted([*(n for n in SCHEDULES if n != UBA), *ALIASES, UBA_DEFAULT, SCHEDULE_FREE,
+                    *SELF_TUNING])
     raise ValueError(f"unknown baseline {name!r}; valid: {', '.join(valid)}")
 
 
@@ -69,8 +79,13 @@ def arm_config(arm: str, base: TrainConfig, params: Mapping[str, Any]) -> TrainC
     """The trial config of one candidate of ``arm`` on ``base`` (a horizon and seed already set).
 
     ``params`` holds ``lr`` (η_max; the study's lr when absent) and, for UBA, ``phi``,
-    ``phases``, ``variant``, ``eta_min`` and ``warmup_steps`` (steps of this run)."""
+    ``phases``, ``variant``, ``eta_min`` and ``warmup_steps`` (steps of this run); for
+    AutoLRS, ``lr`` is the centre of its lr search and ``autolrs`` its
+    :class:`~trainables.autolrs.AutoLRSSettings` (default ones when absent)."""
     lr = float(params.get(LR, base.lr))
+    if arm == AUTOLRS:
+        settings = params.get(AUTOLRS_SETTINGS) or AutoLRSSettings()
+        return base.with_schedule(AUTOLRS, lr=lr, **settings.to_params())
     if arm == UBA:
         extra = {k: params[k] for k in ("variant", "eta_min") if params.get(k) is not None}
         if params.get("warmup_steps"):

@@ -9,6 +9,12 @@ per arm. Then every arm's pick (UBA's best schedule included) is trained from sc
 same evaluation seeds as one grid experiment (a paired comparison) and the best mean wins
 (:func:`pick_winner`). ``compare_tuning="fixed"`` keeps the former comparison: arms at the
 study's lr or the best of ``compare_eta_max``, rows labelled ``tuned=False``.
+
+AutoLRS (:data:`tuning.arms.SELF_TUNING`) chooses its lr while it trains, so it is not tuned by
+the ladder in either mode: each evaluation run searches [lr/10, 10·lr] around the study's lr
+on its own, its row is ``tuned`` with ``tuning_units`` = the mean search compute of one run
+(candidate steps beyond the budget) and ``params`` = the stages each seed chose; the
+comparison's compute counts every step it trained (``trained_steps_total``).
 """
 
 from __future__ import annotations
@@ -24,12 +30,16 @@ from typing import Any
 from ray import tune
 
 from trainables.config import TrainConfig
+from trainables.config import trained_steps as steps_trained
 from trainables.tune_trainable import TRIAL_KEY
 from tuning.arms import (
     ALIASES,
+    AUTOLRS,
+    AUTOLRS_SETTINGS,
     LR,
     SCHEDULE_FREE,
     SCHEDULE_FREE_WARMUP,
+    SELF_TUNING,
     UBA,
     UBA_DEFAULT,
     arm_config,
@@ -108,6 +118,8 @@ def run_comparison(
     for name in dict.fromkeys(names):
         if name == UBA:
             lrs = [best.eta_max]
+        elif name in SELF_TUNING:  # the centre of its own on-the-fly lr search
+            lrs = [spec.train.lr]
         elif picks is not None:
             if picks.get(name) is None:
                 continue  # the arm's tuning finished no run: reported as failed by summarize
@@ -119,11 +131,14 @@ def run_comparison(
                 base = spec.train.for_budget(budget_steps, seed=spec.seed + s)
                 params = uba_params(best, budget_steps) if name == UBA else {}
                 params[LR] = lr
+                if name == AUTOLRS:
+                    params[AUTOLRS_SETTINGS] = spec.autolrs
                 configs.append(({"arm": name}, arm_config(name, base, params)))
     # named by what it compares: an extended study whose best (or picks) changed runs a new
     # comparison instead of restoring the old one
     tuned = repr((best.phi, best.phases, best.eta_max, best.eta_min, best.variant,
-                  best.warmup_steps, sorted((picks or {}).items())))
+                  best.warmup_steps, sorted((picks or {}).items()),
+                  *([spec.autolrs] if AUTOLRS in names else [])))
     digest = hashlib.sha256(tuned.encode()).hexdigest()[:8]
     return run_configs(spec, f"compare-{budget_steps}-{digest}", budget_steps, configs,
                        trainable, sink, "compare")
@@ -136,6 +151,7 @@ def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid,
     the best η_max per baseline by mean), with the per-seed values for paired comparisons.
     ``missing``: tuned arms whose search finished no run (a row with the reason)."""
     groups: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)
+    own: dict[tuple[str, float], dict[int, dict[str, Any]]] = defaultdict(dict)  # self-tuning
     failures: dict[str, list[str]] = defaultdict(list)
     for r in results:
         cfg = r.config.get(TRIAL_KEY, r.config)
@@ -147,6 +163,10 @@ def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid,
         value = m.get(spec.metric)
         if int(m.get("step", 0)) >= budget_steps and value is not None and math.isfinite(value):
             groups[(name, float(cfg["lr"]))][int(cfg["seed"])] = float(value)
+            if name in SELF_TUNING:
+                own[(name, float(cfg["lr"]))][int(cfg["seed"])] = {
+                    "trained_steps_total": steps_trained(m),
+                    "stages": list(m.get("autolrs_stages") or [])}
     sign = 1 if spec.mode == "max" else -1
     tuned = tunings is not None
     best_per_arm: dict[str, BaselineRow] = {}
@@ -155,11 +175,19 @@ def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid,
         units = uba_units if name == UBA else (
             compute_units(tunings[name].trained_steps, spec.total_steps)
             if tunings and name in tunings else 0.0)
+        params: dict[str, Any] = {}
+        runs = own.get((name, lr))
+        if runs:  # its search is part of each run: the mean run's steps beyond the budget
+            units = compute_units(statistics.fmean(
+                r["trained_steps_total"] - budget_steps for r in runs.values()),
+                spec.total_steps)
+            params = {"runs": [{"seed": s, **runs[s]} for s in sorted(runs)]}
         row = BaselineRow(
             budget_steps=budget_steps, schedule=name, eta_max=lr, seeds=sorted(by_seed),
             values=values, n=len(values), mean=statistics.fmean(values),
             std=statistics.stdev(values) if len(values) > 1 else 0.0,
-            tuned=tuned or name == UBA, tuning_units=units)
+            tuned=tuned or name == UBA or name in SELF_TUNING, tuning_units=units,
+            params=params)
         old = best_per_arm.get(name)
         if old is None or sign * (row.mean or 0.0) > sign * (old.mean or 0.0):
             best_per_arm[name] = row
@@ -168,7 +196,8 @@ def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid,
     for name, reasons in sorted(failures.items()):
         best_per_arm.setdefault(name, BaselineRow(budget_steps=budget_steps, schedule=name, n=0,
                                                   values=[], mean=None, std=None,
-                                                  tuned=tuned or name == UBA))
+                                                  tuned=tuned or name == UBA
+                                                  or name in SELF_TUNING))
         best_per_arm[name].errors = reasons
     return sorted(best_per_arm.values(),
                   key=lambda r: (r.mean is None, -sign * (r.mean or 0.0), r.schedule))
@@ -199,5 +228,6 @@ def pick_winner(spec: StudySpec, budget_steps: int, rows: Sequence[BaselineRow])
 
 
 def trained_steps(results: tune.ResultGrid) -> int:
-    """Optimizer steps a comparison trained (each trial's last reported step)."""
-    return sum(int((r.metrics or {}).get("step", 0) or 0) for r in results)
+    """Optimizer steps a comparison trained: each trial's last report's ``step``, or its
+    ``trained_steps_total`` where it trained more (AutoLRS's search)."""
+    return sum(steps_trained(r.metrics or {}) for r in results)

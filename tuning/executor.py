@@ -20,7 +20,7 @@ from typing import Any
 
 from ray import tune
 
-from trainables.config import TrainConfig
+from trainables.config import TrainConfig, trained_steps
 from trainables.tune_trainable import TRIAL_KEY
 from tuning.arms import LR, PHASES, PHI, UBA, arm_config
 from tuning.failed_trials import guard_for
@@ -203,17 +203,18 @@ def run_candidates(
                 f"{ {k: cfg.get(k) for k in RUN_IDENTITY} }, the study now plans "
                 f"{ {k: planned[key].get(k) for k in RUN_IDENTITY} }")  # type: ignore[index]
         m = r.metrics or {}
-        trained = int(m.get("step", 0) or 0)
+        position = int(m.get("step", 0) or 0)  # how far into the horizon it got
         last = m.get(spec.metric)
         last = float(last) if isinstance(last, int | float) and math.isfinite(last) else None
         if r.error is not None:
             status, value = "error", None
-        elif trained >= steps:
+        elif position >= steps:
             status, value = "terminated", last
         else:
             status, value = "stopped_early", None
         outcomes[key] = Outcome(  # type: ignore[index]
-            candidate=wanted[key], steps=steps, seed=key[1], trained_steps=trained,  # type: ignore[index]
+            candidate=wanted[key], steps=steps, seed=key[1],  # type: ignore[index]
+            trained_steps=trained_steps(m),
             value=value, last_value=last, status=status, trial_id=str(m.get("trial_id", "")),
             error=None if r.error is None else str(r.error).strip().splitlines()[-1][:300],
             metrics=dict(m))

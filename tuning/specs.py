@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from trainables.autolrs import AUTOLRS, AutoLRSSettings, plan_stages
 from trainables.config import DEFAULT_VARIANT, PAPER_DEFAULT_PHI, TrainConfig, metric_mode
 from tuning.ladder import DEFAULT_ETA, Ladder, plan_brackets
 
@@ -222,6 +223,9 @@ class StudySpec:
     #: schedule-free) before the evaluation seeds; ``fixed``: arms train at the study's lr
     #: (or the best of ``compare_eta_max``), the former comparison, labelled untuned.
     compare_tuning: Literal["ladder", "fixed"] = "ladder"
+    #: Stages and search of the ``autolrs`` compare arm (:mod:`trainables.autolrs`); checked
+    #: against every budget when ``compare`` holds it.
+    autolrs: AutoLRSSettings = field(default_factory=AutoLRSSettings)
     target: float | None = None
     curvature: bool = False
     #: SQLAlchemy URL of an Optuna RDB storage: the search state of each rung (horizon) is then
@@ -267,6 +271,9 @@ class StudySpec:
             raise ValueError(f"finalist_seeds must be >= 0, got {self.finalist_seeds}")
         if self.method == "ladder":
             self.ladders()  # a ladder that cannot fit raises ValueError naming the field
+        if AUTOLRS in self.compare:  # stages that cannot fit a budget: ValueError naming it
+            for steps in self.budget_steps():
+                plan_stages(steps, self.autolrs)
 
     @property
     def num_finalists(self) -> int:

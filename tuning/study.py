@@ -14,7 +14,7 @@ from typing import Any
 
 import ray
 
-from tuning.arms import LR, PHASES, PHI, UBA, resolve_arm
+from tuning.arms import LR, PHASES, PHI, SELF_TUNING, UBA, resolve_arm
 from tuning.budget import budget_curve, smallest_budget_reaching
 from tuning.compare import (
     ArmTuning,
@@ -142,10 +142,13 @@ def run_study(
     finalist_steps = sum(o.trained_steps for o in finalist_runs)
     uba_units = compute_units(search_steps + finalist_steps, spec.total_steps)
 
-    # every compare arm tuned by the same ladder and plan (compare_tuning="ladder")
+    # every compare arm tuned by the same ladder and plan (compare_tuning="ladder"), but those
+    # that choose their lr while training (AutoLRS): their search is inside each run
     tunings: dict[str, ArmTuning] = {}
     if spec.compare and spec.compare_tuning == "ladder":
         for arm in dict.fromkeys(resolve_arm(a) for a in spec.compare):
+            if arm in SELF_TUNING:
+                continue
             logger.info("study %s: tuning compare arm %s by the ladder", spec.study_id, arm)
             tunings[arm] = tune_arm(spec, arm, executor)
     tuning_steps = sum(t.trained_steps for t in tunings.values())
