@@ -176,6 +176,54 @@ class LadderSettings(_Strict):
                                    "candidates are proposed from the earlier results")
 
 
+#: Fewest steps of an AutoLRS candidate window (``trainables.autolrs.MIN_TAU_PRIME``; a test
+#: checks they agree).
+AUTOLRS_MIN_TAU_PRIME = 4
+
+
+class AutoLRSSettingsSpec(_Strict):
+    """The ``autolrs`` compare arm (Jin et al., ICLR 2021): stages of τ steps (τ doubling,
+    τ₀ = tau_fraction × budget), each starting with ``candidates`` lrs tried for τ′ steps
+    (τ′₀ = tau_prime_fraction × budget, doubling too) from a checkpoint, chosen by a GP over
+    log lr in [lr_min_factor, lr_max_factor] × optimizer.lr by the loss an exponential fit
+    forecasts at τ. Defaults: τ₀ = T/16 and k·τ′ = τ (its search trains about as much as its
+    stages, the paper's ratio). Mirrors ``trainables.autolrs.AutoLRSSettings``."""
+
+    tau_fraction: float = Field(1 / 16, gt=0, le=1, description="first stage, a fraction of "
+                                "the budget (stages double; the last is truncated to fit)")
+    tau_prime_fraction: float = Field(1 / 64, gt=0, le=1, description="first candidate "
+                                      "window, a fraction of the budget (<= tau_fraction)")
+    candidates: int = Field(4, ge=1, le=32, description="lrs tried per stage (the paper: 10)")
+    lr_min_factor: float = Field(0.1, gt=0, description="lowest lr tried, × optimizer.lr")
+    lr_max_factor: float = Field(10.0, gt=0, description="highest lr tried, × optimizer.lr")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoLRSSettingsSpec:
+        if self.tau_prime_fraction > self.tau_fraction:
+            raise ValueError(f"autolrs.tau_prime_fraction: {self.tau_prime_fraction} must be "
+                             f"<= tau_fraction ({self.tau_fraction})")
+        if not self.lr_max_factor > self.lr_min_factor:
+            raise ValueError(f"autolrs.lr_max_factor: {self.lr_max_factor} must be > "
+                             f"lr_min_factor ({self.lr_min_factor})")
+        return self
+
+    def stage_problem(self, steps: int) -> tuple[str, str] | None:
+        """Why the stages cannot fit a budget of ``steps``, as (field, message naming it), or
+        None (``trainables.autolrs.plan_stages``'s check; a test checks both agree)."""
+        prime = round(self.tau_prime_fraction * steps)
+        if prime < AUTOLRS_MIN_TAU_PRIME:
+            return "autolrs.tau_prime_fraction", (
+                f"autolrs.tau_prime_fraction: {self.tau_prime_fraction} gives candidate windows "
+                f"of {prime} steps at a budget of {steps}; the forecast needs >= "
+                f"{AUTOLRS_MIN_TAU_PRIME}")
+        tau = max(1, round(self.tau_fraction * steps))
+        if tau + self.candidates * prime > steps:
+            return "autolrs.tau_fraction", (
+                f"autolrs.tau_fraction: {self.tau_fraction}: the first stage ({tau} steps) plus "
+                f"its search ({self.candidates} x {prime} steps) exceeds the budget of {steps}")
+        return None
+
+
 class ResourcesSpec(_Strict):
     cpu: float = Field(1.0, ge=0, le=256)
     gpu: float = Field(0.0, ge=0, le=16, description="fractional GPUs pack trials on one GPU")
@@ -234,7 +282,8 @@ class StudyCreate(_Strict):
         default_factory=list, max_length=12,
         description="baselines trained at every budget on the same seeds as the tuned UBA "
         "(cosine, step, onecycle, linear, rex, clr, exponential, wsd, constant, uba_default, "
-        "schedulefree: the optimizer's schedule-free form at a constant lr)",
+        "schedulefree: the optimizer's schedule-free form at a constant lr; autolrs: the lr "
+        "chosen on the fly by AutoLRS, settings in `autolrs`, its search counted as compute)",
     )
     seeds: int = Field(1, ge=1, le=10, description="evaluation seeds per arm in the "
                        "comparison (paired across arms; the winner is the best mean)")
@@ -246,6 +295,9 @@ class StudyCreate(_Strict):
         default_factory=list, max_length=6,
         description="η_max grid searched for each baseline (default: optimizer.lr)",
     )
+    autolrs: AutoLRSSettingsSpec = Field(
+        default_factory=AutoLRSSettingsSpec, description="stages and search of the autolrs "
+        "compare arm (checked against every budget when compare holds it)")
     target: float | None = Field(None, description="metric value to reach: smallest budget")
     curvature: bool = Field(
         False, description="estimate the Hessian spectrum first; its φ suggestions warm-start "
@@ -286,6 +338,27 @@ class StudyCreate(_Strict):
                              f"({self.budget.steps}): the schedule needs steps after warmup")
         return self
 
+
+    @model_validator(mode="after")
+    def _autolrs_fits(self) -> StudyCreate:
+        """AutoLRS stages that cannot fit a budget in steps are a 422 naming ``autolrs.*``
+        (a budget in epochs: :func:`service.api.spec_checks.check_epoch_budget`)."""
+        if self.budget.steps is not None:
+            problem = self.autolrs_problem(self.budget.steps)
+            if problem is not None:
+                raise ValueError(problem[1])
+        return self
+
+    def autolrs_problem(self, steps: int) -> tuple[str, str] | None:
+        """Why the ``autolrs`` arm cannot run at some budget fraction of ``steps`` (field,
+        message), or None (it fits, or is not compared)."""
+        if "autolrs" not in self.compare:
+            return None
+        for f in sorted(self.budget.fractions):
+            problem = self.autolrs.stage_problem(round(f * steps))
+            if problem is not None:
+                return problem
+        return None
 
     @model_validator(mode="after")
     def _ladder_fits(self) -> StudyCreate:

@@ -16,8 +16,8 @@ from trainables.autolrs import AUTOLRS, AutoLRSSettings, plan_stages
 from trainables.config import DEFAULT_VARIANT, PAPER_DEFAULT_PHI, TrainConfig, metric_mode
 from tuning.ladder import DEFAULT_ETA, Ladder, plan_brackets
 
-__all__ = ["PAPER_DEFAULT_PHI", "PAPER_PHI_GRID", "LadderSpec", "Resources", "SearchSpace",
-           "StudySpec", "TrackingSpec", "TrainConfig", "metric_mode"]
+__all__ = ["PAPER_DEFAULT_PHI", "PAPER_PHI_GRID", "AutoLRSSettings", "LadderSpec", "Resources",
+           "SearchSpace", "StudySpec", "TrackingSpec", "TrainConfig", "metric_mode"]
 
 MetricName = Literal["val_accuracy", "val_loss"]
 Optimizer = Literal["sgd", "adamw"]

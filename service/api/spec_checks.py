@@ -80,8 +80,8 @@ def check_spec_inputs(
 
 
 def check_epoch_budget(spec: StudyCreate) -> None:
-    """A budget in ``epochs`` held to the ladder bounds a budget in steps meets in the schema
-    (a 422 naming ``ladder.*``), when the training-set size is known without loading the data:
+    """A budget in ``epochs`` held to the ladder and AutoLRS bounds a budget in steps meets in
+    the schema (a 422 naming ``ladder.*`` or ``autolrs.*``), when the training-set size is known without loading the data:
     a built-in dataset's size and its ``subset``/``val_fraction`` caps
     (:func:`trainables.preflight.dataset_shape`). Only a plugin's dataset is left to the
     driver, which converts with the loaded data (the same :func:`steps_for_epochs`)."""
@@ -96,7 +96,7 @@ def check_epoch_budget(spec: StudyCreate) -> None:
         return  # unknown size; a batch over the training set is refused by its own check
     # as trainables.datasets.steps_per_epoch: the incomplete last batch is dropped
     steps = steps_for_epochs(epochs, shape.num_train // spec.batch_size)
-    problem = spec.ladder_problem(steps)
+    problem = spec.ladder_problem(steps) or spec.autolrs_problem(steps)
     if problem is not None:
         field, message = problem
         raise InvalidSpecError(

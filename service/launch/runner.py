@@ -28,7 +28,14 @@ from service.launch.kinds import JOB_MARKER, DriverRef, JobKind, marker
 from service.schemas import TERMINAL_STATUSES, CurvatureCreate, PositiveRange, StudyCreate
 from service.store import Store
 from trainables.config import TrainConfig
-from tuning.specs import LadderSpec, Resources, SearchSpace, StudySpec, TrackingSpec
+from tuning.specs import (
+    AutoLRSSettings,
+    LadderSpec,
+    Resources,
+    SearchSpace,
+    StudySpec,
+    TrackingSpec,
+)
 
 if TYPE_CHECKING:
     from tuning.phi_from_curvature import CurvatureSpec
@@ -115,6 +122,7 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         seeds=spec.seeds,
         compare_eta_max=tuple(spec.compare_eta_max),
         compare_tuning=spec.compare_tuning,
+        autolrs=AutoLRSSettings(**spec.autolrs.model_dump()),
         target=spec.target,
         curvature=spec.curvature,
         optuna_storage_url=settings.sqlalchemy_url if settings.optuna_in_store else None,
