@@ -55,6 +55,7 @@ import httpx
 
 from bench.common import machine_info, new_figure, provenance_md, write_csv
 from service.cli.demo import _stop, start_api
+from service.schemas import StudyCreate
 from service.store import Store
 
 RESULTS = Path(__file__).parent / "results"
@@ -63,11 +64,15 @@ SPEC = {"model": "mlp", "dataset": "digits", "budget": {"steps": 300}, "num_tria
 
 
 def seed_store(data_dir: Path, studies: int) -> tuple[str, str]:
-    """Studies with trials (and one result) so reads do real work. Returns (study id, key)."""
+    """Studies with trials (and one result) so reads do real work. Returns (study id, key).
+
+    Each spec is stored as ``POST /v1/studies`` stores it (``StudyCreate`` with every
+    default, about 1 kB of JSON), so a read renders what a real study's read renders."""
     store = Store(f"sqlite:///{data_dir / 'phitune.db'}")
+    stored = StudyCreate.model_validate(SPEC).model_dump(mode="json")
     first = ""
     for i in range(studies):
-        row, _ = store.create_study(SPEC, f"load {i}", idempotency_key=f"load-{i}")
+        row, _ = store.create_study(stored, f"load {i}", idempotency_key=f"load-{i}")
         first = first or row.id
         for t in range(8):
             store.upsert_trial(row.id, f"trial_{t:05d}", budget_steps=300,

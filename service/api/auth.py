@@ -36,14 +36,15 @@ def token_matches(given: str, expected: str) -> bool:
     return secrets.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
-def authorize(
+async def authorize(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
     """App-wide dependency: 401 unless the request carries the configured bearer token.
 
     A server without a token (only allowed on loopback, see ``Settings.check_exposure``) is
-    the single-user development mode and lets everything through.
+    the single-user development mode and lets everything through. ``async`` although it awaits
+    nothing: a plain ``def`` dependency would cost every request a thread-pool hop.
     """
     expected: str | None = getattr(request.app.state, "api_token", None)
     if expected is None:

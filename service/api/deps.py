@@ -1,4 +1,9 @@
-"""Shared FastAPI dependencies (``Annotated`` aliases), as in the full-stack FastAPI template."""
+"""Shared FastAPI dependencies (``Annotated`` aliases), as in the full-stack FastAPI template.
+
+They are ``async def`` because they only read ``app.state``: FastAPI runs a plain ``def``
+dependency in the thread pool, and a thread hop per dependency per request cost more than a
+study read's queries (``bench/results/load_api_wrk.md``).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +16,15 @@ from service.launch.runner import Runner
 from service.store import Store
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_runner(request: Request) -> Runner:
+async def get_runner(request: Request) -> Runner:
     return request.app.state.runner
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 

@@ -20,6 +20,7 @@ from service.api.routes import (
     studies,
 )
 from service.api.strict_json import StrictJSONMiddleware
+from service.api.study_json import StudyJSON
 from service.config import Settings, get_settings
 from service.errors import PhituneError
 from service.launch.lifecycle import reconcile, start_queued
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authorize)],
     )
     app.state.settings, app.state.api_token = settings, api_token
+    app.state.study_json = StudyJSON(settings)  # renders the polled study reads
     # outermost last: Host check, then the size limit, then strict JSON on a bounded body
     app.add_middleware(StrictJSONMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)

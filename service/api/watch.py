@@ -6,7 +6,9 @@ ones. Computed from the settings, so they cost nothing per request.
 
 from __future__ import annotations
 
+import os
 import shlex
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -36,15 +38,32 @@ def ray_mode(settings: Settings) -> str:
     return "per-study"
 
 
+@dataclass(frozen=True)
+class WatchRoots:
+    """What every study's watch fields derive from, computed once per settings: building
+    them per study (paths, the database URL) cost more than the rest of a page's row."""
+
+    tensorboard_root: str
+    optuna_storage: str | None
+    optuna_dashboard_command: str | None
+
+    @classmethod
+    def of(cls, settings: Settings) -> WatchRoots:
+        storage = optuna_storage(settings)
+        return cls(str(settings.ray_results_path), storage,
+                   _dashboard_command(storage) if storage else None)
+
+    def fields(self, study_id: str) -> dict[str, Any]:
+        """``tensorboard_logdir``, ``optuna_storage`` and ``optuna_dashboard_command`` of a
+        study (its Ray dashboard URL is stored by its driver)."""
+        return {"tensorboard_logdir": os.path.join(self.tensorboard_root, study_id),
+                "optuna_storage": self.optuna_storage,
+                "optuna_dashboard_command": self.optuna_dashboard_command}
+
+
 def study_watch_fields(settings: Settings, study_id: str) -> dict[str, Any]:
-    """``tensorboard_logdir``, ``optuna_storage`` and ``optuna_dashboard_command`` of a
-    study (its Ray dashboard URL is stored by its driver)."""
-    storage = optuna_storage(settings)
-    return {
-        "tensorboard_logdir": str(settings.ray_results_path / study_id),
-        "optuna_storage": storage,
-        "optuna_dashboard_command": _dashboard_command(storage) if storage else None,
-    }
+    """:meth:`WatchRoots.fields` of ``study_id`` for ``settings``."""
+    return WatchRoots.of(settings).fields(study_id)
 
 
 @lru_cache(maxsize=16)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -84,6 +85,9 @@ class StudyRow(Base):
 
 class TrialRow(Base):
     __tablename__ = "phitune_trials"
+    #: covering index of the trial summaries (:data:`TRIAL_SUMMARY`, the read views; 0006)
+    __table_args__ = (Index("ix_phitune_trials_summary", "study_id", "status", "budget_steps",
+                            "value"),)
 
     study_id: Mapped[str] = mapped_column(ForeignKey("phitune_studies.id"), primary_key=True)
     trial_id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
-from fastapi.responses import JSONResponse
-from pydantic_core import to_jsonable_python
 
 from service.api.auth import HIDDEN_ERROR, is_authenticated
 from service.api.deps import RunnerDep, SettingsDep, StoreDep
 from service.api.spec_checks import check_epoch_budget, check_spec_inputs
+from service.api.study_json import StudyJSON, progress_fields
 from service.api.watch import study_watch_fields
 from service.config import Settings
 from service.errors import (
@@ -50,8 +48,7 @@ from service.schemas import (
     TrialsPublic,
 )
 from service.store import Store, StudyRow, TrialSummary
-from service.store.views import StudyView, get_study_view, study_page
-from trainables.config import metric_mode
+from service.store.views import get_study_view, study_page
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
@@ -105,26 +102,15 @@ def validate_names(spec: StudyCreate) -> None:
             raise InvalidSpecError(str(exc), field="compare") from None
 
 
-def progress_of(store: Store | None, row: StudyRow | StudyView,
-                summary: TrialSummary | None = None) -> Progress:
+def progress_of(store: Store, row: StudyRow, summary: TrialSummary | None = None) -> Progress:
     """Trial counts and the best value at the longest finished horizon (see
     :class:`~service.store.TrialSummary`), from one aggregate query (or a page's ``summary``)."""
     if summary is None:
-        assert store is not None
         summary = store.trial_summaries([row.id]).get(row.id, TrialSummary())
-    mode = metric_mode(row.spec.get("metric", "val_accuracy"))
-    counts = summary.counts
-    return Progress(
-        trials_total=sum(counts.values()),
-        trials_running=counts.get("running", 0),
-        trials_finished=counts.get("terminated", 0) + counts.get("stopped_early", 0),
-        trials_failed=counts.get("error", 0),
-        best_value=summary.max_value if mode == "max" else summary.min_value,
-        best_value_steps=summary.best_steps,
-    )
+    return Progress(**progress_fields(summary, row.spec.get("metric", "val_accuracy")))
 
 
-def _public_fields(row: StudyRow | StudyView, progress: Progress,
+def _public_fields(row: StudyRow, progress: Progress,
                    settings: Settings | None) -> dict[str, Any]:
     """Every ``StudyPublic`` field but ``spec``, from the stored columns."""
     base = f"/v1/studies/{row.id}"
@@ -144,32 +130,9 @@ def to_public(store: Store, row: StudyRow, summary: TrialSummary | None = None,
                        **_public_fields(row, progress_of(store, row, summary), settings))
 
 
-def public_json(view: StudyView, settings: Settings, authenticated: bool) -> dict[str, Any]:
-    """A ``StudyPublic`` as JSON-ready data, built from stored columns: the spec is sent as
-    stored (validated at submit), not re-validated through ``StudyCreate`` on every read,
-    and the response is not re-validated by FastAPI either (the hot polling path)."""
-    fields = _public_fields(view, progress_of(None, view, view.summary), settings)
-    if fields["error"] and not authenticated:
-        fields["error"] = HIDDEN_ERROR
-    data = dict(_PUBLIC_DEFAULTS)
-    for key, value in fields.items():
-        if isinstance(value, datetime):
-            value = value.isoformat().replace("+00:00", "Z")  # as pydantic writes UTC
-        elif key == "progress":
-            value = value.model_dump()
-        elif key == "links":
-            value = {k: {"href": v.href} for k, v in value.items()}
-        data[key] = value
-    data["spec"] = view.spec
-    return data
-
-
-#: ``StudyPublic`` fields :func:`_public_fields` does not set, at their JSON defaults (a
-#: field added to the schema appears here by itself; a test compares with ``to_public``).
-_PUBLIC_DEFAULTS: dict[str, Any] = {
-    name: to_jsonable_python(field.get_default(call_default_factory=True))
-    for name, field in StudyPublic.model_fields.items() if not field.is_required()
-}
+def study_json(request: Request) -> StudyJSON:
+    """The app's renderer of study reads (built once from its settings in ``create_app``)."""
+    return request.app.state.study_json
 
 
 def _get(store: Store, study_id: str) -> StudyRow:
@@ -258,7 +221,6 @@ def create_study(
 @router.get("", response_model=StudiesPublic)
 def list_studies(
     store: StoreDep,
-    settings: SettingsDep,
     request: Request,
     status_filter: Annotated[
         Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
@@ -267,22 +229,23 @@ def list_studies(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> StudiesPublic:
-    """Newest first; ``count`` is the total matching ``status``. Built from stored columns
-    (:func:`public_json`), so a page costs two indexed queries and no validation."""
+    """Newest first; ``count`` is the total matching ``status``. Rendered from stored columns
+    (:mod:`service.api.study_json`): a page costs one indexed query and no validation."""
     views, total = study_page(store, status=status_filter, limit=limit, offset=offset)
-    authenticated = is_authenticated(request)
-    return JSONResponse({"data": [public_json(v, settings, authenticated)  # type: ignore[return-value]
-                                  for v in views], "count": total})
+    body = study_json(request).page(views, total, is_authenticated(request))
+    return Response(body, media_type="application/json")  # type: ignore[return-value]
 
 
 @router.get("/{study_id}", response_model=StudyPublic,
             responses={404: {"description": "unknown study"}})
-def get_study(study_id: str, store: StoreDep, settings: SettingsDep,
-              request: Request) -> StudyPublic:
+def get_study(study_id: str, store: StoreDep, request: Request) -> StudyPublic:
+    """One study with its progress: one query, rendered from stored columns (the polling
+    path of clients and agents)."""
     view = get_study_view(store, study_id)
     if view is None:
         raise StudyNotFoundError(study_id)
-    return JSONResponse(public_json(view, settings, is_authenticated(request)))  # type: ignore[return-value]
+    body = study_json(request).study(view, is_authenticated(request))
+    return Response(body, media_type="application/json")  # type: ignore[return-value]
 
 
 @router.get("/{study_id}/trials", response_model=TrialsPublic,
