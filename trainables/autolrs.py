@@ -405,12 +405,23 @@ def _search(p: _Prepared, stage: Stage, settings: AutoLRSSettings, incumbent: fl
             # diverged candidate counts as 10 x the loss it started from
             start = float(losses[0]) if losses.size and math.isfinite(losses[0]) else 1e5
             study.tell(trial, value if math.isfinite(value) else 10.0 * abs(start) + 1.0)
-            candidates.append({"lr": lr, "forecast": value, "steps": int(losses.size),
-                               "last_loss": float(losses[-1]) if losses.size else math.nan,
-                               "a": a, "b": b, "c": c})
+            # non-finite numbers are recorded as None: results are stored as strict JSON
+            candidates.append({"lr": lr, "forecast": _finite(value), "steps": int(losses.size),
+                               "last_loss": _finite(losses[-1]) if losses.size else None,
+                               "a": _finite(a), "b": _finite(b), "c": _finite(c)})
     finally:
         optuna.logging.set_verbosity(verbosity)
     return candidates, trained
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _rank(candidate: Mapping[str, Any]) -> tuple[float, float]:
+    """Best forecast first (a diverged candidate, forecast None, last); ties: the lower lr."""
+    forecast = candidate["forecast"]
+    return (math.inf if forecast is None else forecast, candidate["lr"])
 
 
 def run_autolrs(
@@ -432,7 +443,8 @@ def run_autolrs(
     (``val_perplexity`` for LMs), ``lr`` (the stage's), ``samples_per_s``,
     ``trained_steps_total`` (every step trained so far, candidates included),
     ``autolrs_stages`` (per stage: ``start``, ``tau``, ``tau_prime``, ``lr``, ``forecast``
-    and its ``candidates``) and ``done``. ``state`` (None when ``checkpoint_every < 0``)
+    and its ``candidates``, each with ``lr``, ``forecast`` (None: it diverged), ``steps``,
+    ``last_loss`` and the fit's ``a``, ``b``, ``c``) and ``done``. ``state`` (None when ``checkpoint_every < 0``)
     resumes the run at that stage boundary as ``resume_state``.
 
     Raises :class:`AutoLRSSettingsError` for settings that do not fit the budget, ConfigError
@@ -477,7 +489,7 @@ def run_autolrs(
         if stage.tau_prime and settings.candidates:
             candidates, searched = _search(p, stage, settings, incumbent, ckpt)
             trained_total += searched
-            best = min(candidates, key=lambda c: (c["forecast"], c["lr"]))
+            best = min(candidates, key=_rank)
             incumbent, forecast = best["lr"], best["forecast"]
             _restore(p, ckpt)
         losses = _train(p, incumbent, stage.tau)

@@ -117,7 +117,8 @@ def test_each_stage_trains_the_candidate_with_the_best_forecast():
     for s in stages:
         cands = s["candidates"]
         assert len(cands) == 3
-        best = min(cands, key=lambda c: (c["forecast"], c["lr"]))
+        best = min(cands, key=lambda c: (math.inf if c["forecast"] is None else c["forecast"],
+                                         c["lr"]))
         assert s["lr"] == best["lr"] and s["forecast"] == best["forecast"]
         # the first candidate is the incumbent, the rest from the GP inside [lr/10, 10·lr]
         assert cands[0]["lr"] == pytest.approx(incumbent)

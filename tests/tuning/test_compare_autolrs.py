@@ -5,6 +5,8 @@ refused when the spec is built."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import ray
 
@@ -83,7 +85,8 @@ def test_compare_autolrs_runs_on_the_evaluation_seeds_with_its_compute(local_ray
         stages = run["stages"]
         assert [(s["start"], s["tau"]) for s in stages] == [(0, 6), (6, 12), (18, 24), (42, 18)]
         for s in stages:  # each stage trained the candidate with the best forecast
-            best = min(s["candidates"], key=lambda c: (c["forecast"], c["lr"]))
+            best = min(s["candidates"], key=lambda c: (
+                math.inf if c["forecast"] is None else c["forecast"], c["lr"]))
             assert s["lr"] == best["lr"]
         searched = sum(c["steps"] for s in stages for c in s["candidates"])
         assert run["trained_steps_total"] == 60 + searched
