@@ -7,10 +7,12 @@ baselines it is compared with, as pure :class:`Schedule` objects and torch sched
 0.02851
 
 Drop-in use elsewhere (``_interop``): ``get_uba_schedule`` (Hugging Face signature, a
-``LambdaLR``), ``StepUpdateScheduler`` (timm's ``step_update``), ``lightning_scheduler_config``
-(Lightning's ``configure_optimizers``), ``scheduler_from_best`` (a tuned result, one call).
+``LambdaLR``; ``get_refined_schedule`` likewise for a refined one), ``StepUpdateScheduler``
+(timm's ``step_update``), ``lightning_scheduler_config`` (Lightning's
+``configure_optimizers``), ``scheduler_from_best`` (a tuned result, one call).
 
 Modules: ``_uba`` (Eq. 5, :data:`DEFAULT_VARIANT`), ``_baselines`` (other curves),
+``_refined`` (refinement from gradient norms, Defazio et al. 2023),
 ``_registry`` (names and parameters), ``_schedule`` (:class:`Schedule`), ``_torch``
 (``ScheduleLR``), ``_ubalr`` (``UBALR``), ``_interop`` (HF / timm / Lightning / best result),
 ``fit`` (Table 1 fits), ``plot`` (PNG plots).
@@ -26,11 +28,13 @@ from ._base import (
 from ._interop import (
     SCHEDULER_STYLES,
     StepUpdateScheduler,
+    get_refined_schedule,
     get_uba_schedule,
     lightning_scheduler_config,
     schedule_from_best,
     scheduler_from_best,
 )
+from ._refined import REFINED_OPTIMIZERS, median_smooth, refined_multipliers
 from ._registry import SCHEDULES, schedule_names
 from ._schedule import Schedule, create_schedule
 from ._torch import ScheduleLR
@@ -43,6 +47,7 @@ __all__ = [
     "SCHEDULES",
     "UBALR",
     "UBA_VARIANTS",
+    "REFINED_OPTIMIZERS",
     "ParamInfo",
     "Schedule",
     "ScheduleError",
@@ -54,8 +59,11 @@ __all__ = [
     "UnknownScheduleError",
     "create_schedule",
     "equal_boundaries",
+    "get_refined_schedule",
     "get_uba_schedule",
     "lightning_scheduler_config",
+    "median_smooth",
+    "refined_multipliers",
     "schedule_from_best",
     "scheduler_from_best",
     "schedule_names",

@@ -3,6 +3,7 @@
 * Hugging Face: :func:`get_uba_schedule` has the signature of ``transformers``'
   ``get_*_schedule_with_warmup`` and returns a ``LambdaLR`` whose factor multiplies the
   optimizer's LR, so ``Trainer(optimizers=(opt, sched))`` or a plain loop uses it as is.
+  :func:`get_refined_schedule` does the same for a refined schedule (any optimizer).
 * timm: :class:`StepUpdateScheduler` implements timm's scheduler protocol
   (``step_update(num_updates)`` after each update, ``step(epoch)`` a no-op as with timm's
   ``t_in_epochs=False``), so ``train_one_epoch``-style loops drive it unchanged.
@@ -33,6 +34,7 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
+from ._refined import DEFAULT_WINDOW_FRAC
 from ._registry import SCHEDULES
 from ._schedule import Schedule, create_schedule
 from ._uba import DEFAULT_VARIANT
@@ -40,6 +42,7 @@ from ._uba import DEFAULT_VARIANT
 __all__ = [
     "SCHEDULER_STYLES",
     "StepUpdateScheduler",
+    "get_refined_schedule",
     "get_uba_schedule",
     "lightning_scheduler_config",
     "schedule_from_best",
@@ -115,6 +118,49 @@ def get_uba_schedule(
     else:
         params["phases"] = phases
     schedule = create_schedule("uba", num_training_steps, **params)
+    return LambdaLR(optimizer, _ScheduleFactor(schedule), last_epoch=last_epoch)
+
+
+def refined_optimizer_kind(optimizer: Optimizer) -> str:
+    """The refinement family of a torch optimizer, from its class name: ``adam`` for the Adam
+    type (Adam, AdamW, NAdam, RAdam, Adamax, schedule-free AdamW), ``sgd`` for SGD."""
+    name = type(optimizer).__name__.lower()
+    if "adam" in name:
+        return "adam"
+    if "sgd" in name:
+        return "sgd"
+    raise ValueError(f"optimizer_kind: cannot tell the family of {type(optimizer).__name__}; "
+                     "pass optimizer_kind='sgd' (l2 norms) or 'adam' (l1 norms)")
+
+
+def get_refined_schedule(
+    optimizer: Optimizer,
+    num_training_steps: int,
+    norms: Sequence[float],
+    *,
+    optimizer_kind: str | None = None,
+    window_frac: float = DEFAULT_WINDOW_FRAC,
+    last_epoch: int = -1,
+) -> LambdaLR:
+    """The refined schedule of one run's gradient norms (Defazio et al. 2023) as a
+    ``LambdaLR``, in ``transformers``' scheduler style: the factor of 0-based step ``i`` is
+    ``create_schedule("refined", num_training_steps, norms=norms, ...).lr(i)`` in relative
+    mode (peak 1, 0 on the last update), multiplying each param group's LR.
+
+    ``norms`` holds one gradient norm per update of the run being refined (ℓ2 for SGD, ℓ1 for
+    Adam-type; phitune records them per trial); ``optimizer_kind`` (``sgd``, ``adam``,
+    ``adamw``) defaults to the family of ``optimizer``'s class. Call ``step()`` once after
+    every optimizer update. Bad norms raise ``ScheduleParamError`` naming ``norms``.
+
+    >>> import torch
+    >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    >>> sched = get_refined_schedule(opt, 3, [1.0, 1.0, 1.0])
+    >>> [sched.lr_lambdas[0](i) for i in range(3)]
+    [1.0, 0.5, 0.0]
+    """
+    kind = optimizer_kind if optimizer_kind is not None else refined_optimizer_kind(optimizer)
+    schedule = create_schedule("refined", num_training_steps, norms=list(norms),
+                               optimizer=kind, window_frac=window_frac)
     return LambdaLR(optimizer, _ScheduleFactor(schedule), last_epoch=last_epoch)
 
 

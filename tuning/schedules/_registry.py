@@ -13,6 +13,7 @@ from typing import Any
 
 from . import _baselines as B
 from ._base import Curve, ParamInfo, ScheduleInfo, ScheduleParamError
+from ._refined import DEFAULT_WINDOW_FRAC, REFINED_OPTIMIZERS, build_refined
 from ._uba import DEFAULT_VARIANT, UBA_VARIANTS, UBACurve, equal_boundaries
 
 __all__ = ["SCHEDULES", "schedule_names"]
@@ -199,6 +200,23 @@ _ENTRIES = [
                    choices=("linear", "cosine", "sqrt")),
          _WARMUP],
         B.build_wsd),
+    _info(
+        "refined",
+        "refinement of one run's gradient norms (Defazio et al. 2023): w = Ĝ^-2 (SGD) or "
+        "Ĝ^-1 (Adam), eta_t ∝ w_t Σ_{p>t} w_p, peak eta_max, 0 on the last step; constant "
+        "norms = linear decay",
+        [_eta_max(),
+         ParamInfo("norms", "float_list", None,
+                   "gradient norm of every update of the run being refined (length "
+                   "total_steps; l2 for SGD, l1 for Adam-type); null = constant norms",
+                   low=0.0, low_open=True, nullable=True),
+         ParamInfo("optimizer", "str", "sgd",
+                   "optimizer family of the norms: sgd (w = Ĝ^-2) or adam/adamw (w = Ĝ^-1)",
+                   choices=REFINED_OPTIMIZERS),
+         ParamInfo("window_frac", "float", DEFAULT_WINDOW_FRAC,
+                   "median-filter width as a fraction of the run (odd, >= 1 step)", low=0.0,
+                   high=1.0)],
+        build_refined),
 ]
 
 #: name -> :class:`ScheduleInfo` (description, parameters with kinds/defaults/bounds).

@@ -22,6 +22,14 @@ def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def _short(value: Any) -> str:
+    """``repr`` of a parameter, a long list (refined's per-step norms) shortened."""
+    if isinstance(value, list) and len(value) > 8:
+        head = ", ".join(repr(v) for v in value[:3])
+        return f"[{head}, ..., {value[-1]!r}] ({len(value)} values)"
+    return repr(value)
+
+
 @dataclass(frozen=True, eq=False)
 class Schedule:
     """A learning-rate schedule over ``total_steps`` optimizer updates, as a pure function.
@@ -136,7 +144,7 @@ class Schedule:
         return (_rebuild, (self.name, self.total_steps, dict(self.params)))
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{k}={_jsonable(v)!r}" for k, v in self.params.items())
+        inner = ", ".join(f"{k}={_short(_jsonable(v))}" for k, v in self.params.items())
         return f"Schedule({self.name!r}, total_steps={self.total_steps}, {inner})"
 
 
