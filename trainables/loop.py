@@ -16,6 +16,10 @@ Why these choices:
   detected (the exact diverging step is still known). Un-augmented uint8 data is
   normalised once on the device when the float copy is small (``_PRENORMALIZE_MAX_BYTES``),
   as a hand-written loop would, instead of per batch.
+* **Gradient norms recorded.** Every update's gradient norm (ℓ2 for SGD, ℓ1 for Adam-type;
+  :mod:`trainables.grad_norms`) is queued on the device and read with the losses; the final
+  report carries the whole sequence, which refinement (Defazio et al. 2023) turns into a
+  schedule for the same budget.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import torch.nn.functional as F
 from trainables.config import SCHEDULE_FREE, TrainConfig
 from trainables.datasets import DataBundle, steps_per_epoch
 from trainables.errors import ConfigError, DivergedError
+from trainables.grad_norms import GRAD_NORMS, GradNormRecorder, norm_type
 from trainables.preflight import check_trial_memory, count_parameters
 from trainables.registry import BUILTIN_DATASETS, build_model, get_dataset
 
@@ -49,7 +54,7 @@ CHECKPOINT_VERSION = 1
 
 __all__ = ["EpochSampler", "TrainConfig", "build_scheduler", "run_training", "steps_per_epoch"]
 
-Report = Callable[[dict[str, float], "dict[str, Any] | None"], None]
+Report = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
 
 
 # --------------------------------------------------------------------------- config
@@ -382,7 +387,8 @@ def run_training(
     *,
     resume_state: dict[str, Any] | None = None,
     bundle: DataBundle | None = None,
-) -> dict[str, float]:
+    record_grad_norms: bool = True,
+) -> dict[str, Any]:
     """Train for exactly ``config["total_steps"]`` optimizer steps and report as it goes.
 
     Trial config keys (flat JSON): ``model``, ``model_kwargs``, ``dataset``,
@@ -401,6 +407,11 @@ def run_training(
     last report). ``state`` is a CPU snapshot to pass back as ``resume_state`` (None when
     ``checkpoint_every < 0``). Validation runs at every report so each one carries fresh
     metrics (Tune's strict metric check and ASHA need them).
+
+    The last report also carries ``grad_norms``: the gradient norm of every update
+    (:meth:`trainables.grad_norms.GradNorms.to_dict`; ℓ2 for SGD, ℓ1 for Adam-type), part of
+    the checkpoint state too, so a resumed run reports the uninterrupted sequence.
+    ``record_grad_norms=False`` skips them (the overhead bench's reference).
 
     ``bundle`` lets a caller that already loaded the data (benchmarks) skip loading it again.
 
@@ -435,15 +446,26 @@ def run_training(
         window_loss = float(resume_state.get("window_loss", 0.0))
         window_steps = int(resume_state.get("window_steps", 0))
         logger.info("resuming %s/%s at step %d", cfg.model, cfg.dataset, start_step)
-        if start_step >= cfg.total_steps:  # restored from the final checkpoint: nothing to do
-            with _evaluation_weights(p):
-                final = evaluate(p.forward, p.model, p.bundle, cfg, p.device)
-            return {
-                "step": start_step,
-                **final,
-                "lr": p.optimizer.param_groups[0]["lr"],
-                "done": True,
-            }
+    recorder: GradNormRecorder | None = None
+    if record_grad_norms:
+        recorder = GradNormRecorder(list(p.model.parameters()), norm_type(cfg.optimizer),
+                                    cfg.total_steps, start_step=start_step)
+        if resume_state is not None and resume_state.get(GRAD_NORMS) is not None:
+            recorder.load_state_dict(resume_state[GRAD_NORMS])
+    if resume_state is not None and start_step >= cfg.total_steps:
+        # restored from the final checkpoint: nothing to do
+        with _evaluation_weights(p):
+            final = evaluate(p.forward, p.model, p.bundle, cfg, p.device)
+        out: dict[str, Any] = {
+            "step": start_step,
+            **final,
+            "lr": p.optimizer.param_groups[0]["lr"],
+            "done": True,
+        }
+        norms = recorder.result() if recorder is not None else None
+        if norms is not None:
+            out[GRAD_NORMS] = norms.to_dict()
+        return out
 
     buf: list[torch.Tensor] = []  # detached per-step losses, still on the device
     buf_lrs: list[float] = []
@@ -451,7 +473,7 @@ def run_training(
     last_lr = p.optimizer.param_groups[0]["lr"]
     n_samples = 0
     train_time = 0.0
-    metrics: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
     sync = torch.cuda.synchronize if p.device.type == "cuda" else (lambda: None)
     x_all, y_all = p.bundle.train_x, p.bundle.train_y
     augment = p.bundle.augment
@@ -473,6 +495,8 @@ def run_training(
         buf_first_step = upto + 1
         buf.clear()
         buf_lrs.clear()
+        if recorder is not None:
+            recorder.flush()
 
     t0 = time.perf_counter()
     for step in range(start_step + 1, cfg.total_steps + 1):
@@ -487,6 +511,8 @@ def run_training(
             loss = loss_fn(out, y)
         p.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if recorder is not None:
+            recorder.record()
         p.optimizer.step()
         p.scheduler.step()
         buf.append(loss.detach())
@@ -513,6 +539,10 @@ def run_training(
         }
         if p.bundle.task == "lm":
             metrics["tokens_per_s"] = metrics["samples_per_s"] * p.bundle.input_shape[0]
+        if step == cfg.total_steps and recorder is not None:
+            norms = recorder.result()
+            if norms is not None:
+                metrics[GRAD_NORMS] = norms.to_dict()
         if not math.isfinite(metrics["val_loss"]):
             raise DivergedError(step, metrics["val_loss"], last_lr)
         if (cfg.divergence_factor and start_loss is not None
@@ -536,6 +566,7 @@ def run_training(
                     "window_loss": 0.0,
                     "window_steps": 0,
                     "start_loss": start_loss,
+                    **({GRAD_NORMS: recorder.state_dict()} if recorder is not None else {}),
                 }
             )
         logger.debug("step %d: %s", step, metrics)
