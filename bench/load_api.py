@@ -267,8 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="phitune-load-") as tmp:
         data_dir = Path(tmp)
         study_id, key = seed_store(data_dir, args.studies)
+        # no scenario starts a study (the POST replays an existing one), so no Ray: without
+        # per-study, `phitune serve` would start the shared head, which outlives the server
         env = {"PHITUNE_API_TOKEN": TOKEN, "PHITUNE_RECONCILE_INTERVAL_S": "0",
-               "PHITUNE_MAX_CONCURRENT_STUDIES": str(args.studies + 10)}
+               "PHITUNE_MAX_CONCURRENT_STUDIES": str(args.studies + 10),
+               "PHITUNE_LOCAL_RAY": "per-study"}
         proc, url = start_api(data_dir, None, data_dir / "api.log", extra_env=env)
         scenarios = {
             "GET study": {"method": "GET", "url": f"/v1/studies/{study_id}"},

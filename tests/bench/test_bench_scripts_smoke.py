@@ -4,19 +4,25 @@ of them can rot (the full sizes run by hand: see bench/README.md)."""
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.ray_heads import RUN_MARKER
+
 ROOT = Path(__file__).parents[2]
 
 
 def run_script(*args: str, timeout: float = 300) -> None:
+    """A fresh environment, as a user's shell would give: only the run's marker is kept (so a
+    Ray head the script leaves is found and fails the run, ``tests/conftest.py``)."""
     out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
                          timeout=timeout, env={"PYHESSIAN_DIR": "", "PATH": "/usr/bin:/bin",
-                                               "HOME": str(Path.home())})
+                                               "HOME": str(Path.home()),
+                                               RUN_MARKER: os.environ[RUN_MARKER]})
     assert out.returncode == 0, out.stderr[-3000:]
 
 
