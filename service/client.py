@@ -34,6 +34,7 @@ from service.schemas import (
     BudgetsPublic,
     CurvatureCreate,
     CurvatureJobPublic,
+    GradNormsPublic,
     PhiRecommendation,
     Recommendation,
     StudiesPublic,
@@ -227,6 +228,11 @@ class _Api:
                                     offset=offset))
 
     @staticmethod
+    def grad_norms(study_id: str, trial_id: str) -> _Call:
+        return _Call("GET", f"/v1/studies/{study_id}/trials/{trial_id}/grad_norms",
+                     _model(GradNormsPublic))
+
+    @staticmethod
     def result(study_id: str) -> _Call:
         return _Call("GET", f"/v1/studies/{study_id}/result", _model(StudyResultPublic))
 
@@ -362,6 +368,12 @@ class PhiTuneClient:
                offset: int = 0) -> TrialsPublic:
         return self._send(_Api.trials(study_id, status, budget_steps, limit, offset))
 
+    def grad_norms(self, study_id: str, trial_id: str) -> GradNormsPublic:
+        """The gradient norm of every update of a finished trial (:class:`NotFound` when it
+        has none): ``create_schedule("refined", g.total_steps, norms=g.per_step(),
+        optimizer=g.refine_optimizer(), eta_max=lr)`` refines that run."""
+        return self._send(_Api.grad_norms(study_id, trial_id))
+
     def result(self, study_id: str) -> StudyResultPublic:
         return self._send(_Api.result(study_id))
 
@@ -488,6 +500,9 @@ class AsyncPhiTuneClient:
                      budget_steps: int | None = None, limit: int = 1000,
                      offset: int = 0) -> TrialsPublic:
         return await self._send(_Api.trials(study_id, status, budget_steps, limit, offset))
+
+    async def grad_norms(self, study_id: str, trial_id: str) -> GradNormsPublic:
+        return await self._send(_Api.grad_norms(study_id, trial_id))
 
     async def result(self, study_id: str) -> StudyResultPublic:
         return await self._send(_Api.result(study_id))

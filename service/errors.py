@@ -58,6 +58,17 @@ class StudyNotFoundError(PhituneError):
         super().__init__(f"study {study_id!r} not found")
 
 
+class GradNormsNotFoundError(PhituneError):
+    """The trial has no recorded gradient norms (unknown trial, still running, failed, or
+    trained before norms were recorded)."""
+
+    status_code = 404
+
+    def __init__(self, study_id: str, trial_id: str) -> None:
+        super().__init__(f"no gradient norms for trial {trial_id!r} of study {study_id!r}: "
+                         "norms are stored when a trial finishes its budget")
+
+
 class ResultNotReadyError(PhituneError):
     status_code = 409
 

@@ -501,6 +501,31 @@ class TrialsPublic(BaseModel):
     count: int
 
 
+class GradNormsPublic(BaseModel):
+    """``GET /v1/studies/{id}/trials/{trial_id}/grad_norms``: the gradient norm of every update
+    of one finished trial, in the norm its optimizer uses (``l2`` SGD, ``l1`` Adam-type), the
+    input of a refined schedule (Defazio et al. 2023). ``values[j]`` is the mean norm of
+    updates ``j·stride .. (j+1)·stride - 1``: ``stride`` is 1 (one value per update) up to
+    20 000 steps. A value that was not finite reads as null. Mirror of
+    ``trainables.grad_norms.GradNorms`` plus ``trial_id``."""
+
+    trial_id: str
+    norm: Literal["l1", "l2"]
+    total_steps: int
+    stride: int
+    values: list[float | None]
+
+    def per_step(self) -> list[float | None]:
+        """One value per update (``total_steps`` of them): the ``norms`` of
+        ``create_schedule("refined", total_steps, norms=..., optimizer=...)``."""
+        out = [v for v in self.values for _ in range(self.stride)]
+        return out[: self.total_steps]
+
+    def refine_optimizer(self) -> str:
+        """The ``optimizer`` family of the refined schedule: ``sgd`` for l2, ``adam`` for l1."""
+        return "sgd" if self.norm == "l2" else "adam"
+
+
 class BestSchedule(BaseModel):
     """The recommended schedule: ``best.to_scheduler(optimizer)`` drives a torch optimizer with
     it (or use ``lr_curve`` directly: η for each of the ``total_steps`` updates, Eq. (5)).

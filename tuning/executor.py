@@ -21,6 +21,7 @@ from typing import Any
 from ray import tune
 
 from trainables.config import TrainConfig, trained_steps
+from trainables.grad_norms import GRAD_NORMS
 from trainables.tune_trainable import TRIAL_KEY
 from tuning.arms import LR, PHASES, PHI, UBA, arm_config
 from tuning.failed_trials import guard_for
@@ -66,6 +67,7 @@ class SinkCallback(tune.Callback):
             "schedule", "arm", "optimizer", PHI, PHASES, LR, "seed", "candidate", "stage")
         params = {k: config[k] for k in keys if config.get(k) is not None}
         params["kind"] = self.kind
+        norms = result.get(GRAD_NORMS) if status != "running" else None
         return TrialRecord(
             trial_id=trial.trial_id,
             budget_steps=self.budget_steps,
@@ -75,6 +77,7 @@ class SinkCallback(tune.Callback):
             metrics=metrics,
             error=error,
             node_ip=result.get("node_ip"),
+            grad_norms=dict(norms) if isinstance(norms, dict) else None,
         )
 
     def _emit(self, record: TrialRecord) -> None:

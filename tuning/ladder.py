@@ -23,7 +23,10 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from trainables.grad_norms import GradNorms
 
 K = TypeVar("K", bound=Hashable)
 
@@ -117,6 +120,15 @@ class Outcome:
     @property
     def completed(self) -> bool:
         return self.status == "terminated" and self.value is not None
+
+    @property
+    def grad_norms(self) -> GradNorms | None:
+        """The run's per-update gradient norms from its final report (None when it has none,
+        e.g. it failed): ``create_schedule("refined", steps, eta_max=lr,
+        **outcome.grad_norms.schedule_params())`` is its refinement (Defazio et al. 2023)."""
+        from trainables.grad_norms import GradNorms  # torch: not needed to read the plan
+
+        return GradNorms.from_metrics(self.metrics)
 
 
 def compute_units(steps_trained: int | float, total_steps: int) -> float:

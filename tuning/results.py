@@ -33,6 +33,9 @@ class TrialRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     node_ip: str | None = None
+    #: The gradient norm of every update (``trainables.grad_norms.GradNorms.to_dict``: norm,
+    #: total_steps, stride, values), set on the event that ends a trial when it reported them.
+    grad_norms: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
