@@ -244,3 +244,15 @@ def test_the_trial_object_carries_the_schedule_and_checks_reports() -> None:
         trial.report({"step": 5, "val_loss": float("nan")})
     with pytest.raises(TrialReportError, match="without the final report"):
         trial.finish()
+
+
+def test_the_readme_snippet_runs_as_written(local_ray, tmp_path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("<!-- library:begin -->")[1].split("<!-- library:end -->")[0]
+    (block,) = section.split("```python\n")[1:]
+    code = block.split("```")[0].replace("/tmp/phitune-readme", str(tmp_path))
+    ns: dict = {"__name__": "readme_library"}  # not importable: Ray pickles train_fn by value
+    exec(compile(code, "README library mode", "exec"), ns)
+    result = ns["result"]
+    assert result.best.total_steps == 40 and np.isfinite(result.best.value)
+    assert [r.steps for r in result.rungs] == [20, 40] and result.rungs[0].num_trials == 4
