@@ -212,7 +212,7 @@ def main_wrk(args: argparse.Namespace) -> int:
     fig.savefig(args.out / "load_api_wrk.png", dpi=120, bbox_inches="tight")
     info = machine_info()
     command = (f"python -m bench.load_api --wrk --duration {args.duration:g} "
-               f"--rounds {args.rounds}")
+               f"--rounds {args.rounds}" + (" --note ..." if args.note else ""))
     lines = [f"# API throughput relative to /healthz ({args.clients} connections, wrk)", "",
              provenance_md(info, command, "n/a (no randomness)"), "",
              "| scenario | median req/s | median × /healthz | goal |", "|---|---|---|---|"]
@@ -235,6 +235,8 @@ def main_wrk(args: argparse.Namespace) -> int:
               "and the median over rounds is reported. `/healthz` itself goes through the "
               "same middleware and auth dependency as the other routes.", "",
               "![throughput ratios](load_api_wrk.png)", ""]
+    if args.note:
+        lines[-2:-2] = [args.note, ""]
     (args.out / "load_api_wrk.md").write_text("\n".join(lines))
     return 0
 
@@ -256,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="throughput relative to /healthz with wrk (issue #12 goals)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="--wrk: rounds of (/healthz, GET study, GET list(20))")
+    parser.add_argument("--note", default="",
+                        help="--wrk: a paragraph added to the report (e.g. a before/after)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.wrk:
