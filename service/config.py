@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     tune_checkpoint_s: float = Field(
         1.0, gt=0, description="Tune experiment-state save period of a driver (resume window)"
     )
+    # agent mode (trainer: external) --------------------------------------------------------------
+    lease_ttl_s: float = Field(
+        60.0, gt=0, le=86_400, description="an agent's lease on an external trial lasts this "
+        "long after its claim or last heartbeat (agents heartbeat every third of it); past it "
+        "the trial is offered again and the old lease's report is refused (409)")
+    external_poll_s: float = Field(
+        1.0, gt=0, le=60, description="how often a driver's proxy trial reads the store for "
+        "its agent's result")
     # experiment trackers (optional extras, off by default) --------------------------------------
     mlflow_tracking_uri: str | None = Field(
         None, description="log every trial to MLflow at this tracking URI (file:/path, "

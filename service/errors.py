@@ -106,3 +106,37 @@ class StudyStateError(PhituneError):
     """The request does not fit the study's current state (e.g. resuming a running study)."""
 
     status_code = 409
+
+
+class LeaseNotFoundError(PhituneError):
+    status_code = 404
+
+    def __init__(self, lease_id: str) -> None:
+        super().__init__(f"lease {lease_id!r} not found")
+
+
+class LeaseHolderError(PhituneError):
+    """A lease is reported or renewed by someone other than the agent that claimed it."""
+
+    status_code = 403
+
+    def __init__(self, lease_id: str) -> None:
+        super().__init__(f"lease {lease_id!r} belongs to another agent (token and "
+                         "X-Phitune-Agent of its claim); an agent can only report its own trial")
+
+
+class LeaseConflictError(PhituneError):
+    """The lease can no longer be renewed or reported: it expired (the trial was or will be
+    offered again), another lease replaced it, or it reported a different result already."""
+
+    status_code = 409
+
+
+class StudyEndedError(PhituneError):
+    """The study ended (succeeded, failed, cancelled): nothing more to train. An agent stops."""
+
+    status_code = 410
+
+    def __init__(self, study_id: str, status: str) -> None:
+        super().__init__(f"study {study_id!r} is {status}: no trials to train")
+        self.status = status

@@ -235,13 +235,30 @@ class ResourcesSpec(_Strict):
         return self
 
 
+#: Who trains a study's trials: ``builtin`` (the server's Ray trains a registered model on a
+#: registered dataset) or ``external`` (agents train the user's own code; see :class:`TrialFile`).
+Trainer = Literal["builtin", "external"]
+#: Fields that name what phitune would train: required by ``builtin``, refused by ``external``.
+BUILTIN_ONLY_FIELDS = ("model", "model_kwargs", "dataset", "dataset_kwargs")
+
+
 class StudyCreate(_Strict):
-    """A tuning request: which run to tune, for which budget, how hard to search."""
+    """A tuning request: which run to tune, for which budget, how hard to search.
+
+    ``trainer: external`` (agent mode): the server plans the study as usual but trains
+    nothing; agents claim its trials (``POST /v1/studies/{id}/leases``), run the user's own
+    code and report the metric. Such a study names no model or dataset (phitune never sees
+    them), gives its budget in ``budget.steps`` and measures no curvature."""
 
     name: str | None = Field(None, max_length=200)
-    model: str = Field(..., min_length=1, max_length=100, examples=["mlp"])
+    trainer: Trainer = Field(
+        "builtin", description="builtin: the server trains `model` on `dataset`; external: "
+        "agents (`phitune agent`) train your own code, no model or dataset given")
+    model: str | None = Field(None, min_length=1, max_length=100, examples=["mlp"],
+                              description="registered model (trainer builtin: required)")
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    dataset: str = Field(..., min_length=1, max_length=100, examples=["digits"])
+    dataset: str | None = Field(None, min_length=1, max_length=100, examples=["digits"],
+                                description="registered dataset (trainer builtin: required)")
     dataset_kwargs: dict[str, Any] = Field(default_factory=dict)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     batch_size: int = Field(128, ge=1, le=65536)
@@ -302,6 +319,31 @@ class StudyCreate(_Strict):
     curvature: bool = Field(
         False, description="estimate the Hessian spectrum first; its φ suggestions warm-start "
         "the search and are compared with the tuned φ")
+
+    @model_validator(mode="after")
+    def _trainer_fields(self) -> StudyCreate:
+        """``builtin`` needs a model and a dataset; ``external`` trains neither, so naming one
+        (or what needs one: curvature, epochs, the schedule-free arm) is an error naming it."""
+        if self.trainer == "builtin":
+            for name in ("model", "dataset"):
+                if getattr(self, name) is None:
+                    raise ValueError(f"{name}: required with trainer 'builtin' (or set "
+                                     "trainer: external to train your own code with agents)")
+            return self
+        for name in BUILTIN_ONLY_FIELDS:
+            if name in self.model_fields_set and getattr(self, name):
+                raise ValueError(f"{name}: not allowed with trainer 'external' (your agents "
+                                 "bring their own model and data; remove it)")
+        if self.budget.steps is None:
+            raise ValueError("budget.epochs: trainer 'external' needs budget.steps (phitune "
+                             "does not know your dataset's size)")
+        if self.curvature:
+            raise ValueError("curvature: not available with trainer 'external' (it measures "
+                             "a registered model's Hessian)")
+        if "schedulefree" in self.compare:
+            raise ValueError("compare: 'schedulefree' needs phitune to build the optimizer; "
+                             "with trainer 'external' compare schedules only")
+        return self
 
     @model_validator(mode="after")
     def _compare_lrs_positive(self) -> StudyCreate:
@@ -823,3 +865,77 @@ class CurvatureJobPublic(BaseModel):
     timeline: list[dict[str, Any]] | None = Field(
         None, description="[{step, phase, report, suggestions}] along the run (at_steps)")
     links: dict[str, Link] = Field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- agent mode
+
+class TrialFile(BaseModel):
+    """What an agent trains: the JSON file ``phitune agent`` writes to ``PHITUNE_TRIAL_FILE``.
+
+    ``lr_curve[t - 1]`` is the absolute learning rate of update ``t`` (1-based, ``total_steps``
+    of them): set it before each ``optimizer.step()``. ``schedule`` and ``schedule_params``
+    name the same curve (UBA: φ, phases, variant, η_min, warmup_steps; Eq. 5), ``lr`` is its
+    peak η_max. Seed model init and data order with ``seed`` (finalists and comparisons are
+    seed-paired). The run's result is a JSON object with ``metric`` (finite), written to
+    ``PHITUNE_RESULT_FILE``."""
+
+    trial_id: str
+    study_id: str
+    total_steps: int
+    seed: int
+    metric: str
+    mode: Literal["max", "min"]
+    optimizer: str
+    lr: float
+    schedule: str
+    schedule_params: dict[str, Any] = Field(default_factory=dict)
+    lr_curve: list[float]
+    tags: dict[str, Any] = Field(default_factory=dict, description="the study's bookkeeping "
+                                 "(candidate, stage, compare arm), for your logs")
+
+
+class LeasePublic(BaseModel):
+    """A claimed trial (``POST /v1/studies/{id}/leases``): report its result with
+    ``lease_id`` before ``expires_at``; heartbeats (``POST /v1/leases/{id}/heartbeat``)
+    extend it by ``ttl_s``. Past it the trial is offered to another agent."""
+
+    lease_id: str
+    study_id: str
+    trial_id: str
+    expires_at: datetime
+    ttl_s: float
+    attempt: int = Field(description="1 for the trial's first lease, 2 when it was offered "
+                         "again after a lease expired, ...")
+    trial: TrialFile
+
+
+class LeaseResult(_Strict):
+    """Body of ``POST /v1/leases/{id}/result``: the run's metrics (the study's metric among
+    them, finite), or ``{"failed": true, "error": "..."}``."""
+
+    metrics: dict[str, float] | None = Field(
+        None, description="final metrics of the run at step total_steps")
+    failed: bool = False
+    error: str | None = Field(None, max_length=4000)
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> LeaseResult:
+        if self.failed and self.metrics is not None:
+            raise ValueError("metrics: a failed run reports no metrics (give one of metrics "
+                             "or failed: true)")
+        if not self.failed and self.metrics is None:
+            raise ValueError("metrics: required unless failed is true")
+        return self
+
+
+class LeaseState(BaseModel):
+    """The answer to a heartbeat or a report: the lease as the server holds it now.
+    ``status``: ``leased`` (running), ``succeeded`` or ``failed`` (the report accepted)."""
+
+    lease_id: str
+    study_id: str
+    trial_id: str
+    status: Literal["leased", "succeeded", "failed"]
+    expires_at: datetime | None = None
+    metrics: dict[str, float] | None = None
+    error: str | None = None

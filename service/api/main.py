@@ -15,6 +15,7 @@ from service.api.routes import (
     budgets,
     curvature,
     health,
+    leases,
     recommendations,
     schedules,
     studies,
@@ -96,4 +97,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(budgets.router)
     app.include_router(recommendations.router)
     app.include_router(curvature.router)
+    app.include_router(leases.router)
     return app

@@ -109,7 +109,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     for s in studies.data:
         best = "" if s.progress.best_value is None else f" best={s.progress.best_value:.4f}"
-        print(f"{s.id}  {s.status:<9} {s.spec.model}/{s.spec.dataset}{best}")
+        what = "external" if s.spec.trainer == "external" else f"{s.spec.model}/{s.spec.dataset}"
+        print(f"{s.id}  {s.status:<9} {what}{best}")
     return 0
 
 

@@ -48,9 +48,12 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
     """Map a validated ``StudyCreate`` to `tuning`'s :class:`StudySpec` (``total_steps`` already
     converted from epochs when the budget was given in epochs)."""
     opt = spec.optimizer
+    external = spec.trainer == "external"
+    if external:  # agents train: no registry entry, no memory cap of the server's trials
+        from trainables.function_trial import USER_FUNCTION
     train = TrainConfig(
-        model=spec.model,
-        dataset=spec.dataset,
+        model=USER_FUNCTION if external else spec.model,  # type: ignore[arg-type]
+        dataset=USER_FUNCTION if external else spec.dataset,  # type: ignore[arg-type]
         optimizer=opt.name,
         lr=opt.lr,
         momentum=opt.momentum,
@@ -64,7 +67,7 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         dataset_kwargs=dict(spec.dataset_kwargs),
         data_dir=str(settings.datasets_path),
         data_roots=settings.data_root_paths,
-        memory_limit_mb=settings.trial_memory_mb or None,
+        memory_limit_mb=None if external else settings.trial_memory_mb or None,
     )
     # η_max: searched by default in [¼, 4]× the optimizer's lr; absolute bounds, other factors,
     # or "fixed" / a number (η_max fixed there) as the spec says
@@ -108,8 +111,8 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
         budget_fractions=tuple(spec.budget.fractions),
         num_trials=spec.num_trials,
         max_concurrent_trials=spec.max_concurrent_trials,
-        resources=Resources(cpu=spec.resources.cpu, gpu=spec.resources.gpu,
-                            memory_mb=settings.trial_memory_mb),
+        resources=_external_resources() if external else Resources(
+            cpu=spec.resources.cpu, gpu=spec.resources.gpu, memory_mb=settings.trial_memory_mb),
         method="asha" if spec.early_stopping else spec.method,
         ladder=LadderSpec(eta=lad.eta, min_fraction=lad.min_fraction, rungs=lad.rungs,
                           brackets=lad.brackets, iterations=lad.iterations),
@@ -131,6 +134,14 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
                               wandb_project=settings.wandb_project,
                               wandb_mode=settings.wandb_mode),
     )
+
+
+def _external_resources() -> Resources:
+    """An external study's Ray trials are proxies that wait for agents
+    (:mod:`service.launch.external`): they reserve next to nothing."""
+    from service.launch.external import PROXY_RESOURCES
+
+    return Resources(cpu=PROXY_RESOURCES["cpu"], gpu=PROXY_RESOURCES["gpu"], memory_mb=0)
 
 
 #: Searched parameters a warm start carries over (φ, phases, η_max when it was searched).

@@ -152,7 +152,13 @@ def run(study_id: str, settings: Settings) -> int:
             logger.info("study %s: cancelled while its driver started", study_id)
             return 0
         store.update_study(study_id, dashboard_url=dashboard_url)
-        result = run_study(spec, StoreSink(store, study_id, spec.metric),
+        trainable = None  # built-in: tuning's uba_trainable
+        if request.trainer == "external":  # agents train; each Ray trial waits for one
+            from service.launch.external import external_trainable
+
+            trainable = external_trainable(settings.sqlalchemy_url, study_id,
+                                           settings.external_poll_s)
+        result = run_study(spec, StoreSink(store, study_id, spec.metric), trainable=trainable,
                            dashboard_url=dashboard_url)
         store.finish_study(study_id, "succeeded", result=result.to_dict())
         return 0

@@ -32,8 +32,8 @@ def history_points(store: Store, *, exclude: str | None = None,
     rows, _ = store.list_studies(status="succeeded", limit=limit)
     points = []
     for row in rows:
-        if row.id == exclude or not row.result:
-            continue
+        if row.id == exclude or not row.result or row.spec.get("trainer") == "external":
+            continue  # an external study's model is the user's: no evidence for a registry's
         spec = row.spec
         kappa, definition = _kappa(row.result.get("curvature"))
         for budget in row.result.get("budgets", []):
@@ -77,8 +77,8 @@ def history_cases(store: Store, *, exclude: str | None = None, limit: int = 1000
     rows, _ = store.list_studies(status="succeeded", limit=limit)
     cases = []
     for row in rows:
-        if row.id == exclude or not row.result:
-            continue
+        if row.id == exclude or not row.result or row.spec.get("trainer") == "external":
+            continue  # an external study's model is the user's: no evidence for a registry's
         spec = row.spec
         name, lr = _optimizer(spec)
         metric = spec.get("metric", "val_accuracy")

@@ -145,7 +145,11 @@ def _get(store: Store, study_id: str) -> StudyRow:
 def check_study_spec(spec: StudyCreate, settings: Settings) -> None:
     """Everything a study spec must pass before it is stored or measured (names, caps,
     resources vs the cluster, data paths, model size, batch size): one place for every route
-    that takes a study body (``POST /v1/studies``, ``POST /v1/recommendations``)."""
+    that takes a study body (``POST /v1/studies``, ``POST /v1/recommendations``). An external
+    study names no model or dataset (its schema refuses them): only its caps apply."""
+    if spec.trainer == "external":
+        check_caps(spec, settings)
+        return
     validate_names(spec)
     check_caps(spec, settings)
     check_trial_resources(spec.resources, settings)
