@@ -36,6 +36,7 @@ __all__ = ["USER_FUNCTION", "Trial", "TrialReportError", "run_user_function"]
 #: its own model and data. No registry holds this name, so a built-in trainable (or a server
 #: study) given it fails at the registry lookup with the list of valid names.
 USER_FUNCTION = "user"
+_UNREAD = object()
 
 
 class TrialReportError(TrainablesError, ValueError):
@@ -69,6 +70,7 @@ class Trial:
         self._last_step = 0
         self._final_reported = False
         self._schedule: Any = None
+        self._state: Any = _UNREAD
 
     # ------------------------------------------------------------------ the run
 
@@ -205,18 +207,18 @@ class Trial:
         """The dict last passed as ``report(..., checkpoint={...})`` when Ray restored this
         trial from it (None: a fresh start, or a checkpoint that was a directory of its own).
 
-        Loaded with ``weights_only=True``: a checkpoint is data, never code.
+        Loaded once, with ``weights_only=True``: a checkpoint is data, never code.
         """
-        ckpt = self.get_checkpoint()
-        if ckpt is None:
-            return None
-        with ckpt.as_directory() as directory:
-            if not (Path(directory) / STATE_FILE).is_file():
-                return None
-            state = load_state(directory)
-        if isinstance(state.get("step"), numbers.Integral):
-            self._last_step = int(state["step"])
-        return state
+        if self._state is _UNREAD:
+            self._state = None
+            ckpt = self.get_checkpoint()
+            if ckpt is not None:
+                with ckpt.as_directory() as directory:
+                    if (Path(directory) / STATE_FILE).is_file():
+                        self._state = load_state(directory)
+            if self._state is not None and isinstance(self._state.get("step"), numbers.Integral):
+                self._last_step = int(self._state["step"])  # reports go on from here
+        return self._state
 
     def finish(self) -> None:
         """Fail the trial, saying why, when the function returned before its final report."""

@@ -41,6 +41,7 @@ from ray import tune
 from trainables.config import TrainConfig, metric_mode
 from trainables.function_trial import USER_FUNCTION, run_user_function
 from tuning.arms import SCHEDULE_FREE, resolve_arm
+from tuning.executor import RestoredRunMismatchError
 from tuning.results import RecordingSink, StudyResult, StudySink
 from tuning.specs import LadderSpec, Resources, SearchSpace, StudySpec
 from tuning.study import run_study
@@ -220,6 +221,11 @@ def tune_schedule(
         logger.info("study %s: experiments under %s", name, spec.storage_path)
         return run_study(spec, sink if sink is not None else RecordingSink(),
                          trainable=trainable)
+    except RestoredRunMismatchError as exc:
+        # e.g. a rerun after trials failed: the later stages were planned from other results
+        raise RestoredRunMismatchError(
+            f"{exc}. name={name!r} holds runs of another plan under {spec.storage_path}: "
+            "pass a new name (or remove that directory) to start this study afresh") from exc
     finally:
         if started:
             ray.shutdown()

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables.function_trial import Trial, TrialReportError
-from tuning.executor import candidate_config, run_candidates
+from tuning.executor import RestoredRunMismatchError, candidate_config, run_candidates
 from tuning.ladder import Candidate
 from tuning.library import build_spec, tune_schedule, user_trainable
 from tuning.results import RecordingSink
@@ -141,6 +141,10 @@ def test_a_user_loop_is_tuned_deterministically_and_restored(local_ray, data, tm
     assert len(list(calls.iterdir())) == before
     assert not restored_sink.trials
     assert restored.best.value == best.value and restored.best.trial_id == best.trial_id
+
+    other = dict(kw, optimizer_lr=0.05)  # another plan under the same name: refused, with how
+    with pytest.raises(RestoredRunMismatchError, match="name='a' holds runs of another plan"):
+        tune_schedule(logreg, name="a", **other)
 
 
 def test_a_restarted_trial_resumes_from_its_checkpoint(local_ray, data, tmp_path) -> None:
