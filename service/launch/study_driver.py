@@ -24,6 +24,7 @@ from service.launch.lifecycle import finalize_stopped
 from service.launch.runner import spec_from_study, warm_start
 from service.schemas import TERMINAL_STATUSES, StudyCreate
 from service.store import Store, StudyRow
+from service.store.grad_norms import save_grad_norms
 from tuning.results import StudyResult, TrialRecord
 
 logger = logging.getLogger("service.launch.study_driver")
@@ -48,6 +49,8 @@ class StoreSink:
             metrics=record.metrics, error=record.error, node_ip=record.node_ip,
             value=value if value is not None and math.isfinite(value) else None,
         )
+        if record.grad_norms is not None:
+            save_grad_norms(self.store, self.study_id, record.trial_id, record.grad_norms)
 
     def on_finish(self, result: StudyResult) -> None:
         logger.info("study %s: finished, best %s", self.study_id, result.best)

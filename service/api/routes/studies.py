@@ -19,6 +19,7 @@ from service.api.study_json import StudyJSON, progress_fields
 from service.api.watch import study_watch_fields
 from service.config import Settings
 from service.errors import (
+    GradNormsNotFoundError,
     InvalidSpecError,
     LimitExceededError,
     ResultNotReadyError,
@@ -37,6 +38,7 @@ from service.launch.resources import check_trial_resources
 from service.schemas import (
     TERMINAL_STATUSES,
     BestSchedule,
+    GradNormsPublic,
     Link,
     Progress,
     StudiesPublic,
@@ -48,6 +50,7 @@ from service.schemas import (
     TrialsPublic,
 )
 from service.store import Store, StudyRow, TrialSummary
+from service.store.grad_norms import get_grad_norms
 from service.store.views import get_study_view, study_page
 
 logger = logging.getLogger(__name__)
@@ -279,6 +282,18 @@ def list_trials(
                         node_ip=t.node_ip, updated_at=t.updated_at) for t in rows]
     total = store.count_trials(study_id, status=status_filter, budget_steps=budget_steps)
     return TrialsPublic(data=data, count=total)
+
+
+@router.get("/{study_id}/trials/{trial_id}/grad_norms", response_model=GradNormsPublic,
+            responses={404: {"description": "unknown study, or no norms for the trial"}})
+def get_trial_grad_norms(study_id: str, trial_id: str, store: StoreDep) -> GradNormsPublic:
+    """The gradient norm of every update of one finished trial (ℓ2 SGD, ℓ1 Adam-type):
+    what a refined schedule (Defazio et al. 2023; schedule ``refined``) is computed from."""
+    _get(store, study_id)
+    data = get_grad_norms(store, study_id, trial_id)
+    if data is None:
+        raise GradNormsNotFoundError(study_id, trial_id)
+    return GradNormsPublic.model_validate(data)
 
 
 @router.get("/{study_id}/result", response_model=StudyResultPublic,
