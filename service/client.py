@@ -35,16 +35,22 @@ from service.schemas import (
     CurvatureCreate,
     CurvatureJobPublic,
     GradNormsPublic,
+    LeasePublic,
+    LeaseResult,
+    LeaseState,
     PhiRecommendation,
     Recommendation,
     StudiesPublic,
     StudyCreate,
     StudyPublic,
     StudyResultPublic,
+    TrialFile,
     TrialsPublic,
 )
 
 __all__ = [
+    "Agent",
+    "AgentSummary",
     "AsyncPhiTuneClient",
     "Backoff",
     "Conflict",
@@ -56,6 +62,8 @@ __all__ = [
     "TooManyRequests",
     "Unauthorized",
     "Unreachable",
+    "StudyEnded",
+    "TrialRunFailed",
     "Validation",
     "WaitTimeout",
     "format_progress",
@@ -117,9 +125,13 @@ class WaitTimeout(PhiTuneClientError):
     """``wait(timeout=...)`` elapsed before the study ended."""
 
 
+class StudyEnded(PhiTuneClientError):
+    """410: the study ended (succeeded, failed, cancelled); an agent stops."""
+
+
 _BY_STATUS: dict[int, type[PhiTuneClientError]] = {
     400: Validation, 422: Validation, 401: Unauthorized, 403: Unauthorized, 404: NotFound,
-    409: Conflict, 429: TooManyRequests,
+    409: Conflict, 410: StudyEnded, 429: TooManyRequests,
 }
 
 
@@ -277,6 +289,32 @@ class _Api:
                      json={"extra_iterations": extra_iterations})
 
 
+    @staticmethod
+    def claim_lease(study_id: str, agent: str | None) -> _Call:
+        return _Call("POST", f"/v1/studies/{study_id}/leases",
+                     lambda r: None if r.status_code == 204 else LeasePublic.model_validate(
+                         r.json()), headers=_agent(agent))
+
+    @staticmethod
+    def heartbeat(lease_id: str, agent: str | None) -> _Call:
+        return _Call("POST", f"/v1/leases/{lease_id}/heartbeat", _model(LeaseState),
+                     headers=_agent(agent))
+
+    @staticmethod
+    def report_result(lease_id: str, result: LeaseResult | Mapping[str, Any],
+                      agent: str | None) -> _Call:
+        return _Call("POST", f"/v1/leases/{lease_id}/result", _model(LeaseState),
+                     json=_body(result), headers=_agent(agent))
+
+
+#: The header that names an agent inside the API token's principal (a lease is its holder's).
+AGENT_HEADER = "X-Phitune-Agent"
+
+
+def _agent(agent: str | None) -> dict[str, str] | None:
+    return {AGENT_HEADER: agent} if agent else None
+
+
 class _Progress:
     """``progress=True`` prints one line per change (and each retry) to stderr; a callable
     receives every polled study instead."""
@@ -421,6 +459,24 @@ class PhiTuneClient:
         restored, not re-trained (409 unless succeeded)."""
         return self._send(_Api.extend(study_id, extra_iterations))
 
+    # agent mode --------------------------------------------------------------------------
+    def claim_lease(self, study_id: str, *, agent: str | None = None) -> LeasePublic | None:
+        """Lease the next trial of an external study (None: none to train right now, claim
+        again later; :class:`StudyEnded` once the study ended). ``agent`` names the claimant:
+        heartbeats and the report must name the same one."""
+        return self._send(_Api.claim_lease(study_id, agent))
+
+    def heartbeat(self, lease_id: str, *, agent: str | None = None) -> LeaseState:
+        """Extend the lease by the server's TTL (:class:`Conflict` once it expired or was
+        replaced, :class:`StudyEnded` when the study ended: stop training then)."""
+        return self._send(_Api.heartbeat(lease_id, agent))
+
+    def report_result(self, lease_id: str, result: LeaseResult | Mapping[str, Any], *,
+                      agent: str | None = None) -> LeaseState:
+        """Report the leased run once: ``{"metrics": {...}}`` or ``{"failed": True, "error":
+        "..."}``. Repeating the same report is safe (same answer); see :class:`Agent`."""
+        return self._send(_Api.report_result(lease_id, result, agent))
+
     def wait(self, study_id: str, *, timeout: float | None = None, poll: float = 2.0,
              progress: bool | Callable[[StudyPublic], None] = False) -> StudyPublic:
         """Poll until the study is succeeded/failed/cancelled (:attr:`retry` covers
@@ -541,6 +597,17 @@ class AsyncPhiTuneClient:
     async def extend(self, study_id: str, extra_iterations: int = 1) -> StudyPublic:
         return await self._send(_Api.extend(study_id, extra_iterations))
 
+    async def claim_lease(self, study_id: str, *,
+                          agent: str | None = None) -> LeasePublic | None:
+        return await self._send(_Api.claim_lease(study_id, agent))
+
+    async def heartbeat(self, lease_id: str, *, agent: str | None = None) -> LeaseState:
+        return await self._send(_Api.heartbeat(lease_id, agent))
+
+    async def report_result(self, lease_id: str, result: LeaseResult | Mapping[str, Any], *,
+                            agent: str | None = None) -> LeaseState:
+        return await self._send(_Api.report_result(lease_id, result, agent))
+
     async def wait(self, study_id: str, *, timeout: float | None = None, poll: float = 2.0,
                    progress: bool | Callable[[StudyPublic], None] = False) -> StudyPublic:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -560,3 +627,174 @@ def format_progress(study: StudyPublic) -> str:
     best = "—" if p.best_value is None else f"{p.best_value:.4f} at {p.best_value_steps} steps"
     return (f"[{study.status}] trials: {p.trials_finished} finished, {p.trials_running} running, "
             f"{p.trials_failed} failed | best {study.spec.metric}: {best}")
+
+
+# ----------------------------------------------------------------------------- agent mode
+
+class TrialRunFailed(Exception):
+    """Raised by a training function to report its run as failed with this message (any
+    other exception fails the run too, with its type and message)."""
+
+
+@dataclass
+class AgentSummary:
+    """What an :class:`Agent` did: runs reported as finished or failed, leases lost (expired
+    or replaced while training, the report refused), and why it stopped."""
+
+    finished: int = 0
+    failed: int = 0
+    lost: int = 0
+    stopped: str = ""
+
+
+class Agent:
+    """The agent loop of an external study (``trainer: external``), for in-process training.
+
+    ``Agent(client, study_id).run(train)`` claims a trial, calls ``train(trial)`` with its
+    :class:`~service.schemas.TrialFile` while a thread heartbeats the lease (every third of
+    its TTL), reports what ``train`` returns (a mapping of metric names to numbers, the
+    study's metric among them) or a failed run when it raises, and claims the next, until the
+    study ends (410), ``max_trials`` runs were trained, or :meth:`stop`. With nothing to train
+    right now it polls every ``poll`` seconds. ``phitune agent ... -- COMMAND`` is this loop
+    with a subprocess as ``train``.
+
+    When the lease is lost while ``train`` runs (it expired, or the study ended),
+    :attr:`stopping` is set: a long loop may check it and return early; what it returns is
+    not reported (the server would refuse it, 409). Reports are retried on connection
+    errors and 5xx: the server answers a repeated identical report like the first.
+    """
+
+    def __init__(self, client: PhiTuneClient, study_id: str, *, name: str | None = None,
+                 max_trials: int | None = None, poll: float = 2.0,
+                 log: Callable[[str], None] | None = None) -> None:
+        import os
+        import socket
+        import threading
+
+        self.client, self.study_id = client, study_id
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.max_trials, self.poll = max_trials, poll
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        #: set while a run must stop: its lease was lost, the study ended, or :meth:`stop`
+        self.stopping = threading.Event()
+        self._stop = threading.Event()
+        self.summary = AgentSummary()
+
+    def stop(self) -> None:
+        """End the loop after the current run (and interrupt it through :attr:`stopping`)."""
+        self._stop.set()
+        self.stopping.set()
+
+    def run(self, train: Callable[[TrialFile], Mapping[str, float]]) -> AgentSummary:
+        trained = 0
+        while not self._stop.is_set() and (self.max_trials is None or trained < self.max_trials):
+            try:
+                lease = self._retrying(lambda: self.client.claim_lease(self.study_id,
+                                                                       agent=self.name))
+            except StudyEnded as exc:
+                self.summary.stopped = str(exc.detail)
+                break
+            if lease is None:
+                self._stop.wait(self.poll)
+                continue
+            trained += 1
+            if self._train_one(lease, train):
+                break
+        if not self.summary.stopped:
+            self.summary.stopped = ("stopped" if self._stop.is_set()
+                                    else f"trained {trained} trial(s) (max_trials)")
+        return self.summary
+
+    def _retrying(self, send: Callable[[], Any]) -> Any:
+        delays = self.client.retry.delays()
+        while True:
+            try:
+                return send()
+            except _RETRIABLE as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise
+                self.log(f"{exc}; retrying in {delay:g} s")
+                time.sleep(delay)
+
+    def _train_one(self, lease: LeasePublic, train: Callable[[TrialFile], Any]) -> bool:
+        """One leased run: train, heartbeat meanwhile, report. True: the study ended."""
+        import threading
+
+        self.stopping.clear()
+        done = threading.Event()
+        lost: list[PhiTuneClientError] = []
+
+        def beat() -> None:
+            while not done.wait(max(0.05, lease.ttl_s / 3)):
+                try:
+                    self.client.heartbeat(lease.lease_id, agent=self.name)
+                except _RETRIABLE as exc:  # the next beat may get through before expiry
+                    self.log(f"heartbeat of trial {lease.trial_id}: {exc}")
+                except PhiTuneClientError as exc:  # expired, replaced, study ended
+                    lost.append(exc)
+                    self.stopping.set()
+                    return
+
+        self.log(f"trial {lease.trial_id} (attempt {lease.attempt}): {lease.trial.total_steps} "
+                 f"steps, {lease.trial.schedule} {lease.trial.schedule_params}")
+        beater = threading.Thread(target=beat, name=f"heartbeat-{lease.trial_id}", daemon=True)
+        beater.start()
+        body: dict[str, Any]
+        try:
+            metrics = train(lease.trial)
+            body = {"metrics": _metrics_of(metrics, lease.trial.metric)}
+        except Exception as exc:  # noqa: BLE001 - every failure of the user's run is a report
+            reason = str(exc) if isinstance(exc, TrialRunFailed) else (
+                f"{type(exc).__name__}: {exc}")
+            body = {"failed": True, "error": reason[:4000]}
+        finally:
+            done.set()
+            beater.join()
+        if lost:
+            self.summary.lost += 1
+            self.log(f"trial {lease.trial_id}: lease lost ({lost[0]}); not reported")
+            return isinstance(lost[0], StudyEnded)
+        try:
+            try:
+                self._retrying(lambda: self.client.report_result(lease.lease_id, body,
+                                                                 agent=self.name))
+            except Validation as exc:  # e.g. no study metric: the run failed, say why
+                body = {"failed": True, "error": f"result refused: {exc}"[:4000]}
+                self._retrying(lambda: self.client.report_result(lease.lease_id, body,
+                                                                 agent=self.name))
+        except StudyEnded:
+            return True
+        except Conflict as exc:
+            self.summary.lost += 1
+            self.log(f"trial {lease.trial_id}: report refused ({exc})")
+            return False
+        if body.get("failed"):
+            self.summary.failed += 1
+            self.log(f"trial {lease.trial_id}: failed ({body['error']})")
+        else:
+            self.summary.finished += 1
+            self.log(f"trial {lease.trial_id}: {lease.trial.metric}="
+                     f"{body['metrics'][lease.trial.metric]:.6g}")
+        return False
+
+
+def _metrics_of(metrics: Any, metric: str) -> dict[str, float]:
+    """A run's result as the report's ``metrics``: a mapping of names to finite numbers;
+    :class:`TrialRunFailed` naming what is wrong otherwise."""
+    import math
+
+    if not isinstance(metrics, Mapping):
+        raise TrialRunFailed(f"the result must be a JSON object / mapping of metric names to "
+                             f"numbers, got {type(metrics).__name__}")
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TrialRunFailed(f"result {key!r}: {value!r} is not a number")
+        if not math.isfinite(value):
+            raise TrialRunFailed(f"result {key!r}: {value} is not finite (the run diverged?)")
+        out[str(key)] = float(value)
+    if metric not in out:
+        raise TrialRunFailed(f"the result has no {metric!r} (the study's metric); got "
+                             f"{sorted(out) or 'nothing'}")
+    return out

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.cli import schedules
+from service.cli import agent, schedules
 from service.cli.format import CLIError, format_best, format_winner, load_spec, print_json
 
 DEFAULT_URL = os.environ.get("PHITUNE_URL", "http://127.0.0.1:8000")
@@ -433,12 +433,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     schedules.register(sub)
+    agent.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv, command = agent.split_command(sys.argv[1:] if argv is None else list(argv))
     args = parser.parse_args(argv)
+    if command is not None:
+        args.cmd = command
     from service.client import PhiTuneClientError
 
     try:
