@@ -114,3 +114,33 @@ def test_cli_agent_errors_are_messages(capsys):
     assert main(["--url", "http://127.0.0.1:9", "agent", "s1", "--", "true"]) == 1
     err = capsys.readouterr().err
     assert "cannot reach" in err and "Traceback" not in err
+
+
+def test_readme_agent_commands_parse_and_name_real_files():
+    """The README's two commands: the spec it submits is a valid external study, the agent
+    line parses as `phitune agent`, and the example it runs imports nothing of phitune (what
+    running them does is tests/e2e/test_agent_e2e.py)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    import yaml
+
+    from service.cli.main import build_parser
+    from service.schemas import StudyCreate
+
+    repo = Path(__file__).resolve().parents[2]
+    section = re.search(r"<!-- agent:begin -->(.*?)<!-- agent:end -->",
+                        (repo / "README.md").read_text(), re.S).group(1)
+    bash = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    submit, start = [line.split("#")[0].strip() for line in bash.strip().splitlines()]
+    spec_path = re.search(r"phitune submit (\S+)\)", submit).group(1)
+    spec = StudyCreate.model_validate(yaml.safe_load((repo / spec_path).read_text()))
+    assert spec.trainer == "external" and spec.model is None
+    argv = shlex.split(start.replace('"$STUDY"', "s1"))[1:]
+    options, command = split_command(argv)
+    args = build_parser().parse_args(options)
+    assert args.command == "agent" and args.study_id == "s1"
+    assert command[0] == "python" and (repo / command[1]).is_file()
+    source = (repo / command[1]).read_text()
+    assert not re.search(r"^\s*(from|import) (service|tuning|trainables)\b", source, re.M)
