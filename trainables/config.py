@@ -237,7 +237,37 @@ class TrainConfig:
             raise bad("metric", "'val_accuracy', 'val_loss' or 'val_perplexity'")
         if not (self.divergence_factor == 0 or self.divergence_factor >= 1):
             raise bad("divergence_factor", "0 (off) or >= 1")
+        if self.schedule == "refined":
+            self._check_refined()
         if self.memory_limit_mb is not None and not (
             isinstance(self.memory_limit_mb, numbers.Real) and self.memory_limit_mb > 0
         ):
             raise bad("memory_limit_mb", "null or a number > 0")
+
+    def _check_refined(self) -> None:
+        """A ``refined`` schedule (Defazio et al. 2023) carries its run's gradient norms as
+        data: ``schedule_params.norms`` one finite value > 0 per update of this run (w = Ĝ^-p
+        needs a positive norm; None = constant norms, linear decay) and ``optimizer`` the
+        family the formula distinguishes. Checked here so a bad config fails before training
+        with the field named, not inside the scheduler."""
+        from tuning.schedules import REFINED_OPTIMIZERS
+
+        params = self.schedule_params
+        family = params.get("optimizer", "sgd")
+        if family not in REFINED_OPTIMIZERS:
+            raise ConfigError(f"schedule_params.optimizer={family!r} is invalid for schedule "
+                              f"'refined'; allowed: {', '.join(REFINED_OPTIMIZERS)}")
+        norms = params.get("norms")
+        if norms is None:
+            return
+        if isinstance(norms, str | bytes) or not hasattr(norms, "__len__"):
+            raise ConfigError(f"schedule_params.norms must be a list of numbers, got "
+                              f"{type(norms).__name__}")
+        if len(norms) != self.total_steps:
+            raise ConfigError(f"schedule_params.norms has {len(norms)} values; allowed: one per "
+                              f"update, total_steps={self.total_steps}")
+        for i, v in enumerate(norms):
+            if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                    and v > 0):
+                raise ConfigError(f"schedule_params.norms[{i}]={v!r} is invalid; allowed: "
+                                  "finite numbers > 0")

@@ -16,7 +16,7 @@ from typing import Any
 
 from trainables.autolrs import AUTOLRS, AutoLRSSettings
 from trainables.config import PAPER_DEFAULT_PHI, TrainConfig
-from tuning.schedules import SCHEDULES
+from tuning.schedules import SCHEDULES, resample_norms
 
 #: Searched parameters (Optuna parameter names; ``lr`` is η_max).
 PHI, PHASES, LR = "phi", "phases", "lr"
@@ -39,6 +39,17 @@ SCHEDULE_FREE_WARMUP = 0.05
 SELF_TUNING: tuple[str, ...] = (AUTOLRS,)
 #: ``params`` key of :func:`arm_config` holding an AutoLRS arm's :class:`AutoLRSSettings`.
 AUTOLRS_SETTINGS = "autolrs"
+
+#: Refinement arms (Defazio et al. 2023, ``refine: true``): the ``refined`` schedule computed
+#: from the gradient norms of one full-budget run, UBA's best or a linear-decay run (the
+#: paper's source), its base lr tuned by the same ladder as every arm (:mod:`tuning.refine`).
+#: Not compare arms a user names: the study adds them when it refines.
+REFINED_UBA, REFINED_LINEAR = "refined-uba", "refined-linear"
+#: Refined arm -> the arm whose run it refines.
+REFINED_ARMS: Mapping[str, str] = {REFINED_UBA: UBA, REFINED_LINEAR: "linear"}
+#: ``params`` keys of :func:`arm_config` for a refined arm: the source run's per-update norms
+#: (length = the full budget) and the refinement's optimizer family (``sgd`` or ``adam``).
+NORMS, REFINE_OPTIMIZER = "norms", "refine_optimizer"
 
 #: Names users know from the paper and other libraries, mapped onto registry names.
 ALIASES: dict[str, str] = {"clr": "triangular", "cyclic": "triangular", "one_cycle": "onecycle",
@@ -81,8 +92,16 @@ def arm_config(arm: str, base: TrainConfig, params: Mapping[str, Any]) -> TrainC
     ``params`` holds ``lr`` (η_max; the study's lr when absent) and, for UBA, ``phi``,
     ``phases``, ``variant``, ``eta_min`` and ``warmup_steps`` (steps of this run); for
     AutoLRS, ``lr`` is the centre of its lr search and ``autolrs`` its
-    :class:`~trainables.autolrs.AutoLRSSettings` (default ones when absent)."""
+    :class:`~trainables.autolrs.AutoLRSSettings` (default ones when absent); for a refined arm
+    (:data:`REFINED_ARMS`), ``norms`` (the source run's, one per update of the full budget)
+    and ``refine_optimizer``: a run of another length gets the norms resampled to its steps
+    (:func:`tuning.schedules.resample_norms`, linear interpolation over the run's progress),
+    the full budget gets them as recorded."""
     lr = float(params.get(LR, base.lr))
+    if arm in REFINED_ARMS:
+        norms = resample_norms(params[NORMS], base.total_steps)
+        return base.with_schedule("refined", lr=lr, norms=norms,
+                                  optimizer=params[REFINE_OPTIMIZER])
     if arm == AUTOLRS:
         settings = params.get(AUTOLRS_SETTINGS) or AutoLRSSettings()
         return base.with_schedule(AUTOLRS, lr=lr, **settings.to_params())

@@ -37,6 +37,7 @@ from tuning.arms import (
     AUTOLRS,
     AUTOLRS_SETTINGS,
     LR,
+    NORMS,
     SCHEDULE_FREE,
     SCHEDULE_FREE_WARMUP,
     SELF_TUNING,
@@ -81,9 +82,11 @@ class ArmTuning:
         return float(best.candidate.params[LR]) if best is not None else None
 
 
-def tune_arm(spec: StudySpec, arm: str, executor: Executor) -> ArmTuning:
-    """Tune ``arm`` (a resolved compare arm) by the study's ladder and finalist pick."""
-    outcomes = search_ladder(spec, executor, arm)
+def tune_arm(spec: StudySpec, arm: str, executor: Executor,
+             arm_params: Mapping[str, Any] | None = None) -> ArmTuning:
+    """Tune ``arm`` (a resolved compare arm, or a refined arm with its source norms in
+    ``arm_params``) by the study's ladder and finalist pick."""
+    outcomes = search_ladder(spec, executor, arm, arm_params=arm_params)
     finalists, extra = pick_finalists(spec, outcomes.get(spec.total_steps, []), executor, arm)
     return ArmTuning(arm=arm, outcomes=outcomes, finalists=finalists, extra=extra)
 
@@ -109,11 +112,18 @@ def run_comparison(
     sink: StudySink,
     eta_max_grid: Sequence[float] = (),
     picks: Mapping[str, float] | None = None,
+    refined: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tune.ResultGrid:
     """One grid experiment: (tuned UBA + each arm) × evaluation seeds. ``picks``: each tuned
     arm's lr (``compare_tuning="ladder"``); without them every baseline runs at the study's lr,
-    or at each lr of ``eta_max_grid`` (the fixed comparison)."""
+    or at each lr of ``eta_max_grid`` (the fixed comparison). ``refined``: refined arms
+    (:data:`tuning.arms.REFINED_ARMS`) and their :func:`arm_config` params (source norms and
+    the tuned lr), trained on the same seeds."""
     configs: list[tuple[dict[str, Any], TrainConfig]] = []
+    for name, params in (refined or {}).items():
+        for s in range(seeds):
+            base = spec.train.for_budget(budget_steps, seed=spec.seed + s)
+            configs.append(({"arm": name}, arm_config(name, base, params)))
     names = [UBA, *(resolve_arm(b) for b in baselines)]
     for name in dict.fromkeys(names):
         if name == UBA:
@@ -138,7 +148,9 @@ def run_comparison(
     # comparison instead of restoring the old one
     tuned = repr((best.phi, best.phases, best.eta_max, best.eta_min, best.variant,
                   best.warmup_steps, sorted((picks or {}).items()),
-                  *([spec.autolrs] if AUTOLRS in names else [])))
+                  *([spec.autolrs] if AUTOLRS in names else []),
+                  *([sorted((k, v[LR], hashlib.sha256(repr(v[NORMS]).encode()).hexdigest())
+                            for k, v in refined.items())] if refined else [])))
     digest = hashlib.sha256(tuned.encode()).hexdigest()[:8]
     return run_configs(spec, f"compare-{budget_steps}-{digest}", budget_steps, configs,
                        trainable, sink, "compare")
@@ -168,7 +180,9 @@ def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid,
                     "trained_steps_total": steps_trained(m),
                     "stages": list(m.get("autolrs_stages") or [])}
     sign = 1 if spec.mode == "max" else -1
-    tuned = tunings is not None
+    def tuned(name: str) -> bool:  # tuned by the ladder, or tunes itself (UBA, AutoLRS)
+        return (tunings is not None and name in tunings) or name == UBA or name in SELF_TUNING
+
     best_per_arm: dict[str, BaselineRow] = {}
     for (name, lr), by_seed in sorted(groups.items()):
         values = [by_seed[s] for s in sorted(by_seed)]
@@ -186,7 +200,7 @@ def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid,
             budget_steps=budget_steps, schedule=name, eta_max=lr, seeds=sorted(by_seed),
             values=values, n=len(values), mean=statistics.fmean(values),
             std=statistics.stdev(values) if len(values) > 1 else 0.0,
-            tuned=tuned or name == UBA or name in SELF_TUNING, tuning_units=units,
+            tuned=tuned(name), tuning_units=units,
             params=params)
         old = best_per_arm.get(name)
         if old is None or sign * (row.mean or 0.0) > sign * (old.mean or 0.0):
@@ -196,8 +210,7 @@ def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid,
     for name, reasons in sorted(failures.items()):
         best_per_arm.setdefault(name, BaselineRow(budget_steps=budget_steps, schedule=name, n=0,
                                                   values=[], mean=None, std=None,
-                                                  tuned=tuned or name == UBA
-                                                  or name in SELF_TUNING))
+                                                  tuned=tuned(name)))
         best_per_arm[name].errors = reasons
     return sorted(best_per_arm.values(),
                   key=lambda r: (r.mean is None, -sign * (r.mean or 0.0), r.schedule))

@@ -154,8 +154,16 @@ class BaselineRow:
     #: Compute of the arm's tuning (ladder + finalists) in full-budget runs (0 when untuned
     #: or for UBA at the smaller budgets, whose search is the shared ladder).
     tuning_units: float = 0.0
-    #: The arm's pick besides η_max (UBA: phi, phases; a tuned arm: its finalists' values).
+    #: The arm's pick besides η_max (UBA: phi, phases; a tuned arm: its finalists' values; a
+    #: refined arm: the whole schedule, ``schedule: refined`` with its norms, see
+    #: :meth:`to_scheduler`).
     params: dict[str, Any] = field(default_factory=dict)
+
+    def to_scheduler(self, optimizer: Any, *, style: str = "torch") -> Any:
+        """Drive ``optimizer`` with this arm's schedule when its ``params`` describe one (a
+        refined arm: ``schedule``, ``total_steps``, ``eta_max``, ``norms``, ...); see
+        :func:`schedule_params_scheduler`."""
+        return schedule_params_scheduler(self.schedule, self.params, optimizer, style=style)
 
 
 @dataclass
@@ -177,6 +185,24 @@ class Winner:
     n: int
     tuned: bool
     params: dict[str, Any] = field(default_factory=dict)
+
+    def to_scheduler(self, optimizer: Any, *, style: str = "torch") -> Any:
+        """Drive ``optimizer`` with the winner's schedule when its ``params`` describe one (a
+        refined arm); for UBA use ``result.best.to_scheduler``."""
+        return schedule_params_scheduler(self.arm, self.params, optimizer, style=style)
+
+
+def schedule_params_scheduler(arm: str, params: dict[str, Any], optimizer: Any, *,
+                              style: str = "torch") -> Any:
+    """The scheduler of a comparison row whose ``params`` name a ``schedule`` and its
+    ``total_steps`` (``tuning.schedules.scheduler_from_best`` reads them as a best schedule);
+    ValueError naming the arm otherwise. The client's mirrors call the same function."""
+    if not params.get("schedule") or params.get("total_steps") is None:
+        raise ValueError(f"arm {arm!r}: its params do not describe a schedule (only refined "
+                         "arms' do); for UBA use the study's best schedule (result.best)")
+    from tuning.schedules import scheduler_from_best
+
+    return scheduler_from_best(params, optimizer, style=style)
 
 
 @dataclass
@@ -222,6 +248,9 @@ class ComputeSpent:
     compare_steps: int = 0
     #: the compare arms' own ladders and finalists (``compare_tuning="ladder"``)
     compare_tuning_steps: int = 0
+    #: ``refine: true``: the refined arms' ladders and finalists, and the linear-decay source
+    #: run when it was trained for refinement (their evaluation seeds are in compare_steps)
+    refine_steps: int = 0
 
 
 @dataclass

@@ -111,12 +111,15 @@ def _best_lr(spec: StudySpec, outs: Sequence[Outcome]) -> float | None:
 
 
 def search_ladder(spec: StudySpec, executor: Executor, arm: str = UBA,
-                  first: Sequence[Mapping[str, Any]] | None = None) -> dict[int, list[Outcome]]:
+                  first: Sequence[Mapping[str, Any]] | None = None,
+                  arm_params: Mapping[str, Any] | None = None) -> dict[int, list[Outcome]]:
     """Run ``arm``'s horizon ladder: per iteration, the lowest rung's candidates (UBA: stage A
     then stage B in the first iteration, stage C after; a peer: its lr grid), complete
     schedules of that horizon, the best 1/η promoted (hedged towards lower η_max) up to the
     full budget. ``first``: UBA's first points (default: the spec's ``extra_points``, i.e. the
-    recommendation, curvature suggestions and warm starts).
+    recommendation, curvature suggestions and warm starts). ``arm_params``: fixed parameters
+    every candidate of a peer arm carries besides its lr (a refined arm's source norms); they
+    reach the trial config, not the Optuna space.
 
     Each batch is one experiment ``[<arm>-]it<i>-rung<r>-<steps>[-shapes]`` and one batch of
     asks/tells in the Optuna study of its horizon. Returns every outcome by horizon.
@@ -138,7 +141,7 @@ def search_ladder(spec: StudySpec, executor: Executor, arm: str = UBA,
         logger.info("study %s: %s iteration %d, rungs %s, %d candidates", spec.study_id, arm,
                     it, [r.steps for r in ladder.rungs], n0)
         if arm != UBA:  # iteration i takes every len(ladders)-th grid point: spread out
-            params = [{LR: lr} for lr in grid[it::len(ladders)]][:n0]
+            params = [{LR: lr, **(arm_params or {})} for lr in grid[it::len(ladders)]][:n0]
             cands = [Candidate(next_index + j, p, it, "sweep", arm) for j, p in enumerate(params)]
             outs = rungs.train(name0, bottom.steps, cands)
         elif it == 0:

@@ -169,6 +169,28 @@ class LadderSpec:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
 
 
+def refine_problem(spec: StudySpec) -> str | None:
+    """Why ``refine: true`` cannot work for ``spec`` (a message naming ``refine``), or None.
+
+    Refinement needs a full-budget run (``total_steps`` updates) among the requested budgets:
+    the refined schedule is that run's and competes at that budget; and it needs per-update
+    gradient norms, which phitune's own trainer records (:mod:`trainables.grad_norms`) and a
+    study of the user's own code (library or agent mode, model ``user``) does not."""
+    if not spec.refine:
+        return None
+    from trainables.function_trial import USER_FUNCTION  # Ray-aware module: only when asked
+
+    if 1.0 not in spec.budget_fractions:
+        return (f"refine: needs the full budget (fraction 1.0 of total_steps="
+                f"{spec.total_steps}) among budget_fractions {spec.budget_fractions}: the "
+                "refined schedule is a full-budget run's and competes at that budget")
+    if spec.train.model == USER_FUNCTION or spec.train.dataset == USER_FUNCTION:
+        return ("refine: your own training code (model 'user': library or agent mode) "
+                "records no per-update gradient norms; refinement needs phitune's trainer "
+                "(trainables.loop.run_training records them)")
+    return None
+
+
 def default_finalists(num_trials: int) -> int:
     """Finalists of a study that leaves ``finalists`` unset: 2 from 8 candidates on."""
     return 2 if num_trials >= 8 else 0
@@ -226,6 +248,10 @@ class StudySpec:
     #: Stages and search of the ``autolrs`` compare arm (:mod:`trainables.autolrs`); checked
     #: against every budget when ``compare`` holds it.
     autolrs: AutoLRSSettings = field(default_factory=AutoLRSSettings)
+    #: Refine the best full-budget UBA run and a linear-decay run from their recorded
+    #: gradient norms (Defazio et al. 2023), tune each refined schedule's base lr by the same
+    #: ladder and let both compete on the evaluation seeds (:mod:`tuning.refine`).
+    refine: bool = False
     target: float | None = None
     curvature: bool = False
     #: SQLAlchemy URL of an Optuna RDB storage: the search state of each rung (horizon) is then
@@ -271,6 +297,9 @@ class StudySpec:
             raise ValueError(f"finalist_seeds must be >= 0, got {self.finalist_seeds}")
         if self.method == "ladder":
             self.ladders()  # a ladder that cannot fit raises ValueError naming the field
+        problem = refine_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
         if AUTOLRS in self.compare:  # stages that cannot fit a budget: ValueError naming it
             for steps in self.budget_steps():
                 plan_stages(steps, self.autolrs)

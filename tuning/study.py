@@ -35,6 +35,7 @@ from tuning.proposer import (
     tell_rung,
     warmup_steps,
 )
+from tuning.refine import RefineSource, refine_sources, refined_schedule_params, tune_refined
 from tuning.results import (
     BaselineRow,
     BestSchedule,
@@ -153,6 +154,21 @@ def run_study(
             tunings[arm] = tune_arm(spec, arm, executor)
     tuning_steps = sum(t.trained_steps for t in tunings.values())
 
+    # refine: true: the best full-budget UBA run and a linear-decay run refined from their
+    # gradient norms, each refined schedule's lr tuned by the same ladder (tuning.refine)
+    sources: dict[str, RefineSource] = {}
+    refined: dict[str, ArmTuning] = {}
+    if spec.refine:
+        full_best = budget_result(spec, spec.total_steps, outcomes.get(spec.total_steps, []),
+                                  finalists).best
+        sources = refine_sources(spec, full_best, outcomes.get(spec.total_steps, []), tunings,
+                                 executor)
+        refined = tune_refined(spec, sources, executor)
+    refine_steps = sum(t.trained_steps for t in refined.values()) + sum(
+        s.trained.trained_steps for s in sources.values()
+        if s.trained is not None and s.arm not in refined)
+    refined_picks = {a: t.pick(spec, spec.total_steps) for a, t in refined.items()}
+
     budgets: list[BudgetResult] = []
     baselines: list[BaselineRow] = []
     winners: list[Winner] = []
@@ -169,22 +185,42 @@ def run_study(
             )
         if suggestions:
             _add_gaps(spec, steps, suggestions, outs)
-        if spec.compare or spec.seeds > 1:
+        full_budget = steps == spec.total_steps
+        if spec.compare or spec.seeds > 1 or (sources and full_budget):
             logger.info("study %s: comparing %s over %d seeds at %d steps", spec.study_id,
-                        [UBA, *spec.compare], spec.seeds, steps)
+                        [UBA, *spec.compare, *(sources if full_budget else ())], spec.seeds,
+                        steps)
             picks = {a: t.pick(spec, steps) for a, t in tunings.items()} if tunings else None
+            arms = {}  # the refined arms compete at the full budget, whose runs they refine
+            if full_budget:
+                arms = {a: {**sources[a].arm_params(), LR: lr}
+                        for a, lr in refined_picks.items() if lr is not None}
             grid = run_comparison(spec, steps, budget.best, spec.compare, spec.seeds,
-                                  trainable, sink, spec.compare_eta_max, picks=picks)
+                                  trainable, sink, spec.compare_eta_max, picks=picks,
+                                  refined=arms)
             compare_steps += trained_steps(grid)
-            rows = summarize(spec, steps, grid, tunings or None, uba_units,
-                             missing=[a for a, lr in (picks or {}).items() if lr is None])
+            known = {**tunings, **(refined if full_budget else {})}
+            missing = [a for a, lr in (picks or {}).items() if lr is None]
+            if full_budget:
+                missing += [a for a, lr in refined_picks.items() if lr is None]
+            rows = summarize(spec, steps, grid, known or None, uba_units, missing=missing)
             for r in rows:
                 if r.schedule == UBA:
                     r.params = {PHI: budget.best.phi, PHASES: budget.best.phases}
-                elif r.schedule in tunings and steps == spec.total_steps:
-                    r.params = {"finalists": [
-                        {"eta_max": f.eta_max, "values": f.values, "robust": f.robust}
-                        for f in tunings[r.schedule].finalists]}
+                elif r.schedule in refined and full_budget and r.eta_max is not None:
+                    r.params = {**refined_schedule_params(spec, sources[r.schedule],
+                                                          r.eta_max),
+                                "finalists": _finalist_params(refined[r.schedule])}
+                elif r.schedule in tunings and full_budget:
+                    r.params = {"finalists": _finalist_params(tunings[r.schedule])}
+            if full_budget:  # a source that could not be refined: its row says why
+                rows += [BaselineRow(budget_steps=steps, schedule=a, n=0, values=[], mean=None,
+                                     std=None, errors=[src.error], tuned=True,
+                                     tuning_units=compute_units(src.trained.trained_steps,
+                                                                spec.total_steps)
+                                     if src.trained is not None else 0.0,
+                                     params={"source": src.describe()})
+                         for a, src in sources.items() if src.error]
             baselines.extend(rows)
             winner = pick_winner(spec, steps, rows)
             if winner is not None:
@@ -202,11 +238,11 @@ def run_study(
     if spec.target is not None:
         target = smallest_budget_reaching(
             [(row.budget_steps, row.uba_mean) for row in curve], spec.target, spec.mode)
-    steps_total = search_steps + finalist_steps + tuning_steps + compare_steps
+    steps_total = search_steps + finalist_steps + tuning_steps + refine_steps + compare_steps
     compute = ComputeSpent(steps=steps_total, units=compute_units(steps_total, spec.total_steps),
                            full_budget_steps=spec.total_steps, search_steps=search_steps,
                            finalist_steps=finalist_steps, compare_steps=compare_steps,
-                           compare_tuning_steps=tuning_steps)
+                           compare_tuning_steps=tuning_steps, refine_steps=refine_steps)
     logger.info("study %s: compute %.2f full-budget runs (%d steps)", spec.study_id,
                 compute.units, compute.steps)
     requested = set(spec.budget_steps())
@@ -222,6 +258,11 @@ def run_study(
                          finalists=finalists, compute=compute, winners=winners)
     sink.on_finish(result)
     return result
+
+
+def _finalist_params(tuning: ArmTuning) -> list[dict[str, Any]]:
+    return [{"eta_max": f.eta_max, "values": f.values, "robust": f.robust}
+            for f in tuning.finalists]
 
 
 def search_asha(spec: StudySpec, trainable: Callable[[dict], None],

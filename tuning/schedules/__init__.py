@@ -34,7 +34,7 @@ from ._interop import (
     schedule_from_best,
     scheduler_from_best,
 )
-from ._refined import REFINED_OPTIMIZERS, median_smooth, refined_multipliers
+from ._refined import REFINED_OPTIMIZERS, median_smooth, refined_multipliers, resample_norms
 from ._registry import SCHEDULES, schedule_names
 from ._schedule import Schedule, create_schedule
 from ._torch import ScheduleLR
@@ -64,6 +64,7 @@ __all__ = [
     "lightning_scheduler_config",
     "median_smooth",
     "refined_multipliers",
+    "resample_norms",
     "schedule_from_best",
     "scheduler_from_best",
     "schedule_names",

@@ -40,6 +40,7 @@ __all__ = [
     "build_refined",
     "median_smooth",
     "refined_multipliers",
+    "resample_norms",
     "weight_power",
 ]
 
@@ -116,6 +117,27 @@ def refined_multipliers(norms: Sequence[float] | np.ndarray, optimizer: str = "s
     after[-1] = 0.0
     eta = w * after  # the paper's / Σ_p w_p cancels in the normalisation below
     return eta / eta.max()
+
+
+def resample_norms(norms: Sequence[float] | np.ndarray, steps: int) -> list[float]:
+    """A run's per-update norms mapped onto a run of ``steps`` updates: the sequence read as a
+    function of the run's progress, sampled at ``steps`` evenly spaced points by linear
+    interpolation (first and last values kept; ``steps == len(norms)`` returns them as is).
+
+    Why: refining a full-budget run gives a schedule of that length; a shorter horizon of the
+    ladder tunes the *same* schedule compressed onto its steps (as it does a UBA shape), and
+    the median window is a fraction of the run, so it compresses alike."""
+    g = [float(v) for v in norms]
+    if not g:
+        raise ScheduleParamError("refined", "norms", "must be a non-empty list of numbers")
+    if steps < 1:
+        raise ValueError(f"steps={steps} must be >= 1")
+    if steps == len(g):
+        return g
+    if len(g) == 1 or steps == 1:
+        return [g[0]] * steps
+    at = np.linspace(0.0, len(g) - 1.0, steps)
+    return np.interp(at, np.arange(len(g), dtype=np.float64), np.asarray(g)).tolist()
 
 
 def build_refined(T: int, p: Mapping[str, Any]) -> Curve:
