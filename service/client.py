@@ -40,6 +40,7 @@ from service.schemas import (
     LeaseState,
     PhiRecommendation,
     Recommendation,
+    RecommendationJobPublic,
     StudiesPublic,
     StudyCreate,
     StudyPublic,
@@ -58,6 +59,7 @@ __all__ = [
     "NotFound",
     "PhiTuneClient",
     "PhiTuneClientError",
+    "RecommendationFailed",
     "ServerError",
     "TooManyRequests",
     "Unauthorized",
@@ -123,6 +125,10 @@ class ServerError(PhiTuneClientError):
 
 class WaitTimeout(PhiTuneClientError):
     """``wait(timeout=...)`` elapsed before the study ended."""
+
+
+class RecommendationFailed(PhiTuneClientError):
+    """A queued recommendation job ended ``failed`` or ``cancelled`` (``detail``: why)."""
 
 
 class StudyEnded(PhiTuneClientError):
@@ -205,6 +211,19 @@ def _model(cls: type[BaseModel]) -> Callable[[httpx.Response], Any]:
     return lambda r: cls.model_validate(r.json())
 
 
+def _recommendation_or_job(r: httpx.Response) -> PhiRecommendation | RecommendationJobPublic:
+    """``POST /v1/recommendations``: 200 is the answer, 202 a queued job to poll."""
+    return (RecommendationJobPublic if r.status_code == 202 else PhiRecommendation
+            ).model_validate(r.json())
+
+
+def _recommendation_result(job: RecommendationJobPublic) -> PhiRecommendation:
+    if job.status != "succeeded" or job.result is None:
+        raise RecommendationFailed(f"recommendation job {job.id} {job.status}: {job.error}",
+                                   detail=job.error)
+    return job.result
+
+
 def _body(spec: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(spec, BaseModel):
         return spec.model_dump(mode="json", exclude_unset=True)
@@ -268,8 +287,12 @@ class _Api:
 
     @staticmethod
     def recommend(spec: StudyCreate | Mapping[str, Any]) -> _Call:
-        return _Call("POST", "/v1/recommendations", _model(PhiRecommendation),
+        return _Call("POST", "/v1/recommendations", _recommendation_or_job,
                      json=_body(spec))
+
+    @staticmethod
+    def recommendation_job(job_id: str) -> _Call:
+        return _Call("GET", f"/v1/recommendations/{job_id}", _model(RecommendationJobPublic))
 
     @staticmethod
     def curvature_submit(spec: CurvatureCreate | Mapping[str, Any]) -> _Call:
@@ -287,7 +310,6 @@ class _Api:
     def extend(study_id: str, extra_iterations: int) -> _Call:
         return _Call("POST", f"/v1/studies/{study_id}:extend", _model(StudyPublic),
                      json={"extra_iterations": extra_iterations})
-
 
     @staticmethod
     def claim_lease(study_id: str, agent: str | None) -> _Call:
@@ -431,10 +453,24 @@ class PhiTuneClient:
         """The φ to start from for this model/dataset/optimizer/budget, with its evidence."""
         return self._send(_Api.recommend_phi(model, dataset, optimizer, budget))
 
-    def recommend(self, spec: StudyCreate | Mapping[str, Any]) -> PhiRecommendation:
+    def recommend(self, spec: StudyCreate | Mapping[str, Any], *, timeout: float | None = 600,
+                  poll: float = 1.0) -> PhiRecommendation:
         """The φ and phases to start this study spec from (the body of ``submit``), with the
-        expected gap and every labelled suggestion; measures curvature (seconds)."""
-        return self._send(_Api.recommend(spec))
+        expected gap and every labelled suggestion. A spec whose curvature must be measured
+        is a queued job on the server (202): polled until it ends (seconds on an idle
+        machine); :class:`RecommendationFailed` when it fails or is cancelled."""
+        answer = self._send(_Api.recommend(spec))
+        if isinstance(answer, PhiRecommendation):
+            return answer
+        deadline = None if timeout is None else time.monotonic() + timeout
+        quiet = _Progress(False)
+        while answer.status not in TERMINAL_STATUSES:
+            if deadline is not None and time.monotonic() > deadline:
+                raise WaitTimeout(f"recommendation job {answer.id} still {answer.status} "
+                                  f"after {timeout} s")
+            time.sleep(poll)
+            answer = self._send_retrying(_Api.recommendation_job(answer.id), quiet)
+        return _recommendation_result(answer)
 
     def curvature(self, spec: CurvatureCreate | Mapping[str, Any], *, wait: bool = True,
                   timeout: float | None = 600, poll: float = 1.0) -> CurvatureJobPublic:
@@ -576,8 +612,20 @@ class AsyncPhiTuneClient:
                             budget: int | None = None) -> Recommendation:
         return await self._send(_Api.recommend_phi(model, dataset, optimizer, budget))
 
-    async def recommend(self, spec: StudyCreate | Mapping[str, Any]) -> PhiRecommendation:
-        return await self._send(_Api.recommend(spec))
+    async def recommend(self, spec: StudyCreate | Mapping[str, Any], *,
+                        timeout: float | None = 600, poll: float = 1.0) -> PhiRecommendation:
+        answer = await self._send(_Api.recommend(spec))
+        if isinstance(answer, PhiRecommendation):
+            return answer
+        deadline = None if timeout is None else time.monotonic() + timeout
+        quiet = _Progress(False)
+        while answer.status not in TERMINAL_STATUSES:
+            if deadline is not None and time.monotonic() > deadline:
+                raise WaitTimeout(f"recommendation job {answer.id} still {answer.status} "
+                                  f"after {timeout} s")
+            await asyncio.sleep(poll)
+            answer = await self._send_retrying(_Api.recommendation_job(answer.id), quiet)
+        return _recommendation_result(answer)
 
     async def curvature(self, spec: CurvatureCreate | Mapping[str, Any], *, wait: bool = True,
                         timeout: float | None = 600, poll: float = 1.0) -> CurvatureJobPublic:

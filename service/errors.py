@@ -95,6 +95,13 @@ class CurvatureJobNotFoundError(PhituneError):
         super().__init__(f"curvature job {job_id!r} not found")
 
 
+class RecommendationJobNotFoundError(PhituneError):
+    status_code = 404
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"recommendation job {job_id!r} not found")
+
+
 class AuthError(PhituneError):
     """Missing or wrong bearer token (RFC 6750: 401 with ``WWW-Authenticate: Bearer``)."""
 

@@ -815,6 +815,22 @@ class PhiRecommendation(BaseModel):
     seconds: float
 
 
+class RecommendationJobPublic(BaseModel):
+    """A ``POST /v1/recommendations`` that measures curvature (202, ``Location``): poll
+    ``GET /v1/recommendations/{id}`` until ``status`` is terminal; ``result`` is then the
+    recommendation (``succeeded``) or ``error`` says why not (``failed``)."""
+
+    id: str
+    status: StudyStatus
+    spec: StudyCreate
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    result: PhiRecommendation | None = None
+    links: dict[str, Link] = Field(default_factory=dict)
+
+
 class CurvatureCreate(_Strict):
     """A Hessian-spectrum estimate of a registered model at initialisation on its data.
 

@@ -202,12 +202,13 @@ def cmd_curvature(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    """``phitune recommend spec.yaml``: the φ and phases to start that study from."""
+    """``phitune recommend spec.yaml``: the φ and phases to start that study from (a spec
+    whose curvature is measured is a job on the server: polled until it ends)."""
     from service.client import PhiTuneClient
 
     token = args.token or os.environ.get("PHITUNE_TOKEN")
-    with PhiTuneClient(args.url, token=token, timeout=args.timeout) as client:
-        rec = client.recommend(load_spec(args.spec))
+    with PhiTuneClient(args.url, token=token) as client:
+        rec = client.recommend(load_spec(args.spec), timeout=args.timeout)
     if args.json:
         print_json(rec.model_dump(mode="json"))
         return 0
@@ -385,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_curvature)
 
     p = sub.add_parser("recommend", help="the φ and phases to start a study spec from "
-                       "(measures curvature; evidence and expected gap)")
+                       "(measures curvature as a job on the server; evidence and expected "
+                       "gap)")
     p.add_argument("spec", help="study spec file (YAML or JSON, as for submit), - for stdin")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds to wait for the answer (default 300)")

@@ -1,4 +1,4 @@
-"""The kinds of job that share one lifecycle: a study and a curvature job.
+"""The kinds of job that share one lifecycle: a study, a curvature job, a recommendation job.
 
 Both are a stored request (a row with ``status``, driver pid/start/Ray Job id, ``launches``)
 run by one driver process per job; the queue, the runner, cancel and reconcile treat them
@@ -12,6 +12,7 @@ from typing import Any
 
 from service.store import StudyRow
 from service.store.curvature_jobs import CurvatureJobRow
+from service.store.recommendation_jobs import RecommendationJobRow
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,10 @@ def marker(kind: JobKind, job_id: str) -> str:
 STUDY = JobKind("study", StudyRow, "service.launch.study_driver", "")
 CURVATURE = JobKind("curvature", CurvatureJobRow, "service.launch.curvature_driver",
                     "curvature-")
+RECOMMENDATION = JobKind("recommendation", RecommendationJobRow,
+                         "service.launch.recommendation_driver", "recommendation-")
 #: In the order the queue starts them when a slot frees.
-KINDS = (STUDY, CURVATURE)
+KINDS = (STUDY, CURVATURE, RECOMMENDATION)
 
 
 class LaunchDeferred(RuntimeError):

@@ -34,8 +34,10 @@ EXCLUDED: set[tuple[str, str]] = set()
 
 
 def hold_the_only_slots(data_dir, blocker: subprocess.Popen) -> str:
-    """A running study and a running curvature job whose "driver" is ``blocker``: with
-    ``max_concurrent_studies=1`` no submitted job can start. Returns the study's id."""
+    """A running study, curvature job and recommendation job whose "driver" is ``blocker``:
+    with ``max_concurrent_studies=1`` no submitted job can start. Returns the study's id."""
+    from service.schemas import StudyCreate
+    from service.store import recommendation_jobs
     from service.store.curvature_jobs import CurvatureJobRow, create_job
 
     store = Store(f"sqlite:///{data_dir / 'phitune.db'}")
@@ -47,6 +49,11 @@ def hold_the_only_slots(data_dir, blocker: subprocess.Popen) -> str:
     with store.session() as s:
         s.get(CurvatureJobRow, job.id).status = "running"
     store.record_launch(job.id, pid=blocker.pid, table=CurvatureJobRow)
+    rec = recommendation_jobs.create_job(store, StudyCreate.model_validate(
+        {"model": "mlp", "dataset": "digits", "budget": {"steps": 100}}).model_dump(mode="json"))
+    with store.session() as s:
+        s.get(recommendation_jobs.RecommendationJobRow, rec.id).status = "running"
+    store.record_launch(rec.id, pid=blocker.pid, table=recommendation_jobs.RecommendationJobRow)
     store.engine.dispose()
     return row.id
 

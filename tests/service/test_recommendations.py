@@ -1,10 +1,13 @@
 """``POST /v1/recommendations`` through a real app: the body of ``POST /v1/studies`` in, the
 recommended φ/phases with expected gap and labelled evidence out; works on an empty store,
-learns from finished studies, never answers NaN, refuses what a study would refuse."""
+learns from finished studies, never answers NaN, refuses what a study would refuse. A spec
+whose curvature is measured is a job (202 + ``Location``, run by its real driver process);
+one with nothing to measure is answered at once (200)."""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -27,6 +30,26 @@ def _strict(text: str) -> Any:
     return json.loads(text, parse_constant=no_constant)
 
 
+def _recommend(client: TestClient, spec: dict[str, Any], timeout: float = 300) -> Any:
+    """POST, then poll the queued job's ``Location`` until it ends; the recommendation."""
+    r = client.post("/v1/recommendations", json=spec)
+    assert r.status_code == 202, r.text
+    job = _strict(r.text)
+    assert job["status"] in ("queued", "running") and job["result"] is None
+    location = r.headers["location"]
+    assert location == f"/v1/recommendations/{job['id']}" == job["links"]["self"]["href"]
+    deadline = time.monotonic() + timeout
+    while job["status"] not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, f"recommendation job still {job['status']}"
+        time.sleep(0.3)
+        got = client.get(location)
+        assert got.status_code == 200, got.text
+        job = _strict(got.text)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["spec"] == StudyCreate.model_validate(spec).model_dump(mode="json")
+    return job["result"]
+
+
 @pytest.fixture()
 def app(tmp_path):
     settings = Settings(data_dir=tmp_path, max_trials=10, ray_num_cpus=2,
@@ -37,10 +60,7 @@ def app(tmp_path):
 
 def test_empty_store_gets_a_measured_recommendation(app):
     client, _ = app
-    r = client.post("/v1/recommendations", json=SPEC)
-    assert r.status_code == 200, r.text
-    body = _strict(r.text)
-    rec = PhiRecommendation.model_validate(body)
+    rec = PhiRecommendation.model_validate(_recommend(client, SPEC))
     assert rec.source == "model" and rec.phi > 0 and rec.phases == 1
     assert rec.budget_steps == 100 and rec.optimizer == "sgd" and rec.history_cases == 0
     sources = [s["source"] for s in rec.suggestions]
@@ -55,7 +75,7 @@ def test_empty_store_gets_a_measured_recommendation(app):
 def test_adamw_and_the_get_form_still_work(app):
     client, _ = app
     spec = {**SPEC, "optimizer": {"name": "adamw", "lr": 3e-3}}
-    rec = _strict(client.post("/v1/recommendations", json=spec).text)
+    rec = _recommend(client, spec)
     assert rec["optimizer"] == "adamw" and rec["phi"] > 0
     got = client.get("/v1/recommendations", params={"model": "mlp", "dataset": "digits"})
     assert got.status_code == 200 and got.json()["source"] == "calibrated"
@@ -76,10 +96,7 @@ def test_what_a_study_would_refuse_is_a_422_naming_the_field(app, change, field)
 
 def test_an_unstable_lr_still_answers_finite_numbers(app):
     client, _ = app
-    r = client.post("/v1/recommendations", json={**SPEC, "optimizer": {"name": "sgd",
-                                                                        "lr": 9.0}})
-    assert r.status_code == 200, r.text
-    rec = _strict(r.text)
+    rec = _recommend(client, {**SPEC, "optimizer": {"name": "sgd", "lr": 9.0}})
     assert rec["features"]["init_stability"] > rec["features"]["init_lambda_max"]
 
 
@@ -93,11 +110,40 @@ def test_finished_studies_feed_the_model(app):
                            metrics={"val_accuracy": value}, value=value)
     store.finish_study(row.id, "succeeded", result={"budgets": [
         {"budget_steps": 100, "best": {"phi": 1.0, "phases": 1, "value": 0.86}}]})
-    rec = _strict(client.post("/v1/recommendations", json=SPEC).text)
+    rec = _recommend(client, SPEC)
     assert rec["history_cases"] == 1
     assert any(s["source"] == "history" for s in rec["suggestions"])
     # the study is a case of the model: same spec, distance 0 on its budget features
     assert any(n["source"] == f"history:{row.id}" for n in rec["neighbours"])
+
+
+def test_nothing_to_measure_is_answered_at_once(app, monkeypatch):
+    """A model over the measured size (here: any) gets the labelled budget-features fallback
+    in the request itself (200), and no job."""
+    import service.launch.recommendation as recommendation
+
+    monkeypatch.setattr(recommendation, "MEASURE_MAX_PARAMS", 10)
+    client, settings = app
+    r = client.post("/v1/recommendations", json=SPEC)
+    assert r.status_code == 200, r.text
+    rec = PhiRecommendation.model_validate(_strict(r.text))
+    assert rec.source == "model_partial_features" and "curvature not measured" in rec.warnings[0]
+    from service.store.recommendation_jobs import RecommendationJobRow
+
+    assert Store(settings.sqlalchemy_url).count_status(RecommendationJobRow, "queued",
+                                                       "running", "succeeded") == 0
+
+
+def test_a_recommendation_job_can_be_cancelled_and_unknown_ones_are_404(app):
+    client, _ = app
+    r = client.post("/v1/recommendations", json=SPEC)
+    assert r.status_code == 202, r.text
+    url = r.headers["location"]
+    gone = client.delete(url)
+    assert gone.status_code == 200 and gone.json()["status"] in ("cancelled", "succeeded")
+    assert client.get(url).json()["status"] == gone.json()["status"]
+    missing = client.get("/v1/recommendations/no-such-job")
+    assert missing.status_code == 404 and "no-such-job" in missing.json()["detail"]
 
 
 def test_client_and_cli_recommend_against_a_real_server(tmp_path, capsys):
