@@ -78,8 +78,10 @@ from bench.common import (
     write_markdown,
 )
 from bench.phi_corpus import CORE_TASKS, SMOKE_TASKS, TASKS, Task
+from trainables.autolrs import MIN_TAU_PRIME, AutoLRSSettings, AutoLRSSettingsError, plan_stages
 from trainables.config import TrainConfig, metric_mode
 from trainables.datasets import split_validation
+from trainables.errors import DivergedError
 from trainables.registry import get_dataset
 from tuning.arms import arm_config as product_arm_config
 from tuning.executor import candidate_config
@@ -91,9 +93,21 @@ logger = logging.getLogger(__name__)
 
 NAME = "schedule_quality"
 ARMS = ("uba", "cosine", "linear", "step", "rex", "wsd", "schedulefree")
-PEERS = ARMS[1:]
+#: The data-driven schedulers (issue 21), run after the ladder-tuned arms: AutoLRS chooses its
+#: lr while it trains (no ladder; its search is what each run trained beyond T), the refined
+#: arms are Defazio et al.'s refinement of the linear and the UBA pick's full-budget run.
+DATA_DRIVEN = ("autolrs",)
+ALL_ARMS = ARMS + DATA_DRIVEN
+#: The peers UBA's family contains (φ = 2 is cosine, φ ≈ 0.8 REX, φ = 0 with phases a step or a
+#: constant-then-drop): issue 20's goal is searched UBA at least as good as the best of them.
+FAMILY = ("cosine", "linear", "step", "rex", "wsd")
+#: Peers whose pick comes from the ladder (they have a tuning objective and selection noise).
+LADDER_PEERS = ARMS[1:]
+#: Peers searched UBA is compared against (every arm a user might pick instead of it).
+PEERS = tuple(a for a in ALL_ARMS if a != "uba")
 LABELS = {"uba": "UBA searched (φ, phases, η_max)", "cosine": "cosine", "linear": "linear",
-          "step": "step", "rex": "REX", "wsd": "WSD", "schedulefree": "schedule-free"}
+          "step": "step", "rex": "REX", "wsd": "WSD", "schedulefree": "schedule-free",
+          "autolrs": "AutoLRS (lr chosen per stage)"}
 TUNE_SEED = 1000  # training seed of the search runs (never an evaluation seed)
 OBJECTIVE = "val_loss"
 
@@ -253,8 +267,65 @@ def fidelity_rows(task: Task, steps: int, tuned_runs: Sequence[dict[str, Any]],
 # --------------------------------------------------------------------------- one task
 
 
-def run_task(preset: str, task_name: str, out_dir: Path, threads: int = 1) -> Path:
-    """Tune every arm at every budget, train the picks on the evaluation seeds, write CSVs."""
+def autolrs_settings(steps: int) -> AutoLRSSettings | None:
+    """AutoLRS's settings at a budget: the defaults (τ₀ = T/16, τ′₀ = T/64, k = 4) where the
+    candidate windows reach :data:`~trainables.autolrs.MIN_TAU_PRIME` steps, else τ′₀ raised to
+    that and τ₀ = 4·τ′₀ (the same k·τ′ = τ balance of search and training); None where even
+    that does not fit the budget (the arm has no row there)."""
+    d = AutoLRSSettings()
+    if round(d.tau_prime_fraction * steps) < MIN_TAU_PRIME:
+        prime = MIN_TAU_PRIME / steps
+        if d.candidates * prime > 1:
+            return None
+        d = dataclasses.replace(d, tau_prime_fraction=prime, tau_fraction=d.candidates * prime)
+    try:
+        plan_stages(steps, d)
+    except AutoLRSSettingsError:
+        return None
+    return d
+
+
+def eval_autolrs(task: Task, steps: int, seed: int, bundle: Any, device: str,
+                 settings: AutoLRSSettings) -> dict[str, Any]:
+    """One AutoLRS run on the evaluation half: its last metrics, the search steps it trained
+    beyond the budget, and the lr each stage chose."""
+    from trainables.autolrs import run_autolrs
+
+    base = dataclasses.replace(template(task, device), metric=task.metric).for_budget(
+        steps, seed=seed)
+    cfg = product_arm_config("autolrs", base, {"lr": base.lr,
+                                               "autolrs": settings}).to_dict()
+    cfg["checkpoint_every"] = -1
+    t0 = time.perf_counter()
+    try:
+        m = run_autolrs(cfg, lambda metrics, state: None, bundle=bundle)
+    except DivergedError as exc:
+        logger.warning("autolrs diverged: %s", exc)
+        m = {"val_loss": math.nan, task.metric: math.nan, "trained_steps_total": math.nan,
+             "autolrs_stages": []}
+    return {"metrics": m, "seconds": time.perf_counter() - t0,
+            "search_steps": float(m.get("trained_steps_total", math.nan)) - steps,
+            "stage_lrs": " ".join(f"{st['lr']:.4g}" for st in m.get("autolrs_stages", []))}
+
+
+def _task_files(out_dir: Path, preset: str, task: str) -> dict[str, Path]:
+    stem = f"{NAME}{_suffix(preset)}_{task}"
+    return {"eval": out_dir / f"{stem}.csv", "tuning": out_dir / f"{stem}_tuning.csv",
+            "fidelity": out_dir / f"{stem}_fidelity.csv"}
+
+
+def _kept_rows(path: Path, arms: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of an earlier run of this task that this run does not redo (other arms)."""
+    if not path.exists():
+        return []
+    return [r for r in read_csv(path) if r.get("arm") not in arms]
+
+
+def run_task(preset: str, task_name: str, out_dir: Path, threads: int = 1,
+             arms: Sequence[str] = ALL_ARMS) -> Path:
+    """Tune every arm in ``arms`` at every budget, train the picks on the evaluation seeds,
+    write CSVs. Rows of other arms already in the task's CSVs are kept (``--arm`` adds or
+    redoes arms of a task without re-running the rest)."""
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     p = PRESETS[preset]
@@ -263,12 +334,37 @@ def run_task(preset: str, task_name: str, out_dir: Path, threads: int = 1) -> Pa
     bundle = get_dataset(task.dataset, **(task.dataset_kwargs or {}))
     tune_b, eval_b = split_validation(bundle, 0.5, seed=0)
     metric = task.metric  # the task's reported metric (accuracy, or loss for the LM)
-    rows: list[dict[str, Any]] = []
-    tune_rows: list[dict[str, Any]] = []
-    fid_rows: list[dict[str, Any]] = []
+    files = _task_files(out_dir, preset, task.name)
+    rows = _kept_rows(files["eval"], arms)
+    tune_rows = _kept_rows(files["tuning"], arms)
+    fid_rows = _kept_rows(files["fidelity"], ["cosine"] if "cosine" in arms else [])
     for frac in p.budgets:
         steps = max(1, round(frac * task.full_steps))
-        for arm in ARMS:
+        for arm in [a for a in ALL_ARMS if a in arms]:
+            if arm == "autolrs":
+                settings = autolrs_settings(steps)
+                if settings is None:
+                    logger.info("%s %d steps: AutoLRS's stages do not fit, no rows", task.name,
+                                steps)
+                    continue
+                for seed in range(p.eval_seeds):
+                    r = eval_autolrs(task, steps, seed, eval_b, p.device, settings)
+                    m = r["metrics"]
+                    rows.append({
+                        "task": task.name, "metric": metric, "budget_fraction": frac,
+                        "budget_steps": steps, "arm": arm, "seed": seed,
+                        "optimizer": arm_optimizer(arm, task), "phi": "", "phases": "",
+                        "lr": template(task, p.device).lr,
+                        "test_value": m.get(metric, math.nan),
+                        "test_loss": m.get("val_loss", math.nan),
+                        "tuning_objective_mean": math.nan, "tuning_objective_std": math.nan,
+                        "tuning_objective_seeds": 0,
+                        "tuning_units": r["search_steps"] / steps,
+                        "seconds": r["seconds"], "stage_lrs": r["stage_lrs"]})
+                    logger.info("%s %d steps autolrs seed %d: %s=%.4f, stage lrs %s",
+                                task.name, steps, seed, metric, m.get(metric, math.nan),
+                                r["stage_lrs"])
+                continue
             tuned = tune(arm, task, steps, tune_b, p)
             for r in tuned.runs:
                 tune_rows.append({"task": task.name, "budget_fraction": frac, **r})
@@ -291,13 +387,12 @@ def run_task(preset: str, task_name: str, out_dir: Path, threads: int = 1) -> Pa
                     "tuning_objective_std": tuned.objective_std,
                     "tuning_objective_seeds": tuned.n_seeds,
                     "tuning_units": tuned.units, "seconds": m["seconds"]})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{NAME}{_suffix(preset)}_{task.name}.csv"
-    write_csv(path, rows)
-    write_csv(out_dir / f"{NAME}{_suffix(preset)}_{task.name}_tuning.csv", tune_rows)
-    write_csv(out_dir / f"{NAME}{_suffix(preset)}_{task.name}_fidelity.csv", fid_rows)
-    logger.info("%s done in %.1f min", task.name, (time.perf_counter() - t0) / 60)
-    return path
+    write_csv(files["eval"], rows)
+    write_csv(files["tuning"], tune_rows)
+    write_csv(files["fidelity"], fid_rows)
+    logger.info("%s (%s) done in %.1f min", task.name, ", ".join(arms),
+                (time.perf_counter() - t0) / 60)
+    return files["eval"]
 
 
 # ----------------------------------------------------------------------------- report
@@ -319,12 +414,19 @@ class Cell:
     def mode(self) -> str:
         return metric_mode(self.metric)
 
+    @property
+    def arms(self) -> list[str]:
+        """The arms this cell has rows for, in :data:`ALL_ARMS` order (a task run before an
+        arm was added lacks it until ``--arm`` adds it)."""
+        return [a for a in ALL_ARMS if a in self.values]
+
     def mean(self, arm: str) -> float:
         return statistics.fmean(self.values[arm])
 
     def best_peer(self, among: Sequence[str] = PEERS) -> str:
         sign = 1.0 if self.mode == "max" else -1.0
-        return max(among, key=lambda a: sign * self.mean(a) if math.isfinite(self.mean(a))
+        return max([a for a in among if a in self.values],
+                   key=lambda a: sign * self.mean(a) if math.isfinite(self.mean(a))
                    else -math.inf)
 
     def uba_vs(self, arm: str) -> Any:
@@ -388,7 +490,7 @@ def verdict_text(cells: Sequence[Cell]) -> str:
              f"seeds, at every budget on at least {need} of {n} tasks): "
              f"**{'met' if met else 'not met'}** — ahead at every budget on "
              f"{len(ahead)} of {n} ({', '.join(ahead) or 'none'})."]
-    scheduled = [a for a in PEERS if a != "schedulefree"]
+    scheduled = FAMILY
     ahead_sched = [c for c in cells if c.uba_vs(c.best_peer(scheduled)).mean_diff > 0]
     lines.append(
         f"Against the best *scheduled* peer alone (schedule-free left out), searched UBA's paired "
@@ -458,31 +560,41 @@ def markdown(cells: Sequence[Cell], p: Preset, tuning_seconds: float | None) -> 
                   "| arm | " + " | ".join(f"{c.steps} steps ({c.fraction:.0%})" for c in tc)
                   + " | tuning compute (units) |",
                   "|---|" + "---|" * len(tc) + "---|"]
-        for arm in ARMS:
+        for arm in [a for a in ALL_ARMS if any(a in c.values for c in tc)]:
             cells_txt = []
             for c in tc:
+                if arm not in c.values:
+                    cells_txt.append("—")
+                    continue
                 m, sd = mean_std(c.values[arm])
                 sign = 1 if c.mode == "max" else -1
-                best = max(ARMS, key=lambda a: sign * c.mean(a) if math.isfinite(c.mean(a))
+                best = max(c.arms, key=lambda a: sign * c.mean(a) if math.isfinite(c.mean(a))
                            else -math.inf)
                 t = f"{s * m:.3f} ± {s * sd:.3f}" if s == 1 else f"{s * m:.2f} ± {s * sd:.2f}"
                 cells_txt.append(f"**{t}**" if arm == best else t)
-            units = " / ".join(f"{c.units[arm]:.2f}" for c in tc)
+            units = " / ".join(f"{c.units[arm]:.2f}" if arm in c.units else "—" for c in tc)
             lines.append(f"| {LABELS[arm]} | " + " | ".join(cells_txt) + f" | {units} |")
         lines += ["", "Paired per seed, UBA − peer (positive = UBA better; wins/ties/losses; "
                       "exact sign-flip p):\n",
                   "| vs | " + " | ".join(f"{c.steps} steps" for c in tc) + " |",
                   "|---|" + "---|" * len(tc)]
-        for arm in PEERS:
+        for arm in [a for a in PEERS if any(a in c.values for c in tc)]:
             lines.append(f"| {LABELS[arm]} | " + " | ".join(
-                c.uba_vs(arm).fmt(scale=s, unit=unit) for c in tc) + " |")
+                c.uba_vs(arm).fmt(scale=s, unit=unit) if arm in c.values else "—"
+                for c in tc) + " |")
         lines += ["", "Best peer per budget: " + "; ".join(
             f"{c.steps} steps: {LABELS[c.best_peer()]}" for c in tc) + ".",
             "Selection noise (tuning objective of each arm's pick, mean ± std over its "
             "search seed and the finalist seeds): " + "; ".join(
                 f"{c.steps} steps: UBA {c.noise['uba'][0]:.4f} ± {c.noise['uba'][1]:.4f}, "
-                f"best peer {c.noise[c.best_peer()][0]:.4f} ± {c.noise[c.best_peer()][1]:.4f}"
+                f"best ladder-tuned peer ({LABELS[c.best_peer(LADDER_PEERS)]}) "
+                f"{c.noise[c.best_peer(LADDER_PEERS)][0]:.4f} ± "
+                f"{c.noise[c.best_peer(LADDER_PEERS)][1]:.4f}"
                 for c in tc) + ".\n"]
+        if any("autolrs" in c.values for c in tc):
+            lines.append("AutoLRS is not ladder-tuned (it searches its lr while it trains, "
+                         "[lr/10, 10·lr] around the task's lr); its compute column is the "
+                         "search it trained beyond the budget, per evaluation run.\n")
     lines += [verdict_text(cells), ""]
     n = p.eval_seeds
     lines += [f"With {n} paired seeds the smallest possible two-sided p is 2/2^{n} = "
@@ -503,14 +615,16 @@ def plot(cells: Sequence[Cell], path: Path) -> None:
         tc = [c for c in cells if c.task == task]
         s, unit = _scale(tc[0].metric)
         width = 0.8 / len(tc)
+        peers = [a for a in PEERS if any(a in c.values for c in tc)]
         for j, c in enumerate(tc):
-            ds = [c.uba_vs(a) for a in PEERS]
-            xs = [i + (j - (len(tc) - 1) / 2) * width for i in range(len(PEERS))]
+            ds = [c.uba_vs(a) for a in peers if a in c.values]
+            xs = [i + (j - (len(tc) - 1) / 2) * width for i, a in enumerate(peers)
+                  if a in c.values]
             ax.errorbar(xs, [s * d.mean_diff for d in ds], yerr=[s * d.std_diff for d in ds],
                         fmt="o", capsize=3, label=f"{c.steps} steps")
         ax.axhline(0.0, color="k", linewidth=0.8)
-        ax.set_xticks(range(len(PEERS)))
-        ax.set_xticklabels([LABELS[a] for a in PEERS], rotation=35, ha="right",
+        ax.set_xticks(range(len(peers)))
+        ax.set_xticklabels([LABELS[a] for a in peers], rotation=35, ha="right",
                            fontsize="small")
         ax.set_title(f"{task}: UBA vs peer, {metric_label(tc[0].metric)}{unit}\n"
                      "(paired mean ± std; > 0: UBA better)", fontsize="medium")
@@ -545,6 +659,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", action="append", help="run only these tasks (repeatable)")
     parser.add_argument("--jobs", type=int, default=1, help="tasks run in parallel processes")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
+    parser.add_argument("--arm", action="append", choices=ALL_ARMS,
+                        help="run only these arms (repeatable); other arms' rows of the task "
+                             "are kept")
     parser.add_argument("--report", action="store_true",
                         help="only rewrite the markdown/PNG from the per-task CSVs")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
@@ -563,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
                   "finalist seeds derived from study seed 0", device=p.device)
         info["torch_threads"] = args.threads  # what each task process trains with
     t0 = time.perf_counter()
+    arms = tuple(a for a in ALL_ARMS if a in (args.arm or ALL_ARMS))
     if not args.report:
         names = args.task or list(p.tasks)
         unknown = sorted(set(names) - set(p.tasks))
@@ -572,10 +690,11 @@ def main(argv: list[str] | None = None) -> int:
             names = names[::-1]  # the longest task (the LM, listed last) starts first
             with ProcessPoolExecutor(args.jobs) as pool:
                 list(pool.map(run_task, [preset] * len(names), names,
-                              [args.out] * len(names), [args.threads] * len(names)))
+                              [args.out] * len(names), [args.threads] * len(names),
+                              [arms] * len(names)))
         else:
             for name in names:
-                run_task(preset, name, args.out, args.threads)
+                run_task(preset, name, args.out, args.threads, arms)
     wall = None if args.report else time.perf_counter() - t0
     if args.report and sidecar.exists():
         old = (args.out / f"{NAME}{_suffix(preset)}.md").read_text()

@@ -66,6 +66,7 @@ import numpy as np
 import torch
 
 from trainables.config import SCHEDULE_FREE, TRAINED_STEPS, TrainConfig
+from trainables.datasets import DataBundle
 from trainables.errors import ConfigError, DivergedError
 from trainables.loop import (
     _autocast,
@@ -429,6 +430,7 @@ def run_autolrs(
     report: Any,
     *,
     resume_state: dict[str, Any] | None = None,
+    bundle: DataBundle | None = None,
 ) -> dict[str, Any]:
     """Train ``config["total_steps"]`` steps with AutoLRS and report at the end of each stage.
 
@@ -445,7 +447,8 @@ def run_autolrs(
     ``autolrs_stages`` (per stage: ``start``, ``tau``, ``tau_prime``, ``lr``, ``forecast``
     and its ``candidates``, each with ``lr``, ``forecast`` (None: it diverged), ``steps``,
     ``last_loss`` and the fit's ``a``, ``b``, ``c``) and ``done``. ``state`` (None when ``checkpoint_every < 0``)
-    resumes the run at that stage boundary as ``resume_state``.
+    resumes the run at that stage boundary as ``resume_state``. ``bundle``: already loaded
+    data (as :func:`trainables.loop.run_training` takes it; the bench's split halves).
 
     Raises :class:`AutoLRSSettingsError` for settings that do not fit the budget, ConfigError
     for a schedule-free optimizer (it has no lr to schedule), :class:`DivergedError` when the
@@ -461,7 +464,7 @@ def run_autolrs(
                           "schedule to choose)")
     settings = AutoLRSSettings.from_params(cfg.schedule_params)
     stages = plan_stages(cfg.total_steps, settings)
-    p = _prepare(replace(cfg, schedule="constant", schedule_params={}), None)
+    p = _prepare(replace(cfg, schedule="constant", schedule_params={}), bundle)
     records: list[dict[str, Any]] = []
     trained_total = 0
     incumbent = cfg.lr

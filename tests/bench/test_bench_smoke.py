@@ -41,8 +41,16 @@ def test_schedule_quality_smoke(tmp_path) -> None:
     p = schedule_quality.PRESETS["smoke"]
     (task,) = p.tasks
     rows = read_csv(tmp_path / f"schedule_quality_smoke_{task}.csv")
-    assert len(rows) == len(p.budgets) * len(schedule_quality.ARMS) * p.eval_seeds
-    assert {r["arm"] for r in rows} == set(schedule_quality.ARMS)
+    ladder_rows = [r for r in rows if r["arm"] in schedule_quality.ARMS]
+    assert len(ladder_rows) == len(p.budgets) * len(schedule_quality.ARMS) * p.eval_seeds
+    assert {r["arm"] for r in rows} == set(schedule_quality.ALL_ARMS)
+    # AutoLRS: rows only where its stages fit (32 steps here), its search counted per run
+    auto = [r for r in rows if r["arm"] == "autolrs"]
+    fits = [s for s in {int(r["budget_steps"]) for r in rows}
+            if schedule_quality.autolrs_settings(s) is not None]
+    assert len(auto) == len(fits) * p.eval_seeds and fits
+    assert all(float(r["tuning_units"]) > 0 and r["stage_lrs"] for r in auto)
+    rows = ladder_rows
     accs = [float(r["test_value"]) for r in rows]
     assert all(0.0 <= a <= 1.0 for a in accs)
     assert max(accs) > 0.5  # digits: real learning happened, not chance (0.1)
@@ -67,6 +75,7 @@ def test_schedule_quality_smoke(tmp_path) -> None:
     cells = schedule_quality.load_cells(tmp_path, "smoke")
     ahead, behind = schedule_quality.goal_verdict(cells)
     assert ("**met**" in md) == (len(ahead) >= 1)
+    assert "AutoLRS" in md
     assert (tmp_path / "schedule_quality_smoke.png").read_bytes()[:4] == b"\x89PNG"
 
 
