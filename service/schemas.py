@@ -315,6 +315,13 @@ class StudyCreate(_Strict):
     autolrs: AutoLRSSettingsSpec = Field(
         default_factory=AutoLRSSettingsSpec, description="stages and search of the autolrs "
         "compare arm (checked against every budget when compare holds it)")
+    refine: bool = Field(
+        False, description="refine the best full-budget UBA run and a linear-decay run from "
+        "their recorded gradient norms (Defazio et al. 2023), tune each refined schedule's "
+        "base lr by the same ladder as the compare arms and let them compete for the winner "
+        "(rows refined-uba, refined-linear; the linear run is the tuned linear arm's when "
+        "compare holds it, else one run at optimizer.lr, counted); needs budget fraction 1.0 "
+        "and trainer builtin")
     target: float | None = Field(None, description="metric value to reach: smallest budget")
     curvature: bool = Field(
         False, description="estimate the Hessian spectrum first; its φ suggestions warm-start "
@@ -343,6 +350,19 @@ class StudyCreate(_Strict):
         if "schedulefree" in self.compare:
             raise ValueError("compare: 'schedulefree' needs phitune to build the optimizer; "
                              "with trainer 'external' compare schedules only")
+        if self.refine:
+            raise ValueError("refine: not available with trainer 'external' (agents report "
+                             "no per-update gradient norms, which refinement needs)")
+        return self
+
+    @model_validator(mode="after")
+    def _refine_has_a_full_budget(self) -> StudyCreate:
+        """``refine`` refines full-budget runs and competes at that budget: fraction 1.0 must
+        be requested (the same rule as ``tuning.specs.refine_problem``)."""
+        if self.refine and 1.0 not in self.budget.fractions:
+            raise ValueError(f"refine: needs the full budget (fraction 1.0) among "
+                             f"budget.fractions {list(self.budget.fractions)}: the refined "
+                             "schedule is a full-budget run's and competes at that budget")
         return self
 
     @model_validator(mode="after")
@@ -608,6 +628,21 @@ class BestSchedule(BaseModel):
         return scheduler_from_best(self, optimizer, style=style)
 
 
+def _params_scheduler(arm: str, params: dict[str, Any], optimizer: Any, style: str) -> Any:
+    """A comparison row's schedule from its ``params`` (``schedule``, ``total_steps``, and the
+    registry entry's fields), as ``tuning.results.schedule_params_scheduler`` builds it."""
+    if not params.get("schedule") or params.get("total_steps") is None:
+        raise ValueError(f"arm {arm!r}: its params do not describe a schedule (only refined "
+                         "arms' do); for UBA use the study's best schedule")
+    try:
+        from tuning.schedules import scheduler_from_best
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            f"to_scheduler needs {exc.name}: pip install 'phitune[schedules]'",
+            name=exc.name) from exc
+    return scheduler_from_best(params, optimizer, style=style)
+
+
 class BudgetPublic(BaseModel):
     """One requested budget (mirror of ``tuning.results.BudgetResult``)."""
 
@@ -666,7 +701,15 @@ class BaselineRow(BaseModel):
                         "evaluation seeds; false: trained at a fixed lr (compare_tuning: fixed)")
     tuning_units: float = Field(0.0, description="compute of the arm's tuning, in full-budget "
                                 "runs")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description="the arm's pick besides "
+                                   "eta_max; a refined arm: its whole schedule (schedule: "
+                                   "refined, total_steps, eta_max, norms, optimizer), see "
+                                   "to_scheduler")
+
+    def to_scheduler(self, optimizer: Any, *, style: str = "torch") -> Any:
+        """A scheduler for ``optimizer`` following this arm's schedule when its ``params``
+        describe one (a refined arm); see :meth:`BestSchedule.to_scheduler` for ``style``."""
+        return _params_scheduler(self.schedule, self.params, optimizer, style)
 
 
 class Winner(BaseModel):
@@ -685,6 +728,11 @@ class Winner(BaseModel):
     n: int
     tuned: bool
     params: dict[str, Any] = Field(default_factory=dict)
+
+    def to_scheduler(self, optimizer: Any, *, style: str = "torch") -> Any:
+        """A scheduler for ``optimizer`` following the winner's schedule when its ``params``
+        describe one (a refined arm); for UBA use the study's best (``client.best(id)``)."""
+        return _params_scheduler(self.arm, self.params, optimizer, style)
 
     def advice(self, metric: str) -> str:
         """"use X" in one line, computed from the result (the CLI and README print it)."""
@@ -735,6 +783,8 @@ class ComputeSpent(BaseModel):
     finalist_steps: int = 0
     compare_steps: int = 0
     compare_tuning_steps: int = 0
+    refine_steps: int = Field(0, description="refine: the refined arms' ladders and finalists "
+                              "and the linear source run when trained for it")
 
 
 class StudyResultPublic(BaseModel):
