@@ -250,8 +250,10 @@ def _verbs() -> dict[str, argparse.ArgumentParser]:
 
 
 #: client method -> CLI verb (the CLI is the client on the command line)
-VERB_OF = {"get": "status", "recommend_phi": "recommend-phi"}
-NO_JSON = {"plot", "serve", "demo", "plot-schedule"}  # write files or run things
+VERB_OF = {"get": "status", "recommend_phi": "recommend-phi",
+           # the lease calls are the agent loop's (`phitune agent`)
+           "claim_lease": "agent", "heartbeat": "agent", "report_result": "agent"}
+NO_JSON = {"plot", "serve", "demo", "plot-schedule", "agent"}  # write files or run things
 
 
 def test_every_client_method_has_a_verb_with_json() -> None:
