@@ -198,3 +198,25 @@ def test_refine_tunes_and_compares_refined_uba_and_linear(local_ray, tmp_path):
         assert _used_lrs(winner.to_scheduler(opt), opt, T) == pytest.approx(
             create_schedule("refined", T, eta_max=winner.eta_max,
                             norms=winner.params["norms"]).values(), rel=1e-12)
+
+
+def test_with_a_linear_compare_arm_refine_refines_its_tuned_run(local_ray, tmp_path):
+    """``compare: [linear]``: refined-linear refines the tuned linear arm's full-budget pick
+    (its compute counted in that arm's tuning, no extra source run)."""
+    sink = RecordingSink()
+    result = run_study(spec(tmp_path, compare=("linear",), seeds=1), sink)
+
+    rows = {r.schedule: r for r in result.baselines if r.budget_steps == T}
+    assert set(rows) == {"uba", "linear", REFINED_UBA, REFINED_LINEAR}, rows
+    src = rows[REFINED_LINEAR].params["source"]
+    assert src["arm"] == "linear" and src["counted_in"] == "compare arm linear"
+    assert src["eta_max"] == pytest.approx(rows["linear"].eta_max)  # the linear arm's pick
+    run = sink.trials[src["trial_id"]]
+    assert run.params["arm"] == "linear" and run.params["kind"] == "search" and run.step == T
+    assert rows[REFINED_LINEAR].params["norms"] == list(
+        GradNorms.from_dict(run.grad_norms).per_step())
+    # no source run trained for refinement: the refined arms' compute is their two ladders
+    assert not list((tmp_path / "ray").glob("refined-linear-source-*"))
+    assert rows[REFINED_LINEAR].tuning_units == pytest.approx(rows[REFINED_UBA].tuning_units)
+    assert result.compute.refine_steps == round(2 * rows[REFINED_UBA].tuning_units * T)
+    assert result.winner is not None and result.winner.arm in rows
