@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
@@ -172,7 +173,8 @@ def tune_schedule(
     (``trial.total_steps``, ``trial.seed``, ``trial.lr``, ``trial.scheduler(optimizer)``) and
     ends with ``trial.report({"step": trial.total_steps, metric: value})``. It runs as a Ray
     Tune trial on this process's Ray: the one already initialised, else ``ray.init(address)``
-    (None: Ray's default, a local Ray or the cluster ``RAY_ADDRESS`` names), shut down again
+    (None: a fresh local Ray, or the cluster ``RAY_ADDRESS`` names; ``"auto"``: the cluster
+    ``ray start`` runs on this machine; ``"ray://host:10001"``: a remote one), shut down again
     at the end.
 
     The plan is the service's: every budget in ``budget_fractions`` of ``budget_steps`` is a
@@ -212,6 +214,11 @@ def tune_schedule(
                       storage_path=storage_path, name=name, **settings)
     started = False
     if not ray.is_initialized():
+        # None: a fresh local Ray, unless Ray's own RAY_ADDRESS names one (a Ray Job's
+        # driver); never whatever `ray start` head this machine last recorded (Ray's default
+        # attaches to it, and waits forever for one that has died)
+        if address is None and "RAY_ADDRESS" not in os.environ:
+            address = "local"
         ray.init(address=address)
         started = True
     elif address is not None:

@@ -88,6 +88,23 @@ def logreg(trial, data, calls: str | None = None, crash_at: int | None = None) -
                 raise RuntimeError("worker lost")  # first start only: the restart resumes
 
 
+def one_step(trial) -> None:
+    trial.report({"step": trial.total_steps, "val_loss": 1.0 / trial.lr})
+
+
+def test_without_ray_initialised_it_starts_a_local_ray_and_stops_it(tmp_path, monkeypatch
+                                                                   ) -> None:
+    # first in the module, before the shared fixture starts Ray; never attaches to a head
+    # some `ray start` left recorded on this machine (Ray's default for address=None)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not ray.is_initialized()
+    result = tune_schedule(one_step, budget_steps=4, optimizer_lr=0.1, budget_fractions=(1.0,),
+                           num_trials=1, finalist_seeds=0, storage_path=str(tmp_path),
+                           name="own-ray", resources={"cpu": 1})
+    assert result.best is not None and result.best.total_steps == 4
+    assert not ray.is_initialized()
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
