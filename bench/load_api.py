@@ -30,8 +30,15 @@ server, one run of ``--rounds`` rounds of ``/healthz``, ``GET study``, ``GET lis
 (``--duration`` seconds each); each ratio is taken against ``/healthz`` of the same round, as
 a busy machine drifts, and the median over rounds is reported.
 
+``--asgi`` is the cross-check that a busy machine cannot skew as much: the same three
+requests driven through the whole ASGI app in-process (middleware, auth, routing,
+dependencies, the thread-pool hop, the route; no sockets, no HTTP parsing, which costs every
+route the same), ``--clients`` at a time; per request the best of ``--rounds`` repeats, so
+time other jobs took from the CPU counts as little as possible.
+
     python -m bench.load_api                 # 50 clients, 30 s per scenario
     python -m bench.load_api --wrk --duration 10 --rounds 3
+    python -m bench.load_api --asgi --rounds 5
     python -m bench.load_api --smoke         # 5 clients, 2 s per scenario (test suite)
 """
 
@@ -241,6 +248,94 @@ def main_wrk(args: argparse.Namespace) -> int:
     return 0
 
 
+def main_asgi(args: argparse.Namespace) -> int:
+    """Per-request cost of the read routes through the ASGI app, in-process (module doc)."""
+    from service.api.main import create_app
+    from service.config import Settings
+
+    with tempfile.TemporaryDirectory(prefix="phitune-load-") as tmp:
+        data_dir = Path(tmp)
+        study_id, _ = seed_store(data_dir, args.studies)
+        settings = Settings(data_dir=data_dir, api_token=TOKEN, reconcile_interval_s=0,
+                            local_ray="per-study", max_concurrent_studies=args.studies + 10)
+        app = create_app(settings)
+        app.state.store = Store(settings.sqlalchemy_url)  # what the lifespan sets for reads
+        scenarios = [("/healthz", "/healthz", b""), ("GET study", f"/v1/studies/{study_id}", b""),
+                     ("GET list(20)", "/v1/studies", b"limit=20")]
+
+        async def call(path: str, query: bytes) -> None:
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            await app({"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                       "method": "GET", "scheme": "http", "path": path,
+                       "raw_path": path.encode(), "query_string": query, "root_path": "",
+                       "headers": [(b"host", b"127.0.0.1"),
+                                   (b"authorization", f"Bearer {TOKEN}".encode())],
+                       "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000),
+                       "state": {}}, receive, send)
+            assert sent[0]["status"] == 200, sent
+
+        async def per_request_us(path: str, query: bytes, n: int) -> float:
+            async def worker() -> None:
+                for _ in range(n // args.clients):
+                    await call(path, query)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(args.clients)))
+            return (time.perf_counter() - t0) / (n // args.clients * args.clients) * 1e6
+
+        async def run() -> list[dict[str, Any]]:
+            out = []
+            for _, path, query in scenarios:  # warm-up: imports, caches, connections
+                await per_request_us(path, query, 4 * args.clients)
+            for rnd in range(1, args.rounds + 1):
+                for name, path, query in scenarios:
+                    load = os.getloadavg()[0]
+                    out.append({"tool": "asgi", "round": rnd, "scenario": name,
+                                "clients": args.clients, "requests": 20 * args.clients,
+                                "us_per_request": round(await per_request_us(
+                                    path, query, 20 * args.clients), 1),
+                                "loadavg_1m_before": round(load, 2)})
+            return out
+
+        rows = asyncio.run(run())
+        app.state.store.engine.dispose()
+    best = {name: min(r["us_per_request"] for r in rows if r["scenario"] == name)
+            for name, _, _ in scenarios}
+    goals = {"GET study": 0.5, "GET list(20)": 0.25}
+    for r in rows:
+        r["best_us"] = best[r["scenario"]]
+        r["ratio_to_healthz"] = round(best["/healthz"] / best[r["scenario"]], 3)
+        r["goal_ratio"] = goals.get(r["scenario"], "")
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(args.out / "load_api_asgi.csv", rows)
+    info = machine_info()
+    command = f"python -m bench.load_api --asgi --rounds {args.rounds} --clients {args.clients}"
+    lines = [f"# Read routes' cost through the ASGI app ({args.clients} concurrent requests, "
+             "in-process)", "", provenance_md(info, command, "n/a (no randomness)"), "",
+             "| scenario | best µs / request | rate × /healthz | goal |",
+             "|---|---|---|---|"]
+    for name, _, _ in scenarios:
+        ratio = best["/healthz"] / best[name]
+        goal = goals.get(name)
+        verdict = "" if goal is None else f"≥ {goal} ({'met' if ratio >= goal else 'missed'})"
+        lines.append(f"| {name} | {best[name]:.0f} | {ratio:.2f} | {verdict} |")
+    lines += ["", "Per request, the best of the rounds (other jobs on the machine only ever "
+              "add time). No sockets and no HTTP parsing: those cost every route the same, so "
+              "the ratios over HTTP (`load_api_wrk.md`) are higher than these.", ""]
+    if args.note:
+        lines += [args.note, ""]
+    (args.out / "load_api_asgi.md").write_text("\n".join(lines))
+    for line in lines[-(len(scenarios) + 5):]:
+        print(line)
+    return 0
+
+
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
@@ -257,13 +352,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrk", action="store_true",
                         help="throughput relative to /healthz with wrk (issue #12 goals)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="--wrk: rounds of (/healthz, GET study, GET list(20))")
+                        help="--wrk, --asgi: rounds of (/healthz, GET study, GET list(20))")
+    parser.add_argument("--asgi", action="store_true",
+                        help="per-request cost through the ASGI app in-process (cross-check)")
     parser.add_argument("--note", default="",
-                        help="--wrk: a paragraph added to the report (e.g. a before/after)")
+                        help="--wrk, --asgi: a paragraph added to the report (a before/after)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.wrk:
         return main_wrk(args)
+    if args.asgi:
+        return main_asgi(args)
     if args.smoke:
         args.clients, args.duration, args.studies, args.think = 5, 2.0, 5, 0.2
     tag = "load_api_smoke" if args.smoke else "load_api"
