@@ -317,10 +317,12 @@ def paired(a: Sequence[float], b: Sequence[float], tol: float = 1e-12) -> Paired
 # ----------------------------------------------------------------------------- training
 
 
-def train_final(config: Mapping[str, Any], bundle: DataBundle) -> dict[str, float]:
+def train_final(config: Mapping[str, Any], bundle: DataBundle,
+                keep: Sequence[str] = ()) -> dict[str, Any]:
     """Train one run with :func:`trainables.loop.run_training` and return its last metrics
     plus ``seconds`` (wall time). A diverged run returns NaN metrics instead of raising, so
-    one bad schedule is a data point, not a crashed benchmark."""
+    one bad schedule is a data point, not a crashed benchmark. ``keep``: non-numeric metrics
+    to return too (the refinement bench needs the run's ``grad_norms``)."""
     from trainables.errors import DivergedError
 
     cfg = {"checkpoint_every": -1, "device": "cpu", **config}
@@ -331,6 +333,8 @@ def train_final(config: Mapping[str, Any], bundle: DataBundle) -> dict[str, floa
     except DivergedError as exc:
         logger.warning("diverged: %s (%s)", exc, {k: cfg.get(k) for k in ("schedule", "phi")})
         metrics = {"val_accuracy": math.nan, "val_loss": math.nan, "train_loss": math.nan}
-    out = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    out: dict[str, Any] = {k: float(v) for k, v in metrics.items()
+                           if isinstance(v, int | float)}
+    out.update({k: metrics[k] for k in keep if k in metrics})  # e.g. grad_norms (a dict)
     out["seconds"] = time.perf_counter() - t0
     return out

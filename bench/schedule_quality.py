@@ -82,7 +82,9 @@ from trainables.autolrs import MIN_TAU_PRIME, AutoLRSSettings, AutoLRSSettingsEr
 from trainables.config import TrainConfig, metric_mode
 from trainables.datasets import split_validation
 from trainables.errors import DivergedError
+from trainables.grad_norms import GRAD_NORMS
 from trainables.registry import get_dataset
+from tuning.arms import REFINED_ARMS
 from tuning.arms import arm_config as product_arm_config
 from tuning.executor import candidate_config
 from tuning.ladder import Candidate, Outcome, compute_units
@@ -96,18 +98,21 @@ ARMS = ("uba", "cosine", "linear", "step", "rex", "wsd", "schedulefree")
 #: The data-driven schedulers (issue 21), run after the ladder-tuned arms: AutoLRS chooses its
 #: lr while it trains (no ladder; its search is what each run trained beyond T), the refined
 #: arms are Defazio et al.'s refinement of the linear and the UBA pick's full-budget run.
-DATA_DRIVEN = ("autolrs",)
+DATA_DRIVEN = ("autolrs", "refined-linear", "refined-uba")
 ALL_ARMS = ARMS + DATA_DRIVEN
 #: The peers UBA's family contains (φ = 2 is cosine, φ ≈ 0.8 REX, φ = 0 with phases a step or a
 #: constant-then-drop): issue 20's goal is searched UBA at least as good as the best of them.
 FAMILY = ("cosine", "linear", "step", "rex", "wsd")
 #: Peers whose pick comes from the ladder (they have a tuning objective and selection noise).
 LADDER_PEERS = ARMS[1:]
-#: Peers searched UBA is compared against (every arm a user might pick instead of it).
-PEERS = tuple(a for a in ALL_ARMS if a != "uba")
+#: Peers searched UBA is compared against (every arm a user might pick instead of it;
+#: refined-uba is phitune's own next step on UBA's pick, not a peer).
+PEERS = tuple(a for a in ALL_ARMS if a not in ("uba", "refined-uba"))
 LABELS = {"uba": "UBA searched (φ, phases, η_max)", "cosine": "cosine", "linear": "linear",
           "step": "step", "rex": "REX", "wsd": "WSD", "schedulefree": "schedule-free",
-          "autolrs": "AutoLRS (lr chosen per stage)"}
+          "autolrs": "AutoLRS (lr chosen per stage)",
+          "refined-linear": "refined from linear (η_max tuned)",
+          "refined-uba": "refined from UBA's pick (η_max tuned)"}
 TUNE_SEED = 1000  # training seed of the search runs (never an evaluation seed)
 OBJECTIVE = "val_loss"
 
@@ -180,14 +185,16 @@ class InProcessExecutor:
         for c, seed in runs:
             cfg = candidate_config(self.spec, c, steps, seed).to_dict()
             cfg["checkpoint_every"] = -1
-            m = train_final(cfg, self.bundle)
+            m = train_final(cfg, self.bundle, keep=(GRAD_NORMS,))
             value = m.get(OBJECTIVE, math.nan)
             ok = math.isfinite(value)
             outs.append(Outcome(candidate=c, steps=steps, seed=seed,
                                 trained_steps=steps, value=value if ok else None,
                                 last_value=value if ok else None,
-                                status="terminated" if ok else "error", trial_id=f"{name}-{c.index}-{seed}",
-                                error=None if ok else "diverged"))
+                                status="terminated" if ok else "error",
+                                trial_id=f"{name}-{c.index}-{seed}",
+                                error=None if ok else "diverged",
+                                metrics={k: m[k] for k in (GRAD_NORMS,) if k in m}))
             self.rows.append({"arm": self.arm, "budget_steps": self.spec.total_steps,
                               "kind": kind, "experiment": name, "stage": c.stage,
                               "horizon": steps, "candidate": c.index, "seed": seed,
@@ -223,14 +230,10 @@ class Tuned:
     runs: list[dict[str, Any]]
 
 
-def tune(arm: str, task: Task, steps: int, tune_bundle: Any, p: Preset) -> Tuned:
-    """phitune's own search for one arm (:func:`tuning.search.search_ladder` and the robust
-    :func:`tuning.search.pick_finalists`), run in-process on the tuning half."""
-    spec = study_spec(task, steps, p)
-    ex = InProcessExecutor(spec, tune_bundle, arm)
-    outcomes = search_ladder(spec, ex, arm)
-    finalists, _ = pick_finalists(spec, outcomes.get(steps, []), ex, arm)
-    full = outcomes.get(steps, [])
+def _tuned(spec: StudySpec, ex: InProcessExecutor, full: Sequence[Outcome],
+           finalists: Sequence[Any]) -> Tuned:
+    """An arm's pick from its full-budget runs and finalists, as the study picks it (the
+    robust winning finalist, else the best run), with its selection noise and compute."""
     if finalists and finalists[0].robust and finalists[0].mean is not None:
         f = finalists[0]
         params = next(o.candidate.params for o in full if o.candidate.index == f.candidate)
@@ -243,7 +246,44 @@ def tune(arm: str, task: Task, steps: int, tune_bundle: Any, p: Preset) -> Tuned
     m, sd = mean_std(vals)
     trained = sum(r["horizon"] for r in ex.rows)
     return Tuned(params=dict(params), objective_mean=m, objective_std=sd, n_seeds=len(vals),
-                 units=compute_units(trained, steps), runs=ex.rows)
+                 units=compute_units(trained, spec.total_steps), runs=ex.rows)
+
+
+def tune(arm: str, task: Task, steps: int, tune_bundle: Any, p: Preset) -> Tuned:
+    """phitune's own search for one arm (:func:`tuning.search.search_ladder` and the robust
+    :func:`tuning.search.pick_finalists`), run in-process on the tuning half."""
+    spec = study_spec(task, steps, p)
+    ex = InProcessExecutor(spec, tune_bundle, arm)
+    outcomes = search_ladder(spec, ex, arm)
+    finalists, _ = pick_finalists(spec, outcomes.get(steps, []), ex, arm)
+    return _tuned(spec, ex, outcomes.get(steps, []), finalists)
+
+
+def tune_refined_arm(arm: str, task: Task, steps: int, source_params: dict[str, Any],
+                     tune_bundle: Any, p: Preset) -> Tuned | None:
+    """The product's refinement step for one refined arm (:func:`tuning.refine.tune_refined`):
+    the source arm's pick trained at the full budget on the tuning half (search seed, as the
+    study's own source run is), its recorded gradient norms refined, the refined schedule's
+    base lr tuned by the same ladder. The source run is counted in this arm's compute (the
+    source arm's own tuning is not: the ``tuning compute`` column states both apart)."""
+    from tuning.refine import RefineSource, tune_refined
+
+    spec = study_spec(task, steps, p)
+    src_arm = REFINED_ARMS[arm]
+    ex = InProcessExecutor(spec, tune_bundle, arm)
+    cand = Candidate(0, dict(source_params), 0, "source", src_arm)
+    (run,) = ex.run(f"{arm}-source-{steps}", steps, [(cand, TUNE_SEED)])
+    norms = run.grad_norms if run.completed else None
+    if norms is None:
+        logger.warning("%s %d steps %s: source run has no norms (%s)", task.name, steps, arm,
+                       run.error or run.status)
+        return None
+    src = RefineSource(arm=arm, source_arm=src_arm, trial_id=run.trial_id,
+                       eta_max=float(source_params["lr"]), norms=norms, counted_in=arm)
+    tuning = tune_refined(spec, {arm: src}, ex)[arm]
+    tuned = _tuned(spec, ex, tuning.outcomes.get(steps, []), tuning.finalists)
+    tuned.params = {**tuned.params, **src.arm_params()}
+    return tuned
 
 
 def fidelity_rows(task: Task, steps: int, tuned_runs: Sequence[dict[str, Any]],
@@ -321,6 +361,20 @@ def _kept_rows(path: Path, arms: Sequence[str]) -> list[dict[str, Any]]:
     return [r for r in read_csv(path) if r.get("arm") not in arms]
 
 
+def _picks_from_rows(rows: Sequence[dict[str, Any]], steps: int) -> dict[str, dict[str, Any]]:
+    """Each arm's pick at a budget as its evaluation rows record it (``phi``, ``phases``,
+    ``lr``): what a refined arm refines when its source arm is not re-run."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if int(r["budget_steps"]) != steps or r["arm"] in out:
+            continue
+        params: dict[str, Any] = {"lr": float(r["lr"])}
+        if r.get("phi") not in (None, ""):
+            params.update(phi=float(r["phi"]), phases=int(float(r["phases"])))
+        out[r["arm"]] = params
+    return out
+
+
 def run_task(preset: str, task_name: str, out_dir: Path, threads: int = 1,
              arms: Sequence[str] = ALL_ARMS) -> Path:
     """Tune every arm in ``arms`` at every budget, train the picks on the evaluation seeds,
@@ -340,8 +394,17 @@ def run_task(preset: str, task_name: str, out_dir: Path, threads: int = 1,
     fid_rows = _kept_rows(files["fidelity"], ["cosine"] if "cosine" in arms else [])
     for frac in p.budgets:
         steps = max(1, round(frac * task.full_steps))
+        picks = _picks_from_rows(rows, steps)  # sources of the refined arms, if kept
         for arm in [a for a in ALL_ARMS if a in arms]:
-            if arm == "autolrs":
+            if arm in REFINED_ARMS:
+                source = picks.get(REFINED_ARMS[arm])
+                tuned = None if source is None else tune_refined_arm(arm, task, steps, source,
+                                                                     tune_b, p)
+                if tuned is None:
+                    logger.warning("%s %d steps %s: no source pick, no rows", task.name,
+                                   steps, arm)
+                    continue
+            elif arm == "autolrs":
                 settings = autolrs_settings(steps)
                 if settings is None:
                     logger.info("%s %d steps: AutoLRS's stages do not fit, no rows", task.name,
@@ -365,7 +428,9 @@ def run_task(preset: str, task_name: str, out_dir: Path, threads: int = 1,
                                 task.name, steps, seed, metric, m.get(metric, math.nan),
                                 r["stage_lrs"])
                 continue
-            tuned = tune(arm, task, steps, tune_b, p)
+            else:
+                tuned = tune(arm, task, steps, tune_b, p)
+                picks[arm] = tuned.params
             for r in tuned.runs:
                 tune_rows.append({"task": task.name, "budget_fraction": frac, **r})
             if arm == "cosine":
@@ -543,6 +608,46 @@ def fidelity_text(out_dir: Path, preset: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def data_driven_text(cells: Sequence[Cell]) -> str:
+    """Where refinement and AutoLRS win or lose (issue 21), computed from the cells: each
+    data-driven arm's paired mean against searched UBA and against the best ladder-tuned peer,
+    and the best arm of every cell."""
+    present = [a for a in DATA_DRIVEN if any(a in c.values for c in cells)]
+    if not present:
+        return ""
+    lines = ["## Data-driven schedulers (refinement, AutoLRS)\n",
+             "Paired per seed, arm − searched UBA and arm − the best ladder-tuned peer of the "
+             "cell (positive = the data-driven arm better):\n",
+             "| task | budget | arm | vs UBA | vs best ladder-tuned peer | compute (units) |",
+             "|---|---|---|---|---|---|"]
+    wins: dict[str, list[str]] = defaultdict(list)
+    for c in cells:
+        s, unit = _scale(c.metric)
+        sign = 1.0 if c.mode == "max" else -1.0
+        peer = c.best_peer(LADDER_PEERS)
+        for a in present:
+            if a not in c.values:
+                continue
+            vs_uba = paired([sign * v for v in c.values[a]], [sign * v for v in c.values["uba"]])
+            vs_peer = paired([sign * v for v in c.values[a]], [sign * v for v in c.values[peer]])
+            if vs_peer.mean_diff > 0:
+                wins[a].append(f"{c.task} {c.steps}")
+            lines.append(f"| {c.task} | {c.steps} | {LABELS[a]} | "
+                         f"{vs_uba.fmt(scale=s, unit=unit)} | {vs_peer.fmt(scale=s, unit=unit)} "
+                         f"({LABELS[peer]}) | {c.units[a]:.2f} |")
+    lines.append("")
+    for a in present:
+        n = sum(a in c.values for c in cells)
+        lines.append(f"- {LABELS[a]}: ahead of the best ladder-tuned peer in {len(wins[a])} of "
+                     f"{n} cells" + (f" ({', '.join(wins[a])})." if wins[a] else "."))
+    lines.append("- Best arm per cell (any arm, paired mean): " + "; ".join(
+        f"{c.task} {c.steps}: {LABELS[c.best_peer(c.arms)]}" for c in cells) + ".")
+    lines.append("\nCompute: a refined arm's units are its source run (the source arm's pick "
+                 "at the full budget, search seed) plus its own η_max ladder, on top of the "
+                 "source arm's tuning; AutoLRS's are the search it trained beyond T.\n")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(cells: Sequence[Cell], p: Preset, tuning_seconds: float | None) -> str:
     lines = [
         "Setup: see `bench/schedule_quality.py` (protocol in its docstring). Per task and "
@@ -647,7 +752,8 @@ def report(preset: str, out_dir: Path, info: dict[str, Any] | None = None,
     title = (f"# Schedule quality at equal tuning compute ({preset}: "
              f"{', '.join(dict.fromkeys(c.task for c in cells))})\n")
     write_markdown(out_dir / f"{NAME}{_suffix(preset)}.md", title, info,
-                   markdown(cells, p, wall) + "\n" + fidelity_text(out_dir, preset))
+                   markdown(cells, p, wall) + "\n" + data_driven_text(cells) + "\n"
+                   + fidelity_text(out_dir, preset))
     plot(cells, out_dir / f"{NAME}{_suffix(preset)}.png")
     return cells
 

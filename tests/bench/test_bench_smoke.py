@@ -50,6 +50,14 @@ def test_schedule_quality_smoke(tmp_path) -> None:
             if schedule_quality.autolrs_settings(s) is not None]
     assert len(auto) == len(fits) * p.eval_seeds and fits
     assert all(float(r["tuning_units"]) > 0 and r["stage_lrs"] for r in auto)
+    # refinement: every budget, its η_max one of its own ladder's candidates, its compute
+    # its source run (1 unit) plus a ladder like every arm's
+    for arm in ("refined-linear", "refined-uba"):
+        ref = [r for r in rows if r["arm"] == arm]
+        assert len(ref) == len(p.budgets) * p.eval_seeds
+        ladder_units = {r["budget_steps"]: float(r["tuning_units"]) for r in ladder_rows}
+        assert all(float(r["tuning_units"]) == pytest.approx(
+            ladder_units[r["budget_steps"]] + 1.0) for r in ref)
     rows = ladder_rows
     accs = [float(r["test_value"]) for r in rows]
     assert all(0.0 <= a <= 1.0 for a in accs)
@@ -75,7 +83,7 @@ def test_schedule_quality_smoke(tmp_path) -> None:
     cells = schedule_quality.load_cells(tmp_path, "smoke")
     ahead, behind = schedule_quality.goal_verdict(cells)
     assert ("**met**" in md) == (len(ahead) >= 1)
-    assert "AutoLRS" in md
+    assert "AutoLRS" in md and "Data-driven schedulers" in md and "refined from linear" in md
     assert (tmp_path / "schedule_quality_smoke.png").read_bytes()[:4] == b"\x89PNG"
 
 
