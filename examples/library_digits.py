@@ -1,6 +1,7 @@
 """Library mode: tune the learning-rate schedule of your own PyTorch training loop.
 
-Run:  python examples/library_digits.py          (a local Ray; about a minute on 2 CPUs)
+Run:  python examples/library_digits.py   (a fresh local Ray; 4.5 min measured on 2 shared
+      CPUs; run it again and every rung is restored from /tmp/phitune-library, 12 s)
 
 Your code keeps its model, data and loop; it only takes three things from the trial phitune
 hands it: the horizon (``trial.total_steps``), the schedule (``trial.scheduler(optimizer)``,
@@ -83,9 +84,11 @@ def main() -> None:
     best = result.best
     print(f"best at {best.total_steps} steps: phi={best.phi:.3g} phases={best.phases} "
           f"eta_max={best.eta_max:.3g} val_loss={best.value:.4f}")
+    for row in result.baselines:  # every arm tuned by the same ladder, same eval seeds
+        if row.budget_steps == best.total_steps and row.mean is not None:
+            print(f"  {row.schedule:>8} (eta_max={row.eta_max:.3g}): val_loss={row.mean:.4f}")
     if result.winner is not None:
-        w = result.winner
-        print(f"winner at {w.budget_steps} steps: {w.arm} (margin {w.margin:.4g})")
+        print(f"winner at {result.winner.budget_steps} steps: {result.winner.arm}")
     for rung in result.rungs:
         print(f"rung {rung.steps:>4} steps: {rung.num_completed}/{rung.num_trials} finished")
 
