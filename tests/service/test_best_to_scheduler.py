@@ -59,3 +59,24 @@ def test_to_scheduler_follows_the_tuned_lr_curve(side: str) -> None:
 
 def test_variant_default_is_the_same_in_the_schema_and_the_schedule_library() -> None:
     assert schemas.SearchSpaceSpec().variant == DEFAULT_VARIANT
+
+
+@pytest.mark.parametrize("side", ["client", "tuning"])
+def test_a_refined_winner_drops_into_a_loop_as_its_schedule(side: str) -> None:
+    """A refined arm's row and the winner copied from it carry the whole schedule in
+    ``params`` (what ``refine: true`` writes), so ``to_scheduler`` rebuilds it."""
+    norms = [4.0, 3.0] + [1.0 + 0.1 * i for i in range(28)]
+    want = create_schedule("refined", 30, eta_max=0.2, norms=norms, optimizer="sgd").values()
+    params = {"schedule": "refined", "total_steps": 30, "eta_max": 0.2, "norms": norms,
+              "optimizer": "sgd", "window_frac": 0.1,
+              "source": {"arm": "uba", "trial_id": "t1", "eta_max": 0.1, "norm": "l2",
+                         "counted_in": "search"}}
+    fields = {"budget_steps": 30, "arm": "refined-uba", "mean": 0.9, "eta_max": 0.2,
+              "uba_mean": 0.8, "margin": 0.1, "wins": 2, "ties": 0, "losses": 0, "n": 2,
+              "tuned": True, "params": params}
+    winner = (schemas.Winner.model_validate_json(schemas.Winner(**fields).model_dump_json())
+              if side == "client" else results.Winner(**fields))
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=123.0)
+    assert _train(opt, model, winner.to_scheduler(opt), 30) == pytest.approx(want, rel=1e-12)
+    assert want[0] < max(want)  # the large early norms gave a warmup
