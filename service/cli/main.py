@@ -131,6 +131,20 @@ def cmd_trials(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grad_norms(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        norms = client.grad_norms(args.study_id, args.trial_id)
+    if args.json:
+        print_json(norms.model_dump(mode="json"))
+        return 0
+    finite = [v for v in norms.values if v is not None]
+    summary = (f"min={min(finite):.4g} median={sorted(finite)[len(finite) // 2]:.4g} "
+               f"max={max(finite):.4g}" if finite else "no finite values")
+    print(f"{norms.trial_id}  {norms.norm} norm of {norms.total_steps} updates "
+          f"(stride {norms.stride}; refine with optimizer={norms.refine_optimizer()}): {summary}")
+    return 0
+
+
 def cmd_result(args: argparse.Namespace) -> int:
     with _client(args) as client:
         result = client.result(args.study_id)
@@ -352,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=int, default=0, help="skip this many (paging)")
     _json(p)
     p.set_defaults(func=cmd_trials)
+
+    p = sub.add_parser("grad-norms", help="a finished trial's gradient norm per update (the "
+                       "input of a refined schedule)")
+    _study_id(p)
+    p.add_argument("trial_id", help="the trial's id (see `phitune trials`)")
+    _json(p)
+    p.set_defaults(func=cmd_grad_norms)
 
     p = sub.add_parser("result", help="the full result of a finished study (every budget)")
     _study_id(p)

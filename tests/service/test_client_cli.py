@@ -250,7 +250,7 @@ def _verbs() -> dict[str, argparse.ArgumentParser]:
 
 
 #: client method -> CLI verb (the CLI is the client on the command line)
-VERB_OF = {"get": "status", "recommend_phi": "recommend-phi",
+VERB_OF = {"get": "status", "recommend_phi": "recommend-phi", "grad_norms": "grad-norms",
            # the lease calls are the agent loop's (`phitune agent`)
            "claim_lease": "agent", "heartbeat": "agent", "report_result": "agent"}
 NO_JSON = {"plot", "serve", "demo", "plot-schedule", "agent"}  # write files or run things
@@ -292,6 +292,7 @@ def test_cli_reads_a_real_server(api, capsys: pytest.CaptureFixture[str], tmp_pa
 
 @pytest.mark.parametrize("argv,code,needle", [
     (["status", "no-such-study"], 2, "404"),
+    (["grad-norms", "{id}", "no-such-trial"], 2, "404"),
     (["best", "{id}"], 2, "409"),
     (["result", "{id}", "--json"], 2, "no result yet"),
     (["submit", "{spec}"], 2, "optimizer.lr"),
