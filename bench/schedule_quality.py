@@ -485,8 +485,24 @@ class Cell:
         arm was added lacks it until ``--arm`` adds it)."""
         return [a for a in ALL_ARMS if a in self.values]
 
+    def finite(self, arm: str) -> list[float]:
+        """The arm's values of the seeds that did not diverge (a diverged run is NaN)."""
+        return [v for v in self.values[arm] if math.isfinite(v)]
+
+    def diverged(self, arm: str) -> int:
+        return len(self.values[arm]) - len(self.finite(arm))
+
     def mean(self, arm: str) -> float:
-        return statistics.fmean(self.values[arm])
+        vals = self.finite(arm)
+        return statistics.fmean(vals) if vals else math.nan
+
+    def signed_pairs(self, a: str, b: str) -> Any:
+        """Paired ``a − b`` over the seeds where both finished, signed so that positive means
+        ``a`` is better (the seeds where one diverged are counted apart, by :meth:`diverged`)."""
+        sign = 1.0 if self.mode == "max" else -1.0
+        both = [(x, y) for x, y in zip(self.values[a], self.values[b], strict=True)
+                if math.isfinite(x) and math.isfinite(y)]
+        return paired([sign * x for x, _ in both], [sign * y for _, y in both])
 
     def best_peer(self, among: Sequence[str] = PEERS) -> str:
         sign = 1.0 if self.mode == "max" else -1.0
@@ -496,9 +512,7 @@ class Cell:
 
     def uba_vs(self, arm: str) -> Any:
         """Paired UBA − arm, signed so that positive means UBA is better."""
-        sign = 1.0 if self.mode == "max" else -1.0
-        return paired([sign * v for v in self.values["uba"]],
-                      [sign * v for v in self.values[arm]])
+        return self.signed_pairs("uba", arm)
 
 
 def load_cells(out_dir: Path, preset: str = "cpu") -> list[Cell]:
@@ -514,12 +528,16 @@ def load_cells(out_dir: Path, preset: str = "cpu") -> list[Cell]:
             by[int(r["budget_steps"])].append(r)
         for steps, rs in sorted(by.items()):
             values: dict[str, list[float]] = defaultdict(list)
-            units, noise = {}, {}
+            run_units: dict[str, list[float]] = defaultdict(list)
+            noise = {}
             for r in sorted(rs, key=lambda r: (r["arm"], int(r["seed"]))):
                 values[r["arm"]].append(float(r["test_value"]))
-                units[r["arm"]] = float(r["tuning_units"])
+                run_units[r["arm"]].append(float(r["tuning_units"]))
                 noise[r["arm"]] = (float(r["tuning_objective_mean"]),
                                    float(r["tuning_objective_std"]))
+            # one number per arm (AutoLRS's differs per run: the mean of the runs that finished)
+            units = {a: statistics.fmean([u for u in us if math.isfinite(u)] or [math.nan])
+                     for a, us in run_units.items()}
             cells.append(Cell(task=name, metric=rs[0]["metric"], steps=steps,
                               fraction=float(rs[0]["budget_fraction"]), values=dict(values),
                               units=units, noise=noise))
@@ -623,18 +641,18 @@ def data_driven_text(cells: Sequence[Cell]) -> str:
     wins: dict[str, list[str]] = defaultdict(list)
     for c in cells:
         s, unit = _scale(c.metric)
-        sign = 1.0 if c.mode == "max" else -1.0
         peer = c.best_peer(LADDER_PEERS)
         for a in present:
             if a not in c.values:
                 continue
-            vs_uba = paired([sign * v for v in c.values[a]], [sign * v for v in c.values["uba"]])
-            vs_peer = paired([sign * v for v in c.values[a]], [sign * v for v in c.values[peer]])
+            vs_uba, vs_peer = c.signed_pairs(a, "uba"), c.signed_pairs(a, peer)
             if vs_peer.mean_diff > 0:
                 wins[a].append(f"{c.task} {c.steps}")
             lines.append(f"| {c.task} | {c.steps} | {LABELS[a]} | "
                          f"{vs_uba.fmt(scale=s, unit=unit)} | {vs_peer.fmt(scale=s, unit=unit)} "
-                         f"({LABELS[peer]}) | {c.units[a]:.2f} |")
+                         f"({LABELS[peer]}) | {c.units[a]:.2f}"
+                         + (f" ({c.diverged(a)} of {len(c.values[a])} seeds diverged, left out "
+                            "of the pairs)" if c.diverged(a) else "") + " |")
     lines.append("")
     for a in present:
         n = sum(a in c.values for c in cells)
@@ -671,11 +689,13 @@ def markdown(cells: Sequence[Cell], p: Preset, tuning_seconds: float | None) -> 
                 if arm not in c.values:
                     cells_txt.append("—")
                     continue
-                m, sd = mean_std(c.values[arm])
+                m, sd = mean_std(c.finite(arm) or [math.nan])
                 sign = 1 if c.mode == "max" else -1
                 best = max(c.arms, key=lambda a: sign * c.mean(a) if math.isfinite(c.mean(a))
                            else -math.inf)
                 t = f"{s * m:.3f} ± {s * sd:.3f}" if s == 1 else f"{s * m:.2f} ± {s * sd:.2f}"
+                if c.diverged(arm):
+                    t += f" ({c.diverged(arm)}/{len(c.values[arm])} diverged)"
                 cells_txt.append(f"**{t}**" if arm == best else t)
             units = " / ".join(f"{c.units[arm]:.2f}" if arm in c.units else "—" for c in tc)
             lines.append(f"| {LABELS[arm]} | " + " | ".join(cells_txt) + f" | {units} |")
