@@ -90,23 +90,31 @@ def render_quality(results: Path) -> str:
         f"0..{p.eval_seeds - 1} and scored on the other half. Budgets 25 / 50 / 100 %, each "
         "from scratch. Test accuracy in % (or test loss for the LM), mean ± std; paired = UBA "
         "minus the best peer per seed, positive = UBA better, with wins/ties/losses and an "
-        "exact sign-flip p (`bench/results/schedule_quality.md` has every arm).\n",
-        "| task | steps | searched UBA | rank of 7 | best peer | UBA − best peer (paired) |",
+        "exact sign-flip p (`bench/results/schedule_quality.md` has every arm). The "
+        "data-driven schedulers join as arms where a task has their rows: AutoLRS (Jin et al., "
+        "ICLR 2021) picks the lr of each stage on the fly by BO over short trial windows and "
+        "an exponential loss forecast, so it is not ladder-tuned and its compute is the search "
+        "it trains beyond T; refinement (Defazio et al., 2023) turns the gradient norms of one "
+        "full-budget run (of linear decay or of UBA's pick) into a schedule whose η_max the "
+        "ladder then tunes.\n",
+        "| task | steps | searched UBA | rank (of arms) | best peer | UBA − best peer (paired) |",
         "|---|---|---|---|---|---|",
     ]
     for c in cells:
         s, unit = sq._scale(c.metric)
         nd = 2 if s != 1 else 3
-        m, sd = mean_std(c.values["uba"])
+        m, sd = mean_std(c.finite("uba"))
         peer = c.best_peer()
-        pm, psd = mean_std(c.values[peer])
+        pm, psd = mean_std(c.finite(peer))
         sign = 1 if c.mode == "max" else -1
-        rank = 1 + sum(sign * c.mean(a) > sign * c.mean("uba") for a in sq.PEERS)
+        rank = 1 + sum(sign * c.mean(a) > sign * c.mean("uba") for a in c.arms if a != "uba")
         lines.append(
             f"| {c.task} ({sq.metric_label(c.metric)}) | {c.steps} | {_f(s * m, nd)} ± "
-            f"{_f(s * sd, nd)} | {rank} | {sq.LABELS[peer]} {_f(s * pm, nd)} ± {_f(s * psd, nd)} "
+            f"{_f(s * sd, nd)} | {rank} of {len(c.arms)} | {sq.LABELS[peer]} {_f(s * pm, nd)} ± {_f(s * psd, nd)} "
             f"| {c.uba_vs(peer).fmt(scale=s, unit=unit)} |")
-    lines += ["", sq.verdict_text(cells), "", sq.fidelity_text(results, "cpu"),
+    lines += ["", sq.verdict_text(cells), "", sq.data_driven_text(cells).replace(
+        "## Data-driven", "#### Data-driven"), sq.fidelity_text(results, "cpu").replace(
+        "## η_max", "#### η_max"),
               provenance_note(results, [sq.NAME])]
     return "\n".join(lines)
 

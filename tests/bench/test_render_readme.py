@@ -38,10 +38,11 @@ def test_quality_section_renders_from_a_bench_run(tmp_path: Path) -> None:
     (tmp_path / "schedule_quality_mlp-digits.csv").rename(
         tmp_path / "schedule_quality_mlp-fmnist.csv")
     text = rr.render_quality(tmp_path)
-    assert "| task | steps | searched UBA | rank of 7 | best peer |" in text
+    assert "| task | steps | searched UBA | rank (of arms) | best peer |" in text
     assert text.count("| mlp-fmnist (test accuracy) |") == 3
     cells = sq.load_cells(tmp_path)
     assert sq.verdict_text(cells) in text
+    assert "Data-driven schedulers" in text and "AutoLRS" in text
     assert "`schedule_quality.md`" in text and "commit" in text
 
 
