@@ -236,9 +236,13 @@ class ResourcesSpec(_Strict):
 
 
 #: Who trains a study's trials: ``builtin`` (the server's Ray trains a registered model on a
-#: registered dataset) or ``external`` (agents train the user's own code; see :class:`TrialFile`).
-Trainer = Literal["builtin", "external"]
-#: Fields that name what phitune would train: required by ``builtin``, refused by ``external``.
+#: registered dataset), ``external`` (agents train the user's own code; see :class:`TrialFile`)
+#: or ``library`` (the user's own process plans and trains the study on the user's Ray,
+#: ``service.library.tune_schedule``, and only records it here: no driver, no server compute).
+Trainer = Literal["builtin", "external", "library"]
+#: Trainers whose code phitune never sees: no model or dataset, a budget in steps.
+OWN_CODE_TRAINERS = ("external", "library")
+#: Fields that name what phitune would train: required by ``builtin``, refused otherwise.
 BUILTIN_ONLY_FIELDS = ("model", "model_kwargs", "dataset", "dataset_kwargs")
 
 
@@ -253,7 +257,9 @@ class StudyCreate(_Strict):
     name: str | None = Field(None, max_length=200)
     trainer: Trainer = Field(
         "builtin", description="builtin: the server trains `model` on `dataset`; external: "
-        "agents (`phitune agent`) train your own code, no model or dataset given")
+        "agents (`phitune agent`) train your own code, no model or dataset given; library: "
+        "recorded only, planned and trained by your own process on your Ray "
+        "(`service.library.tune_schedule(..., server=URL)`), stored running, never queued")
     model: str | None = Field(None, min_length=1, max_length=100, examples=["mlp"],
                               description="registered model (trainer builtin: required)")
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -337,22 +343,24 @@ class StudyCreate(_Strict):
                     raise ValueError(f"{name}: required with trainer 'builtin' (or set "
                                      "trainer: external to train your own code with agents)")
             return self
+        kind = self.trainer
+        who = "your agents bring" if kind == "external" else "your function brings"
         for name in BUILTIN_ONLY_FIELDS:
             if name in self.model_fields_set and getattr(self, name):
-                raise ValueError(f"{name}: not allowed with trainer 'external' (your agents "
-                                 "bring their own model and data; remove it)")
+                raise ValueError(f"{name}: not allowed with trainer {kind!r} ({who} their own "
+                                 "model and data; remove it)")
         if self.budget.steps is None:
-            raise ValueError("budget.epochs: trainer 'external' needs budget.steps (phitune "
+            raise ValueError(f"budget.epochs: trainer {kind!r} needs budget.steps (phitune "
                              "does not know your dataset's size)")
         if self.curvature:
-            raise ValueError("curvature: not available with trainer 'external' (it measures "
+            raise ValueError(f"curvature: not available with trainer {kind!r} (it measures "
                              "a registered model's Hessian)")
         if "schedulefree" in self.compare:
             raise ValueError("compare: 'schedulefree' needs phitune to build the optimizer; "
-                             "with trainer 'external' compare schedules only")
+                             f"with trainer {kind!r} compare schedules only")
         if self.refine:
-            raise ValueError("refine: not available with trainer 'external' (agents report "
-                             "no per-update gradient norms, which refinement needs)")
+            raise ValueError(f"refine: not available with trainer {kind!r} (refinement is "
+                             "a built-in study's step)")
         return self
 
     @model_validator(mode="after")
@@ -1005,3 +1013,53 @@ class LeaseState(BaseModel):
     expires_at: datetime | None = None
     metrics: dict[str, float] | None = None
     error: str | None = None
+
+
+# ----------------------------------------------------------------- library mode (recorded)
+
+#: Trial statuses a running study reports (mirror of ``tuning.results.TRIAL_STATUSES``; a
+#: test checks they agree). ``cancelled`` is the server's own, set when a study is cancelled.
+ReportedTrialStatus = Literal["pending", "running", "terminated", "stopped_early", "error"]
+
+
+class LibraryTrialRecord(_Strict):
+    """Body of ``PUT /v1/studies/{id}/trials/{trial_id}`` (a ``trainer: library`` study): the
+    latest state of one trial, as ``tuning.results.TrialRecord`` has it (its mirror, less the
+    id in the path). The same body again changes nothing; a newer one replaces it.
+    Non-finite metric values are not JSON: the sender leaves them out."""
+
+    budget_steps: int = Field(ge=1, le=2**31 - 1, description="the trial's horizon T")
+    status: ReportedTrialStatus
+    params: dict[str, Any] = Field(default_factory=dict, description="the trial's schedule "
+                                   "parameters (phi, phases, eta_max, ...), as the driver's")
+    step: int = Field(0, ge=0, le=2**31 - 1)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    error: str | None = Field(None, max_length=20_000)
+    node_ip: str | None = Field(None, max_length=64)
+    grad_norms: GradNormsRecord | None = Field(
+        None, description="the gradient norm of every update of a finished trial")
+
+
+class GradNormsRecord(_Strict):
+    """``trainables.grad_norms.GradNorms.to_dict()`` as sent: a non-finite value as null."""
+
+    norm: Literal["l1", "l2"]
+    total_steps: int = Field(ge=1, le=2**31 - 1)
+    stride: int = Field(ge=1, le=2**31 - 1)
+    values: list[float | None] = Field(max_length=1_000_000)
+
+
+class LibraryFinish(_Strict):
+    """Body of ``POST /v1/studies/{id}:finish``: the study's result
+    (``tuning.results.StudyResult.to_dict()``, stored as a driver stores it: ``/result`` and
+    ``/best`` read it) or ``{"error": "..."}`` (the study failed)."""
+
+    result: dict[str, Any] | None = None
+    error: str | None = Field(None, min_length=1, max_length=20_000)
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> LibraryFinish:
+        if (self.result is None) == (self.error is None):
+            raise ValueError("result: give exactly one of result (the study succeeded) or "
+                             "error (it failed)")
+        return self

@@ -16,6 +16,7 @@ from service.api.routes import (
     curvature,
     health,
     leases,
+    library,
     recommendations,
     schedules,
     studies,
@@ -98,4 +99,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(recommendations.router)
     app.include_router(curvature.router)
     app.include_router(leases.router)
+    app.include_router(library.router)
     return app

@@ -28,7 +28,7 @@ from service.launch.kinds import STUDY
 from service.launch.lifecycle import full_queue_is_429, queue_limit, start_queued
 from service.launch.runner import Runner
 from service.schemas import StudyCreate
-from service.store import Store, StudyRow
+from service.store import Store, StudyRow, is_library_study
 from service.store.curvature_jobs import get_job
 from tuning.specs import default_finalists, default_iterations
 
@@ -93,6 +93,9 @@ def extend_study(store: Store, runner: Runner, settings: Settings, study_id: str
             raise StudyStateError(f"{study_id!r} is a curvature job, not a study: only "
                                   "studies can be extended")
         raise StudyNotFoundError(study_id)
+    if is_library_study(row):
+        raise StudyStateError(f"study {study_id!r} is a library-mode study (your process ran "
+                              "it): call tune_schedule again with more num_trials instead")
     if row.status != "succeeded":
         raise StudyStateError(f"study {study_id!r} is {row.status}: only a succeeded study "
                               "can be extended")

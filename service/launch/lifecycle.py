@@ -26,7 +26,14 @@ from service.errors import TooManyStudiesError
 from service.launch.kinds import KINDS, STUDY, DriverRef, JobKind, LaunchDeferred
 from service.launch.runner import Runner
 from service.schemas import TERMINAL_STATUSES
-from service.store import QueueFullError, QueueLimit, Store, StudyRow, utcnow
+from service.store import (
+    QueueFullError,
+    QueueLimit,
+    Store,
+    StudyRow,
+    is_library_study,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +219,8 @@ def reconcile(store: Store, runner: Runner, settings: Settings) -> list[str]:
     launched = []
     for kind in KINDS:
         for row in store.rows_with_status(kind.table, "running"):
+            if is_library_study(row):
+                continue  # the user's process runs it: no driver to watch or relaunch
             if (job_id := _driver_gone(store, runner, kind, row, settings.max_launches)):
                 launched.append(job_id)
     ended = set(store.studies_with_unfinished_trials(tuple(TERMINAL_STATUSES)))

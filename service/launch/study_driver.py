@@ -23,7 +23,7 @@ from service.launch.kinds import JOB_MARKER, STUDY
 from service.launch.lifecycle import finalize_stopped
 from service.launch.runner import spec_from_study, warm_start
 from service.schemas import TERMINAL_STATUSES, StudyCreate
-from service.store import Store, StudyRow
+from service.store import Store, StudyRow, is_library_study
 from service.store.grad_norms import save_grad_norms
 from tuning.results import StudyResult, TrialRecord
 
@@ -135,6 +135,9 @@ def run(study_id: str, settings: Settings) -> int:
     if row.status in TERMINAL_STATUSES:
         logger.info("study %s already %s", study_id, row.status)
         return 0
+    if is_library_study(row):  # never queued, so never launched; refuse all the same
+        logger.error("study %s is a library-mode study: the user's process runs it", study_id)
+        return 2
     import ray
 
     from tuning.study import run_study

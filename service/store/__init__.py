@@ -6,6 +6,7 @@ The API owns migrations (``Store.open`` upgrades); drivers only read and write r
 """
 
 from service.store.db import (
+    LIBRARY_TRAINER,
     MIGRATIONS,
     VERSION_TABLE,
     Base,
@@ -16,12 +17,13 @@ from service.store.db import (
     TrialRow,
     TrialSummary,
     head_revision,
+    is_library_study,
     schema_revision,
     upgrade_schema,
     utcnow,
 )
 
 __all__ = [
-    "MIGRATIONS", "VERSION_TABLE", "Base", "QueueFullError", "QueueLimit", "Store", "StudyRow", "TrialRow", "TrialSummary",
-    "head_revision", "schema_revision", "upgrade_schema", "utcnow",
+    "LIBRARY_TRAINER", "MIGRATIONS", "VERSION_TABLE", "Base", "QueueFullError", "QueueLimit", "Store", "StudyRow", "TrialRow", "TrialSummary",
+    "head_revision", "is_library_study", "schema_revision", "upgrade_schema", "utcnow",
 ]

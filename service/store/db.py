@@ -32,8 +32,10 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    or_,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -50,6 +52,26 @@ MIGRATIONS = Path(__file__).parent.parent / "migrations"
 QUEUE_LOCK_KEY = 7472731
 #: Trial statuses of a trial that has not ended; a stopped driver's trials leave them.
 UNFINISHED_TRIAL_STATUSES = ("pending", "running")
+#: ``trainer`` of a study the user's own process runs (``service.library``): stored
+#: ``running`` with no driver, it takes no server slot and is never launched.
+LIBRARY_TRAINER = "library"
+
+
+def uses_server_slot(t: Any) -> Any:
+    """SQL condition: a row of job table ``t`` that runs on the server's compute (every
+    curvature or recommendation job; a study unless its ``trainer`` is ``library``). The
+    queue's slot counts (:meth:`Store.claim_next`, the queue bound) count only these."""
+    if t.name != "phitune_studies":
+        return true()
+    trainer = t.c.spec["trainer"].as_string()
+    return or_(trainer.is_(None), trainer != LIBRARY_TRAINER)
+
+
+def is_library_study(row: Any) -> bool:
+    """Whether a job row is a library-mode study (recorded; no driver to launch or watch)."""
+    spec = getattr(row, "spec", None)
+    return isinstance(row, StudyRow) and isinstance(spec, dict) and \
+        spec.get("trainer") == LIBRARY_TRAINER
 
 
 def utcnow() -> datetime:
@@ -242,6 +264,32 @@ class Store:
             return existing, False
         return row, True
 
+    def create_library_study(self, spec: dict[str, Any], name: str | None,
+                             idempotency_key: str | None = None) -> tuple[StudyRow, bool]:
+        """Insert a library-mode study (``trainer: library``) as ``running`` at once: the
+        user's process runs it, so there is no queued row a driver could claim and no queue
+        bound (it takes no server slot). With an idempotency key seen before, return that
+        study. Returns (row, created)."""
+        if spec.get("trainer") != LIBRARY_TRAINER:
+            raise ValueError(f"create_library_study: trainer {spec.get('trainer')!r} is not "
+                             f"{LIBRARY_TRAINER!r}")
+        if idempotency_key:
+            existing = self.find_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                return existing, False
+        now = utcnow()
+        row = StudyRow(id=str(uuid.uuid4()), name=name, status="running", spec=spec,
+                       created_at=now, started_at=now, idempotency_key=idempotency_key)
+        try:
+            with self.session() as s:
+                s.add(row)
+        except IntegrityError:
+            existing = self.find_by_idempotency_key(idempotency_key) if idempotency_key else None
+            if existing is None:
+                raise
+            return existing, False
+        return row, True
+
     def find_by_idempotency_key(self, key: str) -> StudyRow | None:
         with self.session() as s:
             row = s.scalar(select(StudyRow).where(StudyRow.idempotency_key == key))
@@ -409,7 +457,8 @@ class Store:
         if limit is None:
             return
         counts = dict(s.execute(
-            select(t.c.status, func.count()).where(t.c.status.in_(("running", "queued")))
+            select(t.c.status, func.count()).where(t.c.status.in_(("running", "queued")),
+                                                   uses_server_slot(t))
             .group_by(t.c.status)).all())
         running, queued = int(counts.get("running", 0)), int(counts.get("queued", 0))
         if queued > limit.max_queued + max(0, limit.max_running - running):
@@ -429,8 +478,8 @@ class Store:
         t = table.__table__
         oldest = (select(t.c.id).where(t.c.status == "queued")
                   .order_by(t.c.created_at, t.c.id).limit(1).scalar_subquery())
-        running = (select(func.count()).select_from(t).where(t.c.status == "running")
-                   .scalar_subquery())
+        running = (select(func.count()).select_from(t)
+                   .where(t.c.status == "running", uses_server_slot(t)).scalar_subquery())
         claim = (update(t).where(t.c.id == oldest, t.c.status == "queued", running < cap)
                  .values(status="running", started_at=utcnow()).returning(t.c.id))
         with self.session() as s:
@@ -450,9 +499,12 @@ class Store:
             return row.launches
 
     def count_status(self, table: type[Any], *statuses: str) -> int:
+        """Jobs of ``table`` in ``statuses`` that use the server's compute (a library study
+        does not: :func:`uses_server_slot`)."""
         with self.session() as s:
             return int(s.scalar(select(func.count()).select_from(table)
-                                .where(table.status.in_(statuses))) or 0)
+                                .where(table.status.in_(statuses),
+                                       uses_server_slot(table.__table__))) or 0)
 
     def rows_with_status(self, table: type[Any], status: str,
                          limit: int = 10_000) -> list[Any]:

@@ -170,6 +170,8 @@ def check_study_spec(spec: StudyCreate, settings: Settings) -> None:
     if spec.trainer == "external":
         check_caps(spec, settings)
         return
+    if spec.trainer == "library":
+        return  # recorded only: the user's process trains on the user's Ray, not ours
     validate_names(spec)
     check_caps(spec, settings)
     check_trial_resources(spec.resources, settings)
@@ -212,7 +214,8 @@ def create_study(
 ) -> StudyPublic:
     """Queue a study; it starts (its driver launches) as soon as a slot is free, in submission
     order. Returns 202 with the study (``queued`` or ``running``) and its links; 429 only when
-    the queue is full. A repeated request with the same ``Idempotency-Key`` header returns
+    the queue is full. A ``trainer: library`` study is stored ``running`` at once and never
+    queued: the caller's process runs it and records it (:mod:`service.api.routes.library`). A repeated request with the same ``Idempotency-Key`` header returns
     the first study (200)."""
     check_study_spec(spec, settings)
     if spec.warm_start_from is not None:
@@ -231,6 +234,14 @@ def create_study(
         if existing is not None:
             response.status_code = status.HTTP_200_OK
             return to_public(store, existing, settings=settings)
+    if spec.trainer == "library":  # running at once, outside the queue (no driver)
+        row, created = store.create_library_study(spec.model_dump(mode="json"), spec.name,
+                                                  idempotency_key)
+        if not created:
+            response.status_code = status.HTTP_200_OK
+        else:
+            logger.info("study %s recorded (library mode)", row.id)
+        return to_public(store, row, settings=settings)
     with full_queue_is_429(STUDY):  # the queue bound is checked with the insert, atomically
         row, created = store.create_study(spec.model_dump(mode="json"), spec.name,
                                           idempotency_key, limit=queue_limit(settings))

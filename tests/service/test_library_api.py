@@ -1,0 +1,179 @@
+"""Recording a library-mode study (``trainer: library``) through the real app and store.
+
+The user's process runs the study; the server stores it ``running`` outside the queue (no
+driver, no slot), takes its trials (``PUT .../trials/{id}``) and its end (``POST ...:finish``).
+Covers the refusals: 404 unknown, 409 another trainer or a finished study (finishing twice),
+422 naming the field, 401 without the token; and that reconcile never launches it."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, get_args
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.config import Settings
+from service.schemas import LibraryTrialRecord, ReportedTrialStatus, StudyCreate
+from service.store import Store, StudyRow
+from tuning.results import (
+    TRIAL_STATUSES,
+    BestSchedule,
+    BudgetResult,
+    StudyResult,
+    TrialRecord,
+)
+
+TOKEN = "library-test-token"
+LIBRARY = {"trainer": "library", "optimizer": {"name": "sgd", "lr": 0.1},
+           "budget": {"steps": 40}, "metric": "val_loss", "num_trials": 2, "eval_every": 10}
+TRIAL = {"budget_steps": 40, "status": "terminated", "params": {"phi": 1.5, "phases": 1},
+         "step": 40, "metrics": {"val_loss": 0.25, "step": 40}, "node_ip": "127.0.0.1"}
+
+
+def result_dict(value: float = 0.25) -> dict[str, Any]:
+    best = BestSchedule(schedule="uba", phi=1.5, phases=1, eta_max=0.1, eta_min=0.0,
+                        variant="restart", total_steps=40, metric="val_loss", value=value,
+                        trial_id="t1", lr_curve=[0.1] * 40)
+    return StudyResult(metric="val_loss", mode="min", budgets=[BudgetResult(
+        budget_steps=40, fraction=1.0, num_trials=1, num_failed=0, best=best)]).to_dict()
+
+
+@pytest.fixture()
+def app(tmp_path):
+    from service.api.main import create_app
+
+    settings = Settings(data_dir=tmp_path, api_token=TOKEN, reconcile_interval_s=0,
+                        queue_poll_s=60, max_concurrent_studies=1)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1",
+                    headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        yield client, Store(settings.sqlalchemy_url), settings
+
+
+def create(client: TestClient, **extra: Any) -> str:
+    r = client.post("/v1/studies", json={**LIBRARY, **extra})
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "running"
+    return r.json()["id"]
+
+
+def test_the_schema_mirrors_tunings_trial_record() -> None:
+    assert get_args(ReportedTrialStatus) == TRIAL_STATUSES
+    assert set(LibraryTrialRecord.model_fields) == {
+        f.name for f in fields(TrialRecord)} - {"trial_id"}
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"model": "mlp"}, "model"), ({"dataset": "digits"}, "dataset"),
+    ({"budget": {"epochs": 2}}, "budget.epochs"), ({"curvature": True}, "curvature"),
+    ({"compare": ["schedulefree"]}, "compare")])
+def test_a_library_study_names_no_model_or_dataset(extra, field) -> None:
+    with pytest.raises(ValueError, match=rf"{field}: .*trainer 'library'"):
+        StudyCreate.model_validate({**LIBRARY, **extra})
+
+
+def test_created_running_outside_the_queue_and_never_launched(app) -> None:
+    from service.launch.lifecycle import reconcile
+
+    client, store, settings = app
+    assert client.post("/v1/studies", json=LIBRARY,
+                       headers={"Authorization": "Bearer wrong"}).status_code == 401
+    study_id = create(client, name="mine")
+    listed = client.get("/v1/studies").json()["data"]
+    assert [(s["id"], s["status"], s["spec"]["trainer"]) for s in listed] == [
+        (study_id, "running", "library")]
+    # it takes no server slot: with max_concurrent_studies=1 a queued study still starts
+    assert store.count_status(StudyRow, "running") == 0
+    assert client.get("/v1/info").json()["studies_running"] == 0
+    queued, _ = store.create_study({"trainer": "builtin"}, "other")
+    assert store.claim_next(StudyRow, settings.max_concurrent_studies) == queued.id
+    store.finish_study(queued.id, "cancelled")
+    # reconcile sees no driver and must not relaunch it
+    runner = client.app.state.runner
+    assert reconcile(store, runner, settings) == []
+    row = store.get_study(study_id)
+    assert row is not None and row.status == "running" and row.launches == 0
+    assert row.driver_pid is None and row.driver_job_id is None
+    # the same Idempotency-Key gives the same study (200)
+    r1 = client.post("/v1/studies", json=LIBRARY, headers={"Idempotency-Key": "k1"})
+    r2 = client.post("/v1/studies", json=LIBRARY, headers={"Idempotency-Key": "k1"})
+    assert (r1.status_code, r2.status_code) == (202, 200)
+    assert r1.json()["id"] == r2.json()["id"]
+    # no :extend for a study the user's process ran
+    assert client.post(f"/v1/studies/{study_id}:extend",
+                       json={"extra_iterations": 1}).status_code == 409
+
+
+def test_trials_and_the_result_are_recorded_like_a_drivers(app) -> None:
+    client, store, _ = app
+    study_id = create(client)
+    r = client.put(f"/v1/studies/{study_id}/trials/t1", json=TRIAL)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "terminated" and r.json()["metrics"]["val_loss"] == 0.25
+    assert client.put(f"/v1/studies/{study_id}/trials/t1", json=TRIAL).status_code == 200
+    running = {**TRIAL, "status": "running", "step": 10, "metrics": {"val_loss": 0.9}}
+    client.put(f"/v1/studies/{study_id}/trials/t2", json={
+        **running, "grad_norms": {"norm": "l2", "total_steps": 2, "stride": 1,
+                                  "values": [1.0, None]}})
+    trials = client.get(f"/v1/studies/{study_id}/trials").json()
+    assert trials["count"] == 2
+    assert client.get(f"/v1/studies/{study_id}/trials/t2/grad_norms").json()["values"] == [
+        1.0, None]
+    progress = client.get(f"/v1/studies/{study_id}").json()["progress"]
+    assert progress["best_value"] == 0.25
+    assert client.get(f"/v1/studies/{study_id}/best").status_code == 409  # not done yet
+
+    r = client.post(f"/v1/studies/{study_id}:finish", json={"result": result_dict()})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "succeeded"
+    best = client.get(f"/v1/studies/{study_id}/best").json()
+    assert best["phi"] == 1.5 and best["lr_curve"] == [0.1] * 40
+    assert client.get(f"/v1/studies/{study_id}/result").json()["budgets"][0]["budget_steps"] \
+        == 40
+    # a trial that never reported its end is not left running
+    statuses = {t["trial_id"]: t["status"] for t in
+                client.get(f"/v1/studies/{study_id}/trials").json()["data"]}
+    assert statuses == {"t1": "terminated", "t2": "error"}
+    # finished: a second finish and a late trial are 409
+    again = client.post(f"/v1/studies/{study_id}:finish", json={"result": result_dict()})
+    assert again.status_code == 409 and "succeeded" in again.text
+    assert client.put(f"/v1/studies/{study_id}/trials/t3", json=TRIAL).status_code == 409
+
+
+def test_an_error_fails_the_study(app) -> None:
+    client, _, _ = app
+    study_id = create(client)
+    r = client.post(f"/v1/studies/{study_id}:finish", json={"error": "StudyFailedError: x"})
+    assert r.status_code == 200 and r.json()["status"] == "failed"
+    assert client.get(f"/v1/studies/{study_id}").json()["error"] == "StudyFailedError: x"
+
+
+def test_refusals(app) -> None:
+    client, store, _ = app
+    study_id = create(client)
+    assert client.put("/v1/studies/nope/trials/t1", json=TRIAL).status_code == 404
+    assert client.post("/v1/studies/nope:finish", json={"error": "x"}).status_code == 404
+    builtin, _ = store.create_study({"trainer": "builtin"}, "builtin")
+    for call in (lambda i: client.put(f"/v1/studies/{i}/trials/t1", json=TRIAL),
+                 lambda i: client.post(f"/v1/studies/{i}:finish", json={"error": "x"})):
+        r = call(builtin.id)
+        assert r.status_code == 409 and "trainer 'library'" in r.text
+    bad_trials = [({**TRIAL, "status": "done"}, "status"),
+                  ({**TRIAL, "budget_steps": 0}, "budget_steps"),
+                  ({**TRIAL, "extra": 1}, "extra"),
+                  ({k: v for k, v in TRIAL.items() if k != "budget_steps"}, "budget_steps"),
+                  ({**TRIAL, "metrics": {"val_loss": "x"}}, "metrics"),
+                  ({**TRIAL, "grad_norms": {"norm": "l3", "total_steps": 1, "stride": 1,
+                                            "values": []}}, "grad_norms")]
+    for body, field in bad_trials:
+        r = client.put(f"/v1/studies/{study_id}/trials/t1", json=body)
+        assert r.status_code == 422 and field in r.text, (field, r.text)
+    no_metric = result_dict()
+    del no_metric["metric"]
+    for body, field in [({}, "result"), ({"result": result_dict(), "error": "x"}, "result"),
+                        ({"result": no_metric}, "result.metric"),
+                        ({"result": {**result_dict(), "budgets": [{"x": 1}]}},
+                         "result.budgets")]:
+        r = client.post(f"/v1/studies/{study_id}:finish", json=body)
+        assert r.status_code == 422 and field in r.text, (field, r.text)
+    assert store.get_study(study_id).status == "running"  # nothing changed
