@@ -38,6 +38,8 @@ from service.schemas import (
     LeasePublic,
     LeaseResult,
     LeaseState,
+    LibraryFinish,
+    LibraryTrialRecord,
     PhiRecommendation,
     Recommendation,
     RecommendationJobPublic,
@@ -46,6 +48,7 @@ from service.schemas import (
     StudyPublic,
     StudyResultPublic,
     TrialFile,
+    TrialPublic,
     TrialsPublic,
 )
 
@@ -328,6 +331,19 @@ class _Api:
         return _Call("POST", f"/v1/leases/{lease_id}/result", _model(LeaseState),
                      json=_body(result), headers=_agent(agent))
 
+    @staticmethod
+    def record_trial(study_id: str, trial_id: str,
+                     record: LibraryTrialRecord | Mapping[str, Any]) -> _Call:
+        return _Call("PUT", f"/v1/studies/{study_id}/trials/{trial_id}",
+                     _model(TrialPublic), json=_body(record))
+
+    @staticmethod
+    def finish_study(study_id: str, result: Mapping[str, Any] | None,
+                     error: str | None) -> _Call:
+        body = LibraryFinish(result=None if result is None else dict(result), error=error)
+        return _Call("POST", f"/v1/studies/{study_id}:finish", _model(StudyPublic),
+                     json=body.model_dump(mode="json", exclude_none=True))
+
 
 #: The header that names an agent inside the API token's principal (a lease is its holder's).
 AGENT_HEADER = "X-Phitune-Agent"
@@ -513,6 +529,20 @@ class PhiTuneClient:
         "..."}``. Repeating the same report is safe (same answer); see :class:`Agent`."""
         return self._send(_Api.report_result(lease_id, result, agent))
 
+    # library mode (recorded) ---------------------------------------------------------------
+    def record_trial(self, study_id: str, trial_id: str,
+                     record: LibraryTrialRecord | Mapping[str, Any]) -> TrialPublic:
+        """Record one trial's latest state in a running ``trainer: library`` study
+        (:class:`~service.schemas.LibraryTrialRecord`; the library sink's call,
+        :class:`service.library.ServerSink`)."""
+        return self._send(_Api.record_trial(study_id, trial_id, record))
+
+    def finish_study(self, study_id: str, *, result: Mapping[str, Any] | None = None,
+                     error: str | None = None) -> StudyPublic:
+        """End a running library study with its result (``StudyResult.to_dict()``) or an
+        error (failed); :class:`Conflict` when it has finished already."""
+        return self._send(_Api.finish_study(study_id, result, error))
+
     def wait(self, study_id: str, *, timeout: float | None = None, poll: float = 2.0,
              progress: bool | Callable[[StudyPublic], None] = False) -> StudyPublic:
         """Poll until the study is succeeded/failed/cancelled (:attr:`retry` covers
@@ -655,6 +685,14 @@ class AsyncPhiTuneClient:
     async def report_result(self, lease_id: str, result: LeaseResult | Mapping[str, Any], *,
                             agent: str | None = None) -> LeaseState:
         return await self._send(_Api.report_result(lease_id, result, agent))
+
+    async def record_trial(self, study_id: str, trial_id: str,
+                           record: LibraryTrialRecord | Mapping[str, Any]) -> TrialPublic:
+        return await self._send(_Api.record_trial(study_id, trial_id, record))
+
+    async def finish_study(self, study_id: str, *, result: Mapping[str, Any] | None = None,
+                           error: str | None = None) -> StudyPublic:
+        return await self._send(_Api.finish_study(study_id, result, error))
 
     async def wait(self, study_id: str, *, timeout: float | None = None, poll: float = 2.0,
                    progress: bool | Callable[[StudyPublic], None] = False) -> StudyPublic:
