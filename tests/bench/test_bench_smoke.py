@@ -138,3 +138,22 @@ def test_phi_suggestions_smoke(tmp_path) -> None:
     assert model.provenance["refit_command"] == phi_suggestions.REFIT_COMMAND
 
 
+
+
+def test_refined_schedule_plot_smoke(tmp_path) -> None:
+    """A real linear run's recorded norms, refined: the CSV's refined curve is the library's
+    refinement of the CSV's own norms, and the plot and table are written."""
+    from bench import refined_schedule_plot as rsp
+    from tuning.schedules import create_schedule
+
+    assert rsp.main(["--smoke", "--out", str(tmp_path)]) == 0
+    rows = read_csv(tmp_path / "refined_schedule_smoke.csv")
+    norms = [float(r["grad_norm"]) for r in rows]
+    assert len(norms) == 32 and len(set(norms)) > 1  # a real run's norms vary
+    lr = max(float(r["linear_lr"]) for r in rows)
+    want = create_schedule("refined", 32, eta_max=lr, norms=norms, optimizer="sgd").values()
+    assert [float(r["refined_lr"]) for r in rows] == pytest.approx(want, rel=1e-5)
+    assert float(rows[-1]["refined_lr"]) == 0.0
+    md = (tmp_path / "refined_schedule_smoke.md").read_text()
+    assert "| mlp-digits | sgd (l2) | 32 |" in md and "git commit" in md
+    assert (tmp_path / "refined_schedule_smoke.png").read_bytes()[:4] == b"\x89PNG"
