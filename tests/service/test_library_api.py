@@ -177,3 +177,26 @@ def test_refusals(app) -> None:
         r = client.post(f"/v1/studies/{study_id}:finish", json=body)
         assert r.status_code == 422 and field in r.text, (field, r.text)
     assert store.get_study(study_id).status == "running"  # nothing changed
+
+
+def test_the_recorded_spec_and_an_inert_pickled_sink() -> None:
+    import pickle
+
+    from service.client import PhiTuneClient
+    from service.library import ServerSink, finite_json, study_create
+
+    spec = study_create(name="n", budget_steps=40, optimizer_lr=0.2, num_trials=3,
+                        budget_fractions=(0.5, 1.0), compare=["cosine"], seed=7,
+                        eval_every=0, phi_max=10.0)
+    assert (spec.trainer, spec.budget.steps, spec.budget.fractions, spec.optimizer.lr,
+            spec.metric, spec.num_trials, spec.compare, spec.seed) == (
+        "library", 40, [0.5, 1.0], 0.2, "val_loss", 3, ["cosine"], 7)
+    with pytest.raises(ValueError, match="optimizer_lr"):
+        study_create(name="n", budget_steps=40, optimizer_lr=-1)
+    assert finite_json({"a": [1.0, float("nan")], "b": float("inf")}) == {
+        "a": [1.0, None], "b": None}
+    with PhiTuneClient("http://127.0.0.1:9", token="secret") as client:
+        copy = pickle.loads(pickle.dumps(ServerSink(client, "sid")))
+    assert copy.client is None and copy.study_id == "sid"
+    assert b"secret" not in pickle.dumps(copy)
+    copy.on_trial(TrialRecord(trial_id="t", budget_steps=1, status="running", params={}))
