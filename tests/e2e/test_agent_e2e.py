@@ -52,6 +52,7 @@ def test_two_agents_one_killed_mid_run(tmp_path):
            "PHITUNE_DATASET_DIR": os.environ.get("PHITUNE_DATASET_DIR", str(tmp_path / "d"))}
     api, url = start_api(tmp_path, None, tmp_path / "api.log", extra_env=env)
     agents: list[subprocess.Popen] = []
+    study = None
     try:
         with PhiTuneClient(url) as client:
             study = client.submit(SPEC)
@@ -87,6 +88,10 @@ def test_two_agents_one_killed_mid_run(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        if study is not None:  # a failed run must not leave its driver waiting for agents
+            with PhiTuneClient(url) as client:
+                if client.get(study.id).status in ("queued", "running"):
+                    client.cancel(study.id)
         _stop(api)
 
     # the killed run was never reported by a, and trained again under a second lease by b
