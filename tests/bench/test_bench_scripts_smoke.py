@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,24 @@ def test_schedule_overhead_small(tmp_path):
 def test_load_api_smoke(tmp_path):
     run_script("-m", "bench.load_api", "--smoke", "--out", str(tmp_path))
     assert any(tmp_path.glob("load_api_smoke.*"))
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_load_api_wrk_smoke_lease_rows(tmp_path):
+    """The wrk bench's lease rows, a second each: every call answered as its row says (a
+    new lease, a renewed one, the 204 poll, each lease reported once, then idempotently)."""
+    run_script("-m", "bench.load_api", "--wrk", "--smoke", "--out", str(tmp_path))
+    data = {r["scenario"]: r for r in rows(tmp_path / "load_api_wrk_smoke.csv")}
+    expected = {"claim (201)": "201", "heartbeat": "200", "claim (204 poll)": "204",
+                "result (first)": "200", "result (repeat)": "200"}
+    for name, code in expected.items():
+        row = data[name]
+        assert int(row["requests"]) > 0 and float(row["p99_ms"]) > 0, row
+        assert row["statuses"].split(":")[0] == code and " " not in row["statuses"], row
+    assert data["result (first)"]["repeats"] == "0", data["result (first)"]
+    assert {"/healthz", "GET study", "GET list(20)"} <= set(data)
+    md = (tmp_path / "load_api_wrk_smoke.md").read_text()
+    assert "## The lease calls, 5 agents" in md and "Lease goal (p99 ≤ 50 ms" in md
 
 
 @pytest.mark.e2e

@@ -49,12 +49,17 @@ AGENT_HEADER = "X-Phitune-Agent"
 AgentHeader = Annotated[str | None, Header(alias=AGENT_HEADER, max_length=200)]
 
 
-def principal(request: Request, agent: str | None) -> str:
+def principal_of(token: str | None, agent: str | None) -> str:
     """``<token fingerprint>/<agent>``: who a lease belongs to (the token itself never
-    reaches the database)."""
-    token: str | None = getattr(request.app.state, "api_token", None)
+    reaches the database). Also what a seeding script passes as ``holder`` to
+    :func:`~service.store.external.claim_trial` to lease a trial as that agent."""
     owner = "local" if token is None else hashlib.sha256(token.encode()).hexdigest()[:16]
     return f"{owner}/{agent or 'agent'}"
+
+
+def principal(request: Request, agent: str | None) -> str:
+    """The caller's principal: :func:`principal_of` the app's API token and the agent."""
+    return principal_of(getattr(request.app.state, "api_token", None), agent)
 
 
 def _study(store: Store, study_id: str) -> StudyRow:
