@@ -154,13 +154,14 @@ def run_demo(data_dir: Path, steps: int = 400, trials: int = 8) -> int:
         print()
         # one row per run: a search candidate at its rung's horizon, or a finalist's extra seed
         print(f"{'trial':<12} {'kind':<9} {'horizon':>7} {'status':<11} {'phi':>8} {'phases':>6} "
-              f"{'step':>6} metric")
+              f"{'eta_max':>8} {'step':>6} metric")
         for t in sorted(trials_, key=lambda t: (t.budget_steps, t.params.get("kind") != "search",
-                                                t.params.get("phi", 0))):
+                                                t.params.get("phi", 0), t.params.get("lr", 0))):
             value = t.metrics.get(best.metric)
             print(f"{t.trial_id:<12} {t.params.get('kind', 'search'):<9} {t.budget_steps:>7} "
                   f"{t.status:<11} {t.params.get('phi', 0):8.3f} {t.params.get('phases', 0):>6} "
-                  f"{t.step:>6} {'' if value is None else f'{value:.4f}'}")
+                  f"{t.params.get('lr', 0):8.4g} {t.step:>6} "
+                  f"{'' if value is None else f'{value:.4f}'}")
         print()
         print(format_best(best))
         advice = format_winner(result)
