@@ -64,7 +64,10 @@ def test_load_api_wrk_smoke_lease_rows(tmp_path):
         row = data[name]
         assert int(row["requests"]) > 0 and float(row["p99_ms"]) > 0, row
         assert row["statuses"].split(":")[0] == code and " " not in row["statuses"], row
-    assert data["result (first)"]["repeats"] == "0", data["result (first)"]
+    # each lease reports once; the run stops at the end of its list (the requests then in
+    # flight, at most one per connection, are the only repeats)
+    first = data["result (first)"]
+    assert int(first["repeats"]) <= 5 and int(first["items"]) >= 10, first
     assert {"/healthz", "GET study", "GET list(20)"} <= set(data)
     md = (tmp_path / "load_api_wrk_smoke.md").read_text()
     assert "## The lease calls, 5 agents" in md and "Lease goal (p99 ≤ 50 ms" in md
