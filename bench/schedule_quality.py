@@ -354,11 +354,13 @@ def _task_files(out_dir: Path, preset: str, task: str) -> dict[str, Path]:
             "fidelity": out_dir / f"{stem}_fidelity.csv"}
 
 
-def _kept_rows(path: Path, arms: Sequence[str]) -> list[dict[str, Any]]:
-    """The rows of an earlier run of this task that this run does not redo (other arms)."""
+def _kept_rows(path: Path, arms: Sequence[str], steps: set[int]) -> list[dict[str, Any]]:
+    """The rows of an earlier run of this task that this run does not redo (other arms, or
+    other budgets)."""
     if not path.exists():
         return []
-    return [r for r in read_csv(path) if r.get("arm") not in arms]
+    return [r for r in read_csv(path)
+            if r.get("arm") not in arms or int(r["budget_steps"]) not in steps]
 
 
 def _picks_from_rows(rows: Sequence[dict[str, Any]], steps: int) -> dict[str, dict[str, Any]]:
@@ -376,10 +378,12 @@ def _picks_from_rows(rows: Sequence[dict[str, Any]], steps: int) -> dict[str, di
 
 
 def run_task(preset: str, task_name: str, out_dir: Path, threads: int = 1,
-             arms: Sequence[str] = ALL_ARMS) -> Path:
+             arms: Sequence[str] = ALL_ARMS, budgets: Sequence[float] | None = None) -> Path:
     """Tune every arm in ``arms`` at every budget, train the picks on the evaluation seeds,
     write CSVs. Rows of other arms already in the task's CSVs are kept (``--arm`` adds or
-    redoes arms of a task without re-running the rest)."""
+    redoes arms of a task without re-running the rest), and so are rows of other budgets
+    (``--budget``). The CSVs are rewritten after every budget, so a run cut off keeps the
+    budgets it finished."""
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     p = PRESETS[preset]
@@ -389,10 +393,12 @@ def run_task(preset: str, task_name: str, out_dir: Path, threads: int = 1,
     tune_b, eval_b = split_validation(bundle, 0.5, seed=0)
     metric = task.metric  # the task's reported metric (accuracy, or loss for the LM)
     files = _task_files(out_dir, preset, task.name)
-    rows = _kept_rows(files["eval"], arms)
-    tune_rows = _kept_rows(files["tuning"], arms)
-    fid_rows = _kept_rows(files["fidelity"], ["cosine"] if "cosine" in arms else [])
-    for frac in p.budgets:
+    todo = [f for f in p.budgets if budgets is None or f in budgets]
+    redo = {max(1, round(f * task.full_steps)) for f in todo}
+    rows = _kept_rows(files["eval"], arms, redo)
+    tune_rows = _kept_rows(files["tuning"], arms, redo)
+    fid_rows = _kept_rows(files["fidelity"], ["cosine"] if "cosine" in arms else [], redo)
+    for frac in todo:
         steps = max(1, round(frac * task.full_steps))
         picks = _picks_from_rows(rows, steps)  # sources of the refined arms, if kept
         for arm in [a for a in ALL_ARMS if a in arms]:
@@ -452,9 +458,9 @@ def run_task(preset: str, task_name: str, out_dir: Path, threads: int = 1,
                     "tuning_objective_std": tuned.objective_std,
                     "tuning_objective_seeds": tuned.n_seeds,
                     "tuning_units": tuned.units, "seconds": m["seconds"]})
-    write_csv(files["eval"], rows)
-    write_csv(files["tuning"], tune_rows)
-    write_csv(files["fidelity"], fid_rows)
+        write_csv(files["eval"], rows)  # after every budget: a cut-off run keeps what it did
+        write_csv(files["tuning"], tune_rows)
+        write_csv(files["fidelity"], fid_rows)
     logger.info("%s (%s) done in %.1f min", task.name, ", ".join(arms),
                 (time.perf_counter() - t0) / 60)
     return files["eval"]
@@ -788,6 +794,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arm", action="append", choices=ALL_ARMS,
                         help="run only these arms (repeatable); other arms' rows of the task "
                              "are kept")
+    parser.add_argument("--budget", action="append", type=float,
+                        help="run only these budget fractions (repeatable, e.g. 1.0); other "
+                             "budgets' rows of the task are kept")
     parser.add_argument("--report", action="store_true",
                         help="only rewrite the markdown/PNG from the per-task CSVs")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
@@ -812,15 +821,18 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(names) - set(p.tasks))
         if unknown:
             parser.error(f"--task: unknown {unknown}; choose from {sorted(p.tasks)}")
+        odd = sorted(set(args.budget or ()) - set(p.budgets))
+        if odd:
+            parser.error(f"--budget: {odd} not among the preset's fractions {list(p.budgets)}")
         if args.jobs > 1:
             names = names[::-1]  # the longest task (the LM, listed last) starts first
             with ProcessPoolExecutor(args.jobs) as pool:
                 list(pool.map(run_task, [preset] * len(names), names,
                               [args.out] * len(names), [args.threads] * len(names),
-                              [arms] * len(names)))
+                              [arms] * len(names), [args.budget] * len(names)))
         else:
             for name in names:
-                run_task(preset, name, args.out, args.threads, arms)
+                run_task(preset, name, args.out, args.threads, arms, args.budget)
     wall = None if args.report else time.perf_counter() - t0
     if args.report and sidecar.exists():
         old = (args.out / f"{NAME}{_suffix(preset)}.md").read_text()
