@@ -160,10 +160,12 @@ def run_wrk(url: str, path: str, clients: int, duration: float,
         capture_output=True, text=True, check=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.M))
+    mean = re.search(r"^\s+Latency\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    row = {"requests": requests, "rps": rps, "p50_ms": round(_ms(pct["50"]), 2),
+    row = {"requests": requests, "rps": rps, "mean_ms": round(_ms(mean), 2),
+           "p50_ms": round(_ms(pct["50"]), 2),
            "p90_ms": round(_ms(pct["90"]), 2), "p99_ms": round(_ms(pct["99"]), 2),
            "non_2xx": int(bad.group(1)) if bad else 0,
            "socket_errors": errors.group(1).strip() if errors else ""}
@@ -365,6 +367,13 @@ class LeaseBench:
         script = lease_script(tmp / "lease.lua", items, body, once=name == "result (first)")
         row = run_wrk(url, "/", clients, duration, script)
         row["items"] = len(items)
+        row["rps_from"] = "wrk"
+        if name == "result (first)":
+            # wrk divides by -d even when the list ran out earlier; in closed loop (one
+            # request in flight per connection) throughput is connections / mean latency
+            row["rps_wrk"] = row["rps"]
+            row["rps"] = round(clients / (row["mean_ms"] / 1000), 1)
+            row["rps_from"] = "clients / mean latency"
         return row
 
     def close(self) -> None:
@@ -425,7 +434,7 @@ def main_wrk(args: argparse.Namespace) -> int:
                     target = (math.ceil(2 * rate * args.duration) + args.clients
                               if name == "claim (201)" else 2 * args.clients)
                     rows.append(measure(rnd, name, lambda n=name, t=target: {
-                        "path": LEASE_CALLS[n].split(" ", 2)[1],
+                        "path": LEASE_CALLS[n].split(" ", 2)[1].rstrip(","),
                         **leases.run(url, data_dir, n, args.clients, args.duration, t)}))
                     if name == "claim (201)":
                         rate = max(rate, rows[-1]["rps"])
@@ -561,7 +570,9 @@ def main_wrk(args: argparse.Namespace) -> int:
               "idle agent's poll. **result (first)**: the leases the claim run took (at "
               f"least {2 * args.clients}: topped up by claims in the store), each reported "
               "once by its agent; the run ends when they are all reported, so it can be "
-              "shorter than the others (req/s is over its own length), and the requests then "
+              "shorter than the others; wrk still divides by `--duration`, so its req/s is "
+              "connections / mean latency (Little's law, one request in flight per "
+              "connection; wrk's own figure is `rps_wrk` in the CSV), and the requests then "
               "in flight are repeats, counted in the table. **result (repeat)**: every lease "
               "reported so far reports the same body again (200, idempotent). The lease TTL "
               "is set to a day so no lease expires during the bench. A claim, a heartbeat and "
