@@ -580,10 +580,10 @@ def verdict_text(cells: Sequence[Cell]) -> str:
              f"**{'met' if met else 'not met'}** — ahead at every budget on "
              f"{len(ahead)} of {n} ({', '.join(ahead) or 'none'})."]
     scheduled = FAMILY
-    ahead_sched = [c for c in cells if c.uba_vs(c.best_peer(scheduled)).mean_diff > 0]
+    ahead_sched = [c for c in cells if c.uba_vs(c.best_peer(scheduled)).mean_diff >= 0]
     lines.append(
-        f"Against the best *scheduled* peer alone (schedule-free left out), searched UBA's paired "
-        f"mean is ahead in {len(ahead_sched)} of {len(cells)} task × budget cells"
+        f"Against the best *scheduled* peer its family contains ({', '.join(LABELS[a] for a in FAMILY)}"
+        f"), searched UBA's paired mean is at least as good in {len(ahead_sched)} of {len(cells)} task × budget cells"
         + (" (" + ", ".join(f"{c.task} {c.steps}" for c in ahead_sched) + ")."
            if ahead_sched else "."))
     for c in cells:
