@@ -82,6 +82,24 @@ class Base(DeclarativeBase):
     pass
 
 
+class JobColumns:
+    """The columns every job kind (curvature, recommendation) shares: its id, state, spec and
+    times, and the same lifecycle columns as a study (queue, launches, driver identity, Ray Job
+    id) that the runner, cancel and reconcile read. A job's table adds only its results."""
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    driver_pid: Mapped[int | None] = mapped_column(Integer)
+    driver_start: Mapped[str | None] = mapped_column(String(64))
+    driver_job_id: Mapped[str | None] = mapped_column(String(200))
+    launches: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
 class StudyRow(Base):
     __tablename__ = "phitune_studies"
 
@@ -513,6 +531,14 @@ class Store:
             rows = list(s.scalars(select(table).where(table.status == status)
                                   .order_by(table.created_at).limit(limit)))
         return [_fix_times(row) for row in rows]
+
+    def create_job(self, table: type[Any], spec: dict[str, Any],
+                   limit: QueueLimit | None = None) -> Any:
+        """Store a queued job of ``table`` (a :class:`JobColumns` table); with ``limit``,
+        :class:`QueueFullError` when its queue is full (:meth:`enqueue`)."""
+        row = table(id=str(uuid.uuid4()), status="queued", spec=spec, created_at=utcnow())
+        self.enqueue(row, limit)
+        return row
 
     def get_job(self, table: type[Any], job_id: str) -> Any | None:
         with self.session() as s:
