@@ -15,6 +15,14 @@ statement under its database write lock from its first read on; on PostgreSQL th
 subquery locks its row ``FOR UPDATE SKIP LOCKED``, so concurrent claims take different trials
 instead of one waiting for the other and finding nothing.
 
+A claim looks in two places, each an index seek on the claim index ``(study_id, status,
+created_at, trial_id)`` already in claim order (migration 0010), never a sort of the study:
+the oldest ``pending`` trial, and only when none is left the oldest ``leased`` one past its
+``expires_at``. One ``WHERE`` with both (an ``OR``) would let the database use the index for
+``study_id`` only and sort every trial of the study per claim, a cost growing with the study.
+The second seek reads the study's ``leased`` rows in order until an expired one: at most one
+per agent at work, so no index on ``expires_at`` is needed.
+
 States of an external trial: ``pending`` (offered) → ``leased`` → ``succeeded`` | ``failed``;
 ``leased`` past ``expires_at`` is claimable like ``pending``. A proxy that Ray restarts after a
 failed run offers the trial again (``failed`` → ``pending``); one restored after the result
@@ -37,7 +45,6 @@ from sqlalchemy import (
     String,
     Text,
     and_,
-    or_,
     select,
     update,
 )
@@ -56,9 +63,10 @@ class ExternalTrialRow(Base):
     """One trial of an external study: its trial file, who leases it until when, its result."""
 
     __tablename__ = "phitune_external_trials"
-    #: the claim reads the oldest offered trial of a study (migration 0007)
+    #: the claim reads the oldest trial of a study in one state, in claim order (created,
+    #: then trial id): an index seek with no sort (migration 0010; 0007 lacked trial_id)
     __table_args__ = (Index("ix_phitune_external_trials_claim", "study_id", "status",
-                            "created_at"),)
+                            "created_at", "trial_id"),)
 
     study_id: Mapped[str] = mapped_column(ForeignKey("phitune_studies.id"), primary_key=True)
     trial_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -137,30 +145,44 @@ def list_leases(store: Store, study_id: str) -> list[LeaseRow]:
 
 # ----------------------------------------------------------------------------- the agent side
 
-def _claimable(t: Any, now: datetime) -> Any:
-    return or_(t.c.status == "pending", and_(t.c.status == "leased", t.c.expires_at < now))
+def _claimable(t: Any, now: datetime) -> tuple[Any, Any]:
+    """What a claim may take, in the order it looks: an offered trial, else one whose lease
+    expired. Each is one state, so the claim index serves it without a sort (module doc)."""
+    return t.c.status == "pending", and_(t.c.status == "leased", t.c.expires_at < now)
+
+
+def _claim(t: Any, study_id: str, claimable: Any, now: datetime, lease_id: str, holder: str,
+           ttl_s: float) -> Any:
+    """The conditional ``UPDATE`` leasing the oldest ``claimable`` trial of the study (its
+    ``WHERE`` re-checks ``claimable``; the subquery's row locked ``SKIP LOCKED`` on
+    PostgreSQL), returning its trial id."""
+    oldest = (select(t.c.trial_id).where(t.c.study_id == study_id, claimable)
+              .order_by(t.c.created_at, t.c.trial_id).limit(1)
+              .with_for_update(skip_locked=True).scalar_subquery())
+    return (update(t)
+            .where(t.c.study_id == study_id, t.c.trial_id == oldest, claimable)
+            .values(status="leased", lease_id=lease_id, lease_holder=holder,
+                    expires_at=now + timedelta(seconds=ttl_s), attempt=t.c.attempt + 1,
+                    updated_at=now)
+            .returning(t.c.trial_id))
 
 
 def claim_trial(store: Store, study_id: str, holder: str,
                 ttl_s: float) -> tuple[LeaseRow, ExternalTrialRow] | None:
-    """Lease the oldest offered (or expired) trial of the study to ``holder`` for ``ttl_s``
-    seconds; None when every trial is leased or done right now. One conditional ``UPDATE``
-    (see the module docstring), the lease row inserted in the same transaction."""
+    """Lease the oldest offered trial of the study to ``holder`` for ``ttl_s`` seconds, or,
+    when none is offered, the oldest whose lease expired; None when every trial is leased or
+    done right now. Each try is one conditional ``UPDATE`` (see the module docstring), the
+    lease row inserted in the same transaction."""
     t = ExternalTrialRow.__table__
     now = utcnow()
     lease_id = secrets.token_urlsafe(18)  # a capability: unguessable, only its claimant has it
-    oldest = (select(t.c.trial_id).where(t.c.study_id == study_id, _claimable(t, now))
-              .order_by(t.c.created_at, t.c.trial_id).limit(1)
-              .with_for_update(skip_locked=True).scalar_subquery())
-    claim = (update(t)
-             .where(t.c.study_id == study_id, t.c.trial_id == oldest, _claimable(t, now))
-             .values(status="leased", lease_id=lease_id, lease_holder=holder,
-                     expires_at=now + timedelta(seconds=ttl_s), attempt=t.c.attempt + 1,
-                     updated_at=now)
-             .returning(t.c.trial_id))
     with store.session() as s:
-        trial_id = s.execute(claim).scalar()
-        if trial_id is None:
+        for claimable in _claimable(t, now):
+            trial_id = s.execute(_claim(t, study_id, claimable, now, lease_id, holder,
+                                        ttl_s)).scalar()
+            if trial_id is not None:
+                break
+        else:
             return None
         row = s.get(ExternalTrialRow, (study_id, trial_id))
         assert row is not None

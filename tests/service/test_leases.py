@@ -226,3 +226,65 @@ def test_concurrent_claims_lease_each_trial_once(store_url):
     assert sorted(got) == trials
     assert len(list_leases(store, row.id)) == len(trials)
     store.engine.dispose()
+
+
+def test_claims_take_pending_trials_first_then_expired_leases(store_url):
+    """Offered trials are claimed oldest first; a lease past its expiry is claimed (a new
+    attempt) once nothing is offered, and a valid lease never is."""
+    store = Store(store_url)
+    row, _ = store.create_study(StudyCreate.model_validate(EXTERNAL).model_dump(mode="json"),
+                                "expired")
+    for t in ("t0", "t1"):
+        offer_trial(store, row.id, t, payload(t, row.id))
+    held = claim_trial(store, row.id, "x/a", 60)
+    short = claim_trial(store, row.id, "x/b", 0.2)
+    assert held and short and (held[0].trial_id, short[0].trial_id) == ("t0", "t1")
+    assert claim_trial(store, row.id, "x/c", 60) is None  # both leases still valid
+    time.sleep(0.4)  # b's lease on t1 expires
+    offer_trial(store, row.id, "t2", payload("t2", row.id))
+    pending = claim_trial(store, row.id, "x/c", 60)
+    assert pending and pending[0].trial_id == "t2" and pending[0].attempt == 1
+    again = claim_trial(store, row.id, "x/d", 60)
+    assert again and again[0].trial_id == "t1" and again[0].attempt == 2
+    assert again[1].lease_holder == "x/d" and again[1].lease_id == again[0].id
+    assert claim_trial(store, row.id, "x/e", 60) is None
+    store.engine.dispose()
+
+
+def _sqlite_plan(store: Store, statement: Any) -> list[str]:
+    """SQLite's ``EXPLAIN QUERY PLAN`` of a statement (the plan does not depend on the
+    bound values; datetimes are bound as SQLAlchemy's SQLite type stores them, text)."""
+    from datetime import datetime
+
+    compiled = statement.compile(dialect=store.engine.dialect)
+    params = [compiled.params[k] for k in compiled.positiontup]
+    params = [v.isoformat(" ") if isinstance(v, datetime) else v for v in params]
+    with store.engine.connect() as conn:
+        return [r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}",
+                                                    tuple(params))]
+
+
+def test_the_claim_seeks_the_claim_index_without_sorting_the_study(tmp_path):
+    """Both of a claim's updates (pending, then expired) find their trial by a seek on the
+    claim index ``(study_id, status, created_at, trial_id)``, in claim order: no temporary
+    B-tree sorting the study's trials, whatever their number. The plan is the migrated
+    schema's (``Store`` runs the migrations, 0010 included)."""
+    from service.store.db import utcnow
+    from service.store.external import ExternalTrialRow, _claim, _claimable
+
+    store = Store(f"sqlite:///{tmp_path / 'plan.db'}")
+    row, _ = store.create_study(StudyCreate.model_validate(EXTERNAL).model_dump(mode="json"),
+                                "plan")
+    for i in range(200):
+        offer_trial(store, row.id, f"t{i:03d}", payload(f"t{i:03d}", row.id))
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    t = ExternalTrialRow.__table__
+    now = utcnow()
+    pending, expired = _claimable(t, now)
+    for claimable in (pending, expired):
+        plan = _sqlite_plan(store, _claim(t, row.id, claimable, now, "l", "x/a", 60))
+        assert any("INDEX ix_phitune_external_trials_claim (study_id=? AND status=?)" in step
+                   for step in plan), plan
+        assert not any("TEMP B-TREE" in step for step in plan), plan
+    store.engine.dispose()
