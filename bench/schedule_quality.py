@@ -724,7 +724,8 @@ def markdown(cells: Sequence[Cell], p: Preset, tuning_seconds: float | None) -> 
                 for c in tc) + ".\n"]
         if any("autolrs" in c.values for c in tc):
             lines.append("AutoLRS is not ladder-tuned (it searches its lr while it trains, "
-                         "[lr/10, 10·lr] around the task's lr); its compute column is the "
+                         "[¼, 4]× the task's lr, the range every ladder-tuned arm sweeps); its "
+                         "compute column is the "
                          "search it trained beyond the budget, per evaluation run.\n")
     lines += [verdict_text(cells), ""]
     n = p.eval_seeds

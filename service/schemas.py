@@ -194,8 +194,8 @@ class AutoLRSSettingsSpec(_Strict):
     tau_prime_fraction: float = Field(1 / 64, gt=0, le=1, description="first candidate "
                                       "window, a fraction of the budget (<= tau_fraction)")
     candidates: int = Field(4, ge=1, le=32, description="lrs tried per stage (the paper: 10)")
-    lr_min_factor: float = Field(0.1, gt=0, description="lowest lr tried, × optimizer.lr")
-    lr_max_factor: float = Field(10.0, gt=0, description="highest lr tried, × optimizer.lr")
+    lr_min_factor: float = Field(0.25, gt=0, description="lowest lr tried, × optimizer.lr")
+    lr_max_factor: float = Field(4.0, gt=0, description="highest lr tried, × optimizer.lr")
 
     @model_validator(mode="after")
     def _ordered(self) -> AutoLRSSettingsSpec:
@@ -641,7 +641,7 @@ def _params_scheduler(arm: str, params: dict[str, Any], optimizer: Any, style: s
     registry entry's fields), as ``tuning.results.schedule_params_scheduler`` builds it."""
     if not params.get("schedule") or params.get("total_steps") is None:
         raise ValueError(f"arm {arm!r}: its params do not describe a schedule (only refined "
-                         "arms' do); for UBA use the study's best schedule")
+                         "and AutoLRS arms' do); for UBA use the study's best schedule")
     try:
         from tuning.schedules import scheduler_from_best
     except ModuleNotFoundError as exc:
@@ -711,12 +711,15 @@ class BaselineRow(BaseModel):
                                 "runs")
     params: dict[str, Any] = Field(default_factory=dict, description="the arm's pick besides "
                                    "eta_max; a refined arm: its whole schedule (schedule: "
-                                   "refined, total_steps, eta_max, norms, optimizer), see "
-                                   "to_scheduler")
+                                   "refined, total_steps, eta_max, norms, optimizer); "
+                                   "AutoLRS: each seed's stages (runs) and its median seed's "
+                                   "stage lrs (schedule: piecewise, boundaries, factors, "
+                                   "from_seed); see to_scheduler")
 
     def to_scheduler(self, optimizer: Any, *, style: str = "torch") -> Any:
         """A scheduler for ``optimizer`` following this arm's schedule when its ``params``
-        describe one (a refined arm); see :meth:`BestSchedule.to_scheduler` for ``style``."""
+        describe one (a refined arm; AutoLRS: its median seed's stage lrs, ``piecewise``); see
+        :meth:`BestSchedule.to_scheduler` for ``style``."""
         return _params_scheduler(self.schedule, self.params, optimizer, style)
 
 
@@ -739,7 +742,8 @@ class Winner(BaseModel):
 
     def to_scheduler(self, optimizer: Any, *, style: str = "torch") -> Any:
         """A scheduler for ``optimizer`` following the winner's schedule when its ``params``
-        describe one (a refined arm); for UBA use the study's best (``client.best(id)``)."""
+        describe one (a refined or an AutoLRS arm); for UBA use the study's best
+        (``client.best(id)``)."""
         return _params_scheduler(self.arm, self.params, optimizer, style)
 
     def advice(self, metric: str) -> str:

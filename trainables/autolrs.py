@@ -22,8 +22,13 @@ with k = 4, so each stage's search trains k·τ′ = τ steps, the paper's ratio
 the search costs about as much as the training, ≈ 2T in all. k = 4 rather than 10 because a
 one-dimensional GP over two decades of lr is well determined by 4 points, and at fixed search
 cost fewer candidates leave each one a longer window (τ′ = τ/4 instead of τ/10), which the
-exponential fit needs on short budgets. The BO's range is [lr/10, 10·lr] around the trial's
-``lr`` (``lr_min_factor``, ``lr_max_factor``), as the official server takes a fixed range.
+exponential fit needs on short budgets. The BO's range is a fixed range around the trial's
+``lr`` (``lr_min_factor``, ``lr_max_factor``), as the official server takes one: by default
+[¼, 4]× (:data:`~trainables.config.SCHEDULED_LR_FACTORS`), the range every ladder-tuned arm of
+a comparison sweeps. It was [lr/10, 10·lr] first; on the quality bench's short budgets
+(windows of 4–5 steps) the forecast then often chose 10·lr, and cnn-fmnist ended at 28–46 %
+test accuracy (``bench/results/schedule_quality.md`` at 06d6345); with [¼, 4]× three seeds at
+80 steps ended at 64–74 % (a minimum window of 8 steps instead of 4 did not help: 56–69 %).
 
 Where this differs from the official code, and why:
 
@@ -65,7 +70,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.config import SCHEDULE_FREE, TRAINED_STEPS, TrainConfig
+from trainables.config import SCHEDULE_FREE, SCHEDULED_LR_FACTORS, TRAINED_STEPS, TrainConfig
 from trainables.datasets import DataBundle
 from trainables.errors import ConfigError, DivergedError
 from trainables.loop import (
@@ -122,8 +127,8 @@ class AutoLRSSettings:
     tau_fraction: float = 1 / 16
     tau_prime_fraction: float = 1 / 64
     candidates: int = 4
-    lr_min_factor: float = 0.1
-    lr_max_factor: float = 10.0
+    lr_min_factor: float = SCHEDULED_LR_FACTORS[0]
+    lr_max_factor: float = SCHEDULED_LR_FACTORS[1]
 
     def __post_init__(self) -> None:
         def real(v: Any) -> bool:

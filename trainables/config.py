@@ -32,6 +32,10 @@ Optimizer = Literal["sgd", "adamw", "sgd_schedulefree", "adamw_schedulefree"]
 #: picks to avoid a schedule altogether. They average their iterates instead of decaying the LR,
 #: so they run with the ``constant`` schedule and take warmup inside the optimizer.
 SCHEDULE_FREE: tuple[str, ...] = ("sgd_schedulefree", "adamw_schedulefree")
+#: The learning-rate range a tuned arm searches, as factors of the study's optimizer lr: [¼, 4]×,
+#: 16× wide. One definition for searched UBA's η_max, every ladder-tuned scheduled arm and
+#: AutoLRS's BO range, so every arm of a comparison looks in the same place.
+SCHEDULED_LR_FACTORS: tuple[float, float] = (0.25, 4.0)
 Metric = Literal["val_accuracy", "val_loss", "val_perplexity"]
 
 #: Keys a config may carry besides the fields (bookkeeping added by tuners), ignored silently.

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from trainables.autolrs import AUTOLRS, AutoLRSSettings
-from trainables.config import PAPER_DEFAULT_PHI, TrainConfig
+from trainables.config import PAPER_DEFAULT_PHI, SCHEDULED_LR_FACTORS, TrainConfig
 from tuning.schedules import SCHEDULES, resample_norms
 
 #: Searched parameters (Optuna parameter names; ``lr`` is η_max).
@@ -32,7 +32,7 @@ UBA_DEFAULT = "uba_default"
 SCHEDULE_FREE = "schedulefree"
 #: Warmup of the schedule-free arm, a fraction of the run (its README recommends warmup).
 SCHEDULE_FREE_WARMUP = 0.05
-#: Arms that choose their lr while they train (AutoLRS: a BO per stage in [lr/10, 10·lr]
+#: Arms that choose their lr while they train (AutoLRS: a BO per stage in [¼, 4]× by default
 #: around the study's lr, :mod:`trainables.autolrs`). The study's ladder does not tune them:
 #: tuning the centre of a search that spans 100× would tune the tuner; their search is
 #: counted as what each evaluation run trained (``trained_steps_total``) instead.
@@ -56,10 +56,9 @@ ALIASES: dict[str, str] = {"clr": "triangular", "cyclic": "triangular", "one_cyc
                            "multistep": "step", "exp": "exponential",
                            "schedule_free": SCHEDULE_FREE, "schedule-free": SCHEDULE_FREE}
 
-#: The η_max range a tuned arm sweeps, as factors of the study's optimizer lr. Scheduled arms
-#: (and searched UBA by default) get [¼, 4]×, 16× wide. Schedule-free's README puts good rates
-#: 10–50× (SGD) or 1–10× (AdamW) above a scheduled one: its range is shifted there, as wide.
-SCHEDULED_LR_FACTORS: tuple[float, float] = (0.25, 4.0)
+#: Scheduled arms (and searched UBA by default) sweep :data:`SCHEDULED_LR_FACTORS` × the
+#: study's lr. Schedule-free's README puts good rates 10–50× (SGD) or 1–10× (AdamW) above a
+#: scheduled one: its range is shifted there, as wide.
 SCHEDULE_FREE_LR_FACTORS: Mapping[str, tuple[float, float]] = {"sgd": (2.5, 40.0),
                                                                "adamw": (0.5, 8.0)}
 

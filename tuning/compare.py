@@ -11,10 +11,12 @@ same evaluation seeds as one grid experiment (a paired comparison) and the best 
 study's lr or the best of ``compare_eta_max``, rows labelled ``tuned=False``.
 
 AutoLRS (:data:`tuning.arms.SELF_TUNING`) chooses its lr while it trains, so it is not tuned by
-the ladder in either mode: each evaluation run searches [lr/10, 10·lr] around the study's lr
+the ladder in either mode: each evaluation run searches [¼, 4]× (by default) around the study's lr
 on its own, its row is ``tuned`` with ``tuning_units`` = the mean search compute of one run
-(candidate steps beyond the budget) and ``params`` = the stages each seed chose; the
-comparison's compute counts every step it trained (``trained_steps_total``).
+(candidate steps beyond the budget) and ``params`` = the stages each seed chose (``runs``) and,
+as a ``piecewise`` schedule, the stage lrs of its median seed (:func:`autolrs_schedule`), so
+``row.to_scheduler(optimizer)`` replays them in a user's loop; the comparison's compute counts
+every step it trained (``trained_steps_total``).
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ from tuning.search import Executor, best_outcome, pick_finalists, search_ladder
 from tuning.specs import StudySpec
 
 __all__ = ["ALIASES", "SCHEDULE_FREE", "SCHEDULE_FREE_WARMUP", "UBA_DEFAULT", "ArmTuning",
-           "pick_winner", "resolve_arm", "resolve_baseline", "run_comparison", "summarize",
-           "trained_steps", "tune_arm", "uba_params"]
+           "autolrs_schedule", "pick_winner", "resolve_arm", "resolve_baseline",
+           "run_comparison", "summarize", "trained_steps", "tune_arm", "uba_params"]
 
 
 @dataclass
@@ -196,6 +198,8 @@ def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid,
                 r["trained_steps_total"] - budget_steps for r in runs.values()),
                 spec.total_steps)
             params = {"runs": [{"seed": s, **runs[s]} for s in sorted(runs)]}
+            if name == AUTOLRS:
+                params.update(autolrs_schedule(budget_steps, by_seed, runs))
         row = BaselineRow(
             budget_steps=budget_steps, schedule=name, eta_max=lr, seeds=sorted(by_seed),
             values=values, n=len(values), mean=statistics.fmean(values),
@@ -214,6 +218,40 @@ def summarize(spec: StudySpec, budget_steps: int, results: tune.ResultGrid,
         best_per_arm[name].errors = reasons
     return sorted(best_per_arm.values(),
                   key=lambda r: (r.mean is None, -sign * (r.mean or 0.0), r.schedule))
+
+
+def autolrs_schedule(budget_steps: int, values: Mapping[int, float],
+                     runs: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """An AutoLRS row's schedule: the stage lrs of one representative run as a ``piecewise``
+    schedule (``schedule``, ``total_steps``, ``eta_max``, ``boundaries``, ``factors``) and the
+    run it replays (``from_seed``); ``{}`` when no run recorded stages.
+
+    Why one run: AutoLRS chooses its lrs online, from the losses of the run it is training, so
+    each seed chose its own stages and there is no one schedule of the arm; a fixed schedule
+    can only replay one run's choices. The run is the seed whose final metric is the median
+    of the seeds (the lower median, ``statistics.median_low``, when their number is even;
+    ties by seed), so the replay is typical of the arm rather than its luckiest seed.
+
+    Stage ``i`` trained 0-based steps ``start_i .. start_i + tau_i - 1`` at ``lr_i``, so the
+    boundaries are the stage starts after the first; ``eta_max`` is the largest stage lr and
+    each factor ``lr_i / eta_max``. Consecutive stages that kept the same lr are one segment.
+    """
+    ranked = sorted((v, s) for s, v in values.items() if runs.get(s, {}).get("stages"))
+    if not ranked:
+        return {}
+    seed = ranked[(len(ranked) - 1) // 2][1]  # median_low of the values, ties by seed
+    starts: list[int] = []
+    lrs: list[float] = []
+    for stage in sorted(runs[seed]["stages"], key=lambda st: int(st["start"])):
+        lr = float(stage["lr"])
+        if lrs and lr == lrs[-1]:
+            continue  # the same lr as the stage before: one segment
+        starts.append(int(stage["start"]))
+        lrs.append(lr)
+    peak = max(lrs)
+    return {"schedule": "piecewise", "total_steps": budget_steps, "eta_max": peak,
+            "boundaries": starts[1:] or None, "factors": [lr / peak for lr in lrs],
+            "from_seed": seed}
 
 
 def pick_winner(spec: StudySpec, budget_steps: int, rows: Sequence[BaselineRow]) -> Winner | None:

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from trainables.autolrs import AUTOLRS, AutoLRSSettings, plan_stages
-from trainables.config import DEFAULT_VARIANT, PAPER_DEFAULT_PHI, TrainConfig, metric_mode
+from trainables.config import (
+    DEFAULT_VARIANT,
+    PAPER_DEFAULT_PHI,
+    SCHEDULED_LR_FACTORS,
+    TrainConfig,
+    metric_mode,
+)
 from tuning.ladder import DEFAULT_ETA, Ladder, plan_brackets
 
 __all__ = ["PAPER_DEFAULT_PHI", "PAPER_PHI_GRID", "AutoLRSSettings", "LadderSpec", "Resources",
@@ -47,7 +53,7 @@ class SearchSpace:
     phases_max: int = 3
     eta_max_min: float | None = None
     eta_max_max: float | None = None
-    eta_max_factors: tuple[float, float] | None = (0.25, 4.0)
+    eta_max_factors: tuple[float, float] | None = SCHEDULED_LR_FACTORS
     variant: Literal["cyclic", "restart"] = DEFAULT_VARIANT  # type: ignore[assignment]
     #: Optuna sampler proposing candidates: TPE and GP (Optuna's GPSampler, needs scipy) model
     #: the values of the highest rung with enough points; ``grid`` evaluates ``phi_grid``

@@ -27,7 +27,7 @@ from service.launch.env import driver_env
 from service.launch.kinds import JOB_MARKER, DriverRef, JobKind, marker
 from service.schemas import TERMINAL_STATUSES, CurvatureCreate, PositiveRange, StudyCreate
 from service.store import Store
-from trainables.config import TrainConfig
+from trainables.config import SCHEDULED_LR_FACTORS, TrainConfig
 from tuning.specs import (
     AutoLRSSettings,
     LadderSpec,
@@ -73,7 +73,7 @@ def spec_from_study(study_id: str, spec: StudyCreate, settings: Settings,
     # or "fixed" / a number (η_max fixed there) as the spec says
     eta = spec.search.eta_max
     eta_range: tuple[float, float] | None = None
-    factors: tuple[float, float] | None = (0.25, 4.0)
+    factors: tuple[float, float] | None = SCHEDULED_LR_FACTORS
     if isinstance(eta, PositiveRange):
         eta_range = (eta.min, eta.max)
     elif eta == "fixed":

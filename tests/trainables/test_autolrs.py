@@ -120,9 +120,9 @@ def test_each_stage_trains_the_candidate_with_the_best_forecast():
         best = min(cands, key=lambda c: (math.inf if c["forecast"] is None else c["forecast"],
                                          c["lr"]))
         assert s["lr"] == best["lr"] and s["forecast"] == best["forecast"]
-        # the first candidate is the incumbent, the rest from the GP inside [lr/10, 10·lr]
+        # the first candidate is the incumbent, the rest from the GP inside [lr/4, 4·lr]
         assert cands[0]["lr"] == pytest.approx(incumbent)
-        assert all(0.01 * (1 - 1e-9) <= c["lr"] <= 1.0 * (1 + 1e-9) for c in cands)
+        assert all(0.025 * (1 - 1e-9) <= c["lr"] <= 0.4 * (1 + 1e-9) for c in cands)
         assert all(1 <= c["steps"] <= s["tau_prime"] for c in cands)
         incumbent = s["lr"]
     # compute: everything trained, candidate windows included
