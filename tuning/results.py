@@ -155,14 +155,15 @@ class BaselineRow:
     #: or for UBA at the smaller budgets, whose search is the shared ladder).
     tuning_units: float = 0.0
     #: The arm's pick besides η_max (UBA: phi, phases; a tuned arm: its finalists' values; a
-    #: refined arm: the whole schedule, ``schedule: refined`` with its norms, see
-    #: :meth:`to_scheduler`).
+    #: refined arm: the whole schedule, ``schedule: refined`` with its norms; AutoLRS: each
+    #: seed's stages (``runs``) and its median seed's stage lrs as ``schedule: piecewise``;
+    #: see :meth:`to_scheduler`).
     params: dict[str, Any] = field(default_factory=dict)
 
     def to_scheduler(self, optimizer: Any, *, style: str = "torch") -> Any:
         """Drive ``optimizer`` with this arm's schedule when its ``params`` describe one (a
-        refined arm: ``schedule``, ``total_steps``, ``eta_max``, ``norms``, ...); see
-        :func:`schedule_params_scheduler`."""
+        refined arm: ``schedule``, ``total_steps``, ``eta_max``, ``norms``, ...; AutoLRS: its
+        representative run's stage lrs, ``piecewise``); see :func:`schedule_params_scheduler`."""
         return schedule_params_scheduler(self.schedule, self.params, optimizer, style=style)
 
 
@@ -188,7 +189,7 @@ class Winner:
 
     def to_scheduler(self, optimizer: Any, *, style: str = "torch") -> Any:
         """Drive ``optimizer`` with the winner's schedule when its ``params`` describe one (a
-        refined arm); for UBA use ``result.best.to_scheduler``."""
+        refined or an AutoLRS arm); for UBA use ``result.best.to_scheduler``."""
         return schedule_params_scheduler(self.arm, self.params, optimizer, style=style)
 
 
@@ -199,7 +200,7 @@ def schedule_params_scheduler(arm: str, params: dict[str, Any], optimizer: Any, 
     ValueError naming the arm otherwise. The client's mirrors call the same function."""
     if not params.get("schedule") or params.get("total_steps") is None:
         raise ValueError(f"arm {arm!r}: its params do not describe a schedule (only refined "
-                         "arms' do); for UBA use the study's best schedule (result.best)")
+                         "and AutoLRS arms' do); for UBA use the study's best schedule (result.best)")
     from tuning.schedules import scheduler_from_best
 
     return scheduler_from_best(params, optimizer, style=style)

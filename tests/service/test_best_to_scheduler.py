@@ -80,3 +80,28 @@ def test_a_refined_winner_drops_into_a_loop_as_its_schedule(side: str) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=123.0)
     assert _train(opt, model, winner.to_scheduler(opt), 30) == pytest.approx(want, rel=1e-12)
     assert want[0] < max(want)  # the large early norms gave a warmup
+
+
+@pytest.mark.parametrize("side", ["client", "tuning"])
+def test_an_autolrs_row_drops_into_a_loop_as_its_median_seeds_stage_lrs(side: str) -> None:
+    """An AutoLRS row carries, next to every seed's stages, the representative seed's stage
+    lrs as a ``piecewise`` schedule (what ``tuning.compare.autolrs_schedule`` writes), so
+    ``to_scheduler`` replays them, from the JSON result too."""
+    stages = [{"stage": i, "start": a, "tau": n, "tau_prime": 2, "lr": lr, "forecast": 0.5,
+               "candidates": []} for i, (a, n, lr) in enumerate([(0, 3, 0.05), (3, 6, 0.2),
+                                                                  (9, 12, 0.1), (21, 9, 0.02)])]
+    params = {"runs": [{"seed": 0, "trained_steps_total": 55, "stages": stages}],
+              "schedule": "piecewise", "total_steps": 30, "eta_max": 0.2,
+              "boundaries": [3, 9, 21], "factors": [0.25, 1.0, 0.5, 0.1], "from_seed": 0}
+    fields = {"budget_steps": 30, "schedule": "autolrs", "n": 1, "values": [0.9],
+              "mean": 0.9, "std": 0.0, "eta_max": 0.1, "seeds": [0], "tuned": True,
+              "tuning_units": 0.8, "params": params}
+    row = (schemas.BaselineRow.model_validate_json(
+        schemas.BaselineRow(**fields).model_dump_json())
+           if side == "client" else results.BaselineRow(**fields))
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=123.0)
+    want = [s["lr"] for s in stages for _ in range(s["tau"])]
+    assert _train(opt, model, row.to_scheduler(opt), 30) == pytest.approx(want, rel=1e-12)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    assert isinstance(row.to_scheduler(opt, style="timm"), StepUpdateScheduler)

@@ -5,14 +5,18 @@ refused when the spec is built."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import ray
+import torch
 
+from service import schemas
 from trainables.autolrs import AutoLRSSettings
 from trainables.config import TrainConfig
 from tuning.arms import SELF_TUNING, arm_config, resolve_arm
+from tuning.compare import autolrs_schedule
 from tuning.results import RecordingSink
 from tuning.specs import SearchSpace, StudySpec
 from tuning.study import run_study
@@ -63,6 +67,25 @@ def test_stages_that_do_not_fit_a_budget_are_refused_naming_the_field(tmp_path, 
     spec(tmp_path, compare=(), **kw)
 
 
+def _stage(start: int, tau: int, lr: float) -> dict:
+    return {"stage": 0, "start": start, "tau": tau, "tau_prime": 2, "lr": lr, "forecast": 1.0,
+            "candidates": []}
+
+
+def test_autolrs_schedule_replays_the_median_seed_with_repeated_lrs_merged():
+    runs = {0: {"stages": [_stage(0, 6, 0.1), _stage(6, 12, 0.4), _stage(18, 24, 0.2)]},
+            1: {"stages": [_stage(0, 6, 0.2), _stage(6, 12, 0.2), _stage(18, 24, 0.05)]},
+            2: {"stages": [_stage(0, 6, 0.3), _stage(6, 12, 0.3), _stage(18, 24, 0.3)]}}
+    got = autolrs_schedule(42, {0: 0.9, 1: 0.5, 2: 0.7}, runs)  # median value 0.7: seed 2
+    assert got == {"schedule": "piecewise", "total_steps": 42, "eta_max": 0.3,
+                   "boundaries": None, "factors": [1.0], "from_seed": 2}  # one segment
+    # two seeds: the lower median (seed 1, 0.5); its repeated 0.2 is one segment
+    got = autolrs_schedule(42, {0: 0.9, 1: 0.5}, runs)
+    assert got["from_seed"] == 1 and got["boundaries"] == [18]
+    assert got["eta_max"] == 0.2 and got["factors"] == [1.0, 0.05 / 0.2]
+    assert autolrs_schedule(42, {0: 0.9}, {0: {"stages": []}}) == {}
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -100,6 +123,28 @@ def test_compare_autolrs_runs_on_the_evaluation_seeds_with_its_compute(local_ray
     (winner,) = result.winners
     assert winner.arm == max(rows.values(), key=lambda r: r.mean).schedule
     assert winner.n == 2
+    # its row is a schedule for a user's loop: the median seed's stage lrs, piecewise
+    # (two seeds: the lower median by value), from the row and its JSON copy alike
+    values = dict(zip(auto.seeds, auto.values, strict=True))
+    seed = min(values, key=lambda s: (values[s], s))
+    assert auto.params["from_seed"] == seed and auto.params["schedule"] == "piecewise"
+    assert auto.params["total_steps"] == 60
+    (chosen,) = [r for r in runs if r["seed"] == seed]
+    assert auto.params["eta_max"] == max(s["lr"] for s in chosen["stages"])
+    client_row = schemas.BaselineRow.model_validate_json(
+        schemas.BaselineRow.model_validate(dataclasses.asdict(auto)).model_dump_json())
+    for row in (auto, client_row):
+        opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=123.0)
+        sched = row.to_scheduler(opt)
+        lrs = [sched.schedule.lr(i) for i in range(60)]
+        for s in chosen["stages"]:  # each stage trained at its lr, from its start to its end
+            assert lrs[s["start"]] == pytest.approx(s["lr"], rel=1e-12)
+            assert lrs[s["start"]:s["start"] + s["tau"]] == pytest.approx(
+                [s["lr"]] * s["tau"], rel=1e-12)
+        assert opt.param_groups[0]["lr"] == pytest.approx(chosen["stages"][0]["lr"], rel=1e-12)
+    if winner.arm == "autolrs":
+        assert winner.params == auto.params
+        winner.to_scheduler(torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=1.0))
     compare = [t for t in sink.trials.values() if t.params.get("arm") == "autolrs"]
     assert len(compare) == 2 and all(t.params["kind"] == "compare"
                                      and t.params["schedule"] == "autolrs"

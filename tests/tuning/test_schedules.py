@@ -133,7 +133,7 @@ def test_factory_errors_name_valid_choices() -> None:
         create_schedule("uba", 0)
     assert set(schedule_names()) == set(SCHEDULES) >= {
         "uba", "constant", "step", "cosine", "linear", "rex", "exponential", "onecycle",
-        "triangular", "wsd"}
+        "triangular", "wsd", "refined", "piecewise"}
 
 
 def test_schedule_is_frozen_serialisable_and_picklable() -> None:

@@ -7,12 +7,14 @@ baselines it is compared with, as pure :class:`Schedule` objects and torch sched
 0.02851
 
 Drop-in use elsewhere (``_interop``): ``get_uba_schedule`` (Hugging Face signature, a
-``LambdaLR``; ``get_refined_schedule`` likewise for a refined one), ``StepUpdateScheduler``
+``LambdaLR``; ``get_refined_schedule`` and ``get_piecewise_schedule`` likewise for a refined
+or a piecewise-constant one), ``StepUpdateScheduler``
 (timm's ``step_update``), ``lightning_scheduler_config`` (Lightning's
 ``configure_optimizers``), ``scheduler_from_best`` (a tuned result, one call).
 
 Modules: ``_uba`` (Eq. 5, :data:`DEFAULT_VARIANT`), ``_baselines`` (other curves),
-``_refined`` (refinement from gradient norms, Defazio et al. 2023),
+``_refined`` (refinement from gradient norms, Defazio et al. 2023), ``_piecewise``
+(piecewise-constant, e.g. an AutoLRS run's stage lrs),
 ``_registry`` (names and parameters), ``_schedule`` (:class:`Schedule`), ``_torch``
 (``ScheduleLR``), ``_ubalr`` (``UBALR``), ``_interop`` (HF / timm / Lightning / best result),
 ``fit`` (Table 1 fits), ``plot`` (PNG plots).
@@ -28,6 +30,7 @@ from ._base import (
 from ._interop import (
     SCHEDULER_STYLES,
     StepUpdateScheduler,
+    get_piecewise_schedule,
     get_refined_schedule,
     get_uba_schedule,
     lightning_scheduler_config,
@@ -59,6 +62,7 @@ __all__ = [
     "UnknownScheduleError",
     "create_schedule",
     "equal_boundaries",
+    "get_piecewise_schedule",
     "get_refined_schedule",
     "get_uba_schedule",
     "lightning_scheduler_config",

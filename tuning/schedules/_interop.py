@@ -3,7 +3,8 @@
 * Hugging Face: :func:`get_uba_schedule` has the signature of ``transformers``'
   ``get_*_schedule_with_warmup`` and returns a ``LambdaLR`` whose factor multiplies the
   optimizer's LR, so ``Trainer(optimizers=(opt, sched))`` or a plain loop uses it as is.
-  :func:`get_refined_schedule` does the same for a refined schedule (any optimizer).
+  :func:`get_refined_schedule` does the same for a refined schedule (any optimizer),
+  :func:`get_piecewise_schedule` for a piecewise-constant one (stage lrs as factors).
 * timm: :class:`StepUpdateScheduler` implements timm's scheduler protocol
   (``step_update(num_updates)`` after each update, ``step(epoch)`` a no-op as with timm's
   ``t_in_epochs=False``), so ``train_one_epoch``-style loops drive it unchanged.
@@ -42,6 +43,7 @@ from ._uba import DEFAULT_VARIANT
 __all__ = [
     "SCHEDULER_STYLES",
     "StepUpdateScheduler",
+    "get_piecewise_schedule",
     "get_refined_schedule",
     "get_uba_schedule",
     "lightning_scheduler_config",
@@ -161,6 +163,37 @@ def get_refined_schedule(
     kind = optimizer_kind if optimizer_kind is not None else refined_optimizer_kind(optimizer)
     schedule = create_schedule("refined", num_training_steps, norms=list(norms),
                                optimizer=kind, window_frac=window_frac)
+    return LambdaLR(optimizer, _ScheduleFactor(schedule), last_epoch=last_epoch)
+
+
+def get_piecewise_schedule(
+    optimizer: Optimizer,
+    num_training_steps: int,
+    boundaries: Sequence[int] | None,
+    factors: Sequence[float] | None,
+    num_warmup_steps: int = 0,
+    last_epoch: int = -1,
+) -> LambdaLR:
+    """A piecewise-constant schedule as a ``LambdaLR``, in ``transformers``' scheduler style:
+    the factor of 0-based step ``i`` is ``create_schedule("piecewise", num_training_steps,
+    boundaries=..., factors=..., warmup_steps=num_warmup_steps).lr(i)`` in relative mode,
+    i.e. ``factors[j]`` on segment ``j`` (segments 2..n start at the 0-based ``boundaries``)
+    after a linear warmup ``(i + 1) / W``, multiplying each param group's LR. Call ``step()``
+    once after every optimizer update. Bad input raises ``ScheduleParamError`` naming
+    ``boundaries`` or ``factors``.
+
+    >>> import torch
+    >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    >>> sched = get_piecewise_schedule(opt, 4, [2], [1.0, 0.5])
+    >>> [sched.lr_lambdas[0](i) for i in range(4)]
+    [1.0, 1.0, 0.5, 0.5]
+    """
+    params: dict[str, Any] = {"warmup_steps": num_warmup_steps}
+    if boundaries is not None:
+        params["boundaries"] = list(boundaries)
+    if factors is not None:
+        params["factors"] = list(factors)
+    schedule = create_schedule("piecewise", num_training_steps, **params)
     return LambdaLR(optimizer, _ScheduleFactor(schedule), last_epoch=last_epoch)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from . import _baselines as B
 from ._base import Curve, ParamInfo, ScheduleInfo, ScheduleParamError
+from ._piecewise import build_piecewise
 from ._refined import DEFAULT_WINDOW_FRAC, REFINED_OPTIMIZERS, build_refined
 from ._uba import DEFAULT_VARIANT, UBA_VARIANTS, UBACurve, equal_boundaries
 
@@ -217,6 +218,22 @@ _ENTRIES = [
                    "median-filter width as a fraction of the run (odd, >= 1 step)", low=0.0,
                    high=1.0)],
         build_refined),
+    _info(
+        "piecewise",
+        "piecewise-constant LR: eta_max x factors[j] on segment j, segments starting at "
+        "boundaries (a stage-wise schedule, e.g. the stage lrs of an AutoLRS run; "
+        "MultiStepLR with factors gamma**j)",
+        [_eta_max(),
+         ParamInfo("boundaries", "int_list", None,
+                   "0-based training steps where segments 2..n start, strictly increasing, "
+                   "after warmup and before total_steps; null = one segment", low=1,
+                   nullable=True),
+         ParamInfo("factors", "float_list", None,
+                   "multiplier of eta_max for each segment (len(boundaries) + 1 values); "
+                   "null = 1.0 for every segment", low=0.0, high=1.0, low_open=True,
+                   nullable=True),
+         _WARMUP],
+        build_piecewise, "MultiStepLR (factors gamma**j) / LambdaLR"),
 ]
 
 #: name -> :class:`ScheduleInfo` (description, parameters with kinds/defaults/bounds).
