@@ -54,23 +54,38 @@ def test_load_api_smoke(tmp_path):
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_load_api_wrk_smoke_lease_rows(tmp_path):
-    """The wrk bench's lease rows, a second each: every call answered as its row says (a
-    new lease, a renewed one, the 204 poll, each lease reported once, then idempotently)."""
+    """The wrk bench's lease rows, a second each, paced (agents with think time, each pace)
+    and in closed loop: every call answered as its row says (a new lease, also on the large
+    study, a renewed one, the 204 poll, each lease reported once, then idempotently)."""
     run_script("-m", "bench.load_api", "--wrk", "--smoke", "--out", str(tmp_path))
-    data = {r["scenario"]: r for r in rows(tmp_path / "load_api_wrk_smoke.csv")}
+    table = rows(tmp_path / "load_api_wrk_smoke.csv")
     expected = {"claim (201)": "201", "heartbeat": "200", "claim (204 poll)": "204",
-                "result (first)": "200", "result (repeat)": "200"}
-    for name, code in expected.items():
-        row = data[name]
-        assert int(row["requests"]) > 0 and float(row["p99_ms"]) > 0, row
-        assert row["statuses"].split(":")[0] == code and " " not in row["statuses"], row
-    # each lease reports once; the run stops at the end of its list (the requests then in
-    # flight, at most one per connection, are the only repeats)
-    first = data["result (first)"]
-    assert int(first["repeats"]) <= 5 and int(first["items"]) >= 10, first
-    assert {"/healthz", "GET study", "GET list(20)"} <= set(data)
+                "result (first)": "200", "result (repeat)": "200",
+                "claim (201), large study": "201"}
+    paces = {float(r["think_ms"]) for r in table}
+    assert paces == {0.0, 100.0, 1000.0}, paces
+    for think in paces:
+        data = {r["scenario"]: r for r in table if float(r["think_ms"]) == think}
+        assert data["/healthz"]["non_2xx"] == "0", data["/healthz"]
+        for name, code in expected.items():
+            row = data[name]
+            assert row["loop"] == ("paced" if think else "closed"), row
+            assert int(row["requests"]) > 0 and float(row["p99_ms"]) > 0, row
+            assert row["statuses"].split(":")[0] == code and " " not in row["statuses"], row
+        # each lease reports once; the run stops at the end of its list (the requests then
+        # in flight, at most one per connection, are the only repeats)
+        first = data["result (first)"]
+        assert int(first["repeats"]) <= 5 and int(first["items"]) >= 10, first
+        # the large study holds its finished trials besides the offered ones
+        small, large = data["claim (201)"], data["claim (201), large study"]
+        assert int(large["study_trials"]) >= 2000 + int(large["study_offered"]), large
+        assert int(small["study_trials"]) == int(small["study_offered"]), small
+    assert {"/healthz", "GET study", "GET list(20)"} <= {r["scenario"] for r in table}
     md = (tmp_path / "load_api_wrk_smoke.md").read_text()
-    assert "## The lease calls, 5 agents" in md and "Lease goal (p99 ≤ 50 ms" in md
+    assert "## The lease calls, 5 agents, 100 ms think time" in md
+    assert "## Saturation: the same calls in closed loop" in md
+    assert "at most **50 calls a second**" in md and "the lease goal (p99 ≤ 50 ms" in md
+    assert "## A claim's cost and the study's size" in md
 
 
 @pytest.mark.e2e
