@@ -632,6 +632,46 @@ def fidelity_text(out_dir: Path, preset: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def same_test_text(cells: Sequence[Cell]) -> str:
+    """The goal's test applied to every scheduled arm, computed from the cells: per cell, each
+    arm's paired mean minus the best *other* scheduled arm's (UBA against the five family
+    peers; a peer against the other four and UBA), and in how many cells each arm is at least
+    as good. It tells a search that loses from a test that no arm passes: the best of several
+    arms, each tuned on a noisy objective, is ahead of any one of them in expectation, so an
+    arm equal to the best peer still trails that maximum in about half of the cells."""
+    scheduled = ("uba", *FAMILY)
+    cs = [c for c in cells if all(a in c.values for a in scheduled)]
+    if not cs:
+        return ""
+    head = " | ".join(f"{c.task} {c.steps}" for c in cs)
+    lines = ["## The same test for every scheduled arm\n",
+             "Per cell: the arm's paired mean minus that of the best *other* scheduled arm of "
+             "the cell (cosine, linear, step, REX, WSD, searched UBA), in the cell's unit (pt "
+             "of test accuracy, nats/char of test loss); ≥ 0 passes.\n",
+             f"| arm | {head} | cells passed |", "|---|" + "---|" * len(cs) + "---|"]
+    passed: dict[str, int] = {}
+    for arm in scheduled:
+        txt = []
+        for c in cs:
+            others = [a for a in scheduled if a != arm]
+            d = c.signed_pairs(arm, c.best_peer(others)).mean_diff
+            s, _ = _scale(c.metric)
+            passed[arm] = passed.get(arm, 0) + (d >= 0)
+            txt.append(f"{s * d:+.2f}" if s != 1 else f"{d:+.3f}")
+        lines.append(f"| {LABELS[arm]} | " + " | ".join(txt) + f" | {passed[arm]} of {len(cs)} |")
+    top = max(passed.values())
+    best = [LABELS[a] for a in scheduled if passed[a] == top]
+    lines.append("")
+    if top < len(cs):
+        lines.append(f"No scheduled arm, fixed shape or searched, passes in every cell: the most "
+                     f"is {top} of {len(cs)} ({', '.join(best)}); searched UBA passes in "
+                     f"{passed['uba']}.")
+    else:
+        lines.append(f"{', '.join(best)} pass(es) in every cell; searched UBA in "
+                     f"{passed['uba']} of {len(cs)}.")
+    return "\n".join(lines) + "\n"
+
+
 def data_driven_text(cells: Sequence[Cell]) -> str:
     """Where refinement and AutoLRS win or lose (issue 21), computed from the cells: each
     data-driven arm's paired mean against searched UBA and against the best ladder-tuned peer,
@@ -779,7 +819,8 @@ def report(preset: str, out_dir: Path, info: dict[str, Any] | None = None,
     title = (f"# Schedule quality at equal tuning compute ({preset}: "
              f"{', '.join(dict.fromkeys(c.task for c in cells))})\n")
     write_markdown(out_dir / f"{NAME}{_suffix(preset)}.md", title, info,
-                   markdown(cells, p, wall) + "\n" + data_driven_text(cells) + "\n"
+                   markdown(cells, p, wall) + "\n" + same_test_text(cells) + "\n"
+                   + data_driven_text(cells) + "\n"
                    + fidelity_text(out_dir, preset))
     plot(cells, out_dir / f"{NAME}{_suffix(preset)}.png")
     return cells
