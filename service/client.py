@@ -39,6 +39,7 @@ from service.schemas import (
     LeaseResult,
     LeaseState,
     LibraryFinish,
+    LibraryHeartbeat,
     LibraryTrialRecord,
     PhiRecommendation,
     Recommendation,
@@ -338,6 +339,10 @@ class _Api:
                      _model(TrialPublic), json=_body(record))
 
     @staticmethod
+    def heartbeat_study(study_id: str) -> _Call:
+        return _Call("POST", f"/v1/studies/{study_id}:heartbeat", _model(LibraryHeartbeat))
+
+    @staticmethod
     def finish_study(study_id: str, result: Mapping[str, Any] | None,
                      error: str | None) -> _Call:
         body = LibraryFinish(result=None if result is None else dict(result), error=error)
@@ -537,6 +542,12 @@ class PhiTuneClient:
         :class:`service.library.ServerSink`)."""
         return self._send(_Api.record_trial(study_id, trial_id, record))
 
+    def heartbeat_study(self, study_id: str) -> LibraryHeartbeat:
+        """Tell the server that the process running library study ``study_id`` is alive
+        (:func:`service.library.tune_schedule` does, every ``heartbeat_s``); a study silent
+        for the server's ``timeout_s`` is failed. :class:`Conflict` once it ended."""
+        return self._send(_Api.heartbeat_study(study_id))
+
     def finish_study(self, study_id: str, *, result: Mapping[str, Any] | None = None,
                      error: str | None = None) -> StudyPublic:
         """End a running library study with its result (``StudyResult.to_dict()``) or an
@@ -689,6 +700,9 @@ class AsyncPhiTuneClient:
     async def record_trial(self, study_id: str, trial_id: str,
                            record: LibraryTrialRecord | Mapping[str, Any]) -> TrialPublic:
         return await self._send(_Api.record_trial(study_id, trial_id, record))
+
+    async def heartbeat_study(self, study_id: str) -> LibraryHeartbeat:
+        return await self._send(_Api.heartbeat_study(study_id))
 
     async def finish_study(self, study_id: str, *, result: Mapping[str, Any] | None = None,
                            error: str | None = None) -> StudyPublic:

@@ -118,6 +118,13 @@ class Settings(BaseSettings):
     external_poll_s: float = Field(
         1.0, gt=0, le=60, description="how often a driver's proxy trial reads the store for "
         "its agent's result")
+    # library mode (trainer: library) ------------------------------------------------------------
+    library_heartbeat_timeout_s: float = Field(
+        120.0, gt=0, le=86_400, description="a library study whose process sent no heartbeat "
+        "(nor trial record) for this long is failed by reconcile (every "
+        "PHITUNE_RECONCILE_INTERVAL_S): its process was killed or lost. The process "
+        "heartbeats every heartbeat_s (tune_schedule's argument, 30 s by default); keep this "
+        "several times that")
     # experiment trackers (optional extras, off by default) --------------------------------------
     mlflow_tracking_uri: str | None = Field(
         None, description="log every trial to MLflow at this tracking URI (file:/path, "

@@ -1067,3 +1067,14 @@ class LibraryFinish(_Strict):
             raise ValueError("result: give exactly one of result (the study succeeded) or "
                              "error (it failed)")
         return self
+
+
+class LibraryHeartbeat(BaseModel):
+    """The answer to ``POST /v1/studies/{id}:heartbeat`` (the library process is alive): when
+    the server recorded it and how long it waits for the next one before it fails the study
+    (``PHITUNE_LIBRARY_HEARTBEAT_TIMEOUT_S``), so the process can check that its interval is
+    well inside that."""
+
+    study_id: str
+    heartbeat_at: datetime
+    timeout_s: float

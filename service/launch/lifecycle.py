@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.config import Settings
@@ -42,6 +42,9 @@ LAUNCH_WINDOW = timedelta(seconds=60)
 #: Terminal studies whose Optuna trials reconcile re-checks (a dying driver may still have
 #: asked for a trial after the cancel finalised the others).
 OPTUNA_SWEEP_WINDOW = timedelta(minutes=10)
+#: When this API process started: a library study's silence counts only from then (an API
+#: that was down missed heartbeats the library process kept sending).
+UP_SINCE = utcnow()
 
 
 def queue_limit(settings: Settings) -> QueueLimit:
@@ -205,6 +208,43 @@ def _driver_gone(store: Store, runner: Runner, kind: JobKind, row: Any,
     return row.id
 
 
+def fail_silent_library_studies(store: Store, settings: Settings, *,
+                                up_since: datetime | None = None,
+                                now: datetime | None = None) -> list[str]:
+    """Fail every running library study whose process has been silent (no heartbeat, no
+    trial record) for ``library_heartbeat_timeout_s``: killed, or its machine lost; its trials
+    still running end ``error``. Returns the ids failed.
+
+    Silence counts only while this API has been up (``up_since``, this process's start by
+    default): after a restart, a live process's next heartbeat arrives within its interval,
+    so nothing is failed before the API has been up for the timeout. The failure itself is
+    one conditional update: a heartbeat that lands first keeps the study running."""
+    now = now or utcnow()
+    timeout = timedelta(seconds=settings.library_heartbeat_timeout_s)
+    cutoff = now - timeout
+    if (up_since or UP_SINCE) > cutoff:
+        return []
+    failed = []
+    for row in store.rows_with_status(StudyRow, "running"):
+        if not is_library_study(row):
+            continue
+        last = row.heartbeat_at or row.started_at or row.created_at
+        last = last if last.tzinfo else last.replace(tzinfo=UTC)  # SQLite keeps no zone
+        if last >= cutoff:
+            continue
+        error = (f"library process stopped heartbeating at {last.isoformat()} (no heartbeat "
+                 f"for {settings.library_heartbeat_timeout_s:g} s, "
+                 "PHITUNE_LIBRARY_HEARTBEAT_TIMEOUT_S): the process running "
+                 "service.library.tune_schedule was killed or lost its connection; its "
+                 "trials were not reported")
+        if store.fail_silent_library_study(row.id, cutoff, error):
+            store.finalize_trials(row.id, "error", "library process stopped heartbeating")
+            logger.error("study %s: library process silent since %s, failed", row.id,
+                         last.isoformat())
+            failed.append(row.id)
+    return failed
+
+
 def reconcile(store: Store, runner: Runner, settings: Settings) -> list[str]:
     """Bring every job in line with its driver after an API or driver died; returns the ids
     (re)launched.
@@ -214,9 +254,13 @@ def reconcile(store: Store, runner: Runner, settings: Settings) -> list[str]:
       ``max_launches``, fail it with the end of its log.
     - ended jobs with trials still ``running`` (a driver killed mid-trial, an API that died
       during a cancel): finalise them, and their Optuna trials.
+    - ``running`` library studies (the user's process runs them: no driver to watch or
+      relaunch) whose process stopped heartbeating: failed
+      (:func:`fail_silent_library_studies`).
     - ``queued``: start as many as there are free slots.
     """
     launched = []
+    fail_silent_library_studies(store, settings)
     for kind in KINDS:
         for row in store.rows_with_status(kind.table, "running"):
             if is_library_study(row):

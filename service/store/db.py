@@ -27,6 +27,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     bindparam,
     create_engine,
     event,
@@ -121,6 +122,9 @@ class StudyRow(Base):
     #: when the driver process started (``service.launch.runner.process_start``): with the
     #: pid it identifies the driver, so a reused pid is not taken for it
     driver_start: Mapped[str | None] = mapped_column(String(64))
+    #: a library study's last sign of life from the process running it (its heartbeat, a
+    #: trial record; set at creation): reconcile fails it once this is too old (0011)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class TrialRow(Base):
@@ -297,7 +301,8 @@ class Store:
                 return existing, False
         now = utcnow()
         row = StudyRow(id=str(uuid.uuid4()), name=name, status="running", spec=spec,
-                       created_at=now, started_at=now, idempotency_key=idempotency_key)
+                       created_at=now, started_at=now, heartbeat_at=now,
+                       idempotency_key=idempotency_key)
         try:
             with self.session() as s:
                 s.add(row)
@@ -341,6 +346,31 @@ class Store:
         with self.session() as s:
             return int(s.scalar(select(func.count()).select_from(StudyRow)
                                 .where(StudyRow.status.in_(("queued", "running")))) or 0)
+
+    def beat_library_study(self, study_id: str) -> datetime | None:
+        """A sign of life of the process running library study ``study_id``: its
+        ``heartbeat_at`` set to now while it runs. Returns that time, or None when the study
+        is not running (it ended meanwhile)."""
+        now = utcnow()
+        with self.session() as s:
+            done = s.execute(update(StudyRow)
+                             .where(StudyRow.id == study_id, StudyRow.status == "running")
+                             .values(heartbeat_at=now))
+        return now if done.rowcount else None  # type: ignore[attr-defined]
+
+    def fail_silent_library_study(self, study_id: str, cutoff: datetime, error: str) -> bool:
+        """Fail running library study ``study_id`` with ``error`` if its last sign of life
+        (``heartbeat_at``; ``started_at`` for a study stored before 0011) is older than
+        ``cutoff``: one conditional update, so a heartbeat that lands first keeps it running.
+        Returns whether it failed it."""
+        silent = or_(StudyRow.heartbeat_at < cutoff,
+                     and_(StudyRow.heartbeat_at.is_(None), StudyRow.started_at < cutoff))
+        with self.session() as s:
+            done = s.execute(update(StudyRow)
+                             .where(StudyRow.id == study_id, StudyRow.status == "running",
+                                    silent)
+                             .values(status="failed", finished_at=utcnow(), error=error))
+        return bool(done.rowcount)  # type: ignore[attr-defined]
 
     def update_study(self, study_id: str, **fields: Any) -> None:
         with self.session() as s:

@@ -3,10 +3,19 @@ server=URL)``): the user's own loop (``tests/tuning/test_library.py``'s logistic
 digits) runs on a real local Ray in this process; a real API (``phitune serve``, with a token)
 shows the study like any other: running, then succeeded, its trials, ``/best`` equal to the
 local result's best, and ``phitune best ID`` printing it. A study whose function never reports
-the metric ends failed there, with the reason, and the error is re-raised here.
+the metric ends failed there, with the reason, and the error is re-raised here. A study whose
+process is ``kill -9``ed mid-trial stops heartbeating, and the server fails it after its
+heartbeat timeout, where it stayed running as long as the process was alive.
 """
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -94,3 +103,72 @@ def test_a_failing_study_is_marked_failed_and_the_error_raised(server, local_ray
         assert study.error is not None and "StudyFailedError" in study.error
         assert "val_loss" in study.error
         assert {t.status for t in client.trials(ids[0]).data} == {"error"}
+
+
+#: The user's process: a library study whose one trial trains (sleeps) far longer than the
+#: server's heartbeat timeout without a report, so only the heartbeat keeps it running.
+KILLED_USER = """
+import sys, time
+from pathlib import Path
+from service.library import tune_schedule
+
+url, token, marker, storage = sys.argv[1:5]
+
+def trains_for_long(trial):
+    Path(marker).touch()
+    time.sleep(600)
+
+tune_schedule(trains_for_long, server=url, token=token, name="lib-killed",
+              heartbeat_s=0.5, storage_path=storage, budget_steps=10, optimizer_lr=0.1,
+              budget_fractions=(1.0,), num_trials=1, finalist_seeds=0, seed=0,
+              resources={"cpu": 1}, on_created=lambda s: print(s.id, flush=True))
+"""
+
+
+def test_a_killed_library_process_fails_its_study_after_the_heartbeat_timeout(tmp_path
+                                                                              ) -> None:
+    timeout = 3.0
+    api, url = start_api(tmp_path, None, tmp_path / "api.log", extra_env={
+        "PHITUNE_API_TOKEN": TOKEN, "PHITUNE_LOCAL_RAY": "per-study",
+        "PHITUNE_RAY_DASHBOARD": "false", "PHITUNE_RECONCILE_INTERVAL_S": "0.5",
+        "PHITUNE_LIBRARY_HEARTBEAT_TIMEOUT_S": str(timeout)})
+    script, marker = tmp_path / "user.py", tmp_path / "training"
+    script.write_text(KILLED_USER)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    with open(tmp_path / "user.log", "wb") as log:
+        user = subprocess.Popen(  # its own process group: kill -9 takes its local Ray along
+            [sys.executable, str(script), url, TOKEN, str(marker), str(tmp_path / "ray")],
+            stdout=subprocess.PIPE, stderr=log, text=True,
+            cwd=Path(__file__).resolve().parents[2], env=env, start_new_session=True)
+    try:
+        study_id = (user.stdout.readline() if user.stdout else "").strip()
+        assert study_id, (tmp_path / "user.log").read_text()[-3000:]
+        deadline = time.monotonic() + 240
+        while not marker.exists():  # the trial is training in a Ray worker
+            assert user.poll() is None, (tmp_path / "user.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (tmp_path / "user.log").read_text()[-3000:]
+            time.sleep(0.2)
+        with PhiTuneClient(url, token=TOKEN) as client:
+            time.sleep(2 * timeout)  # no report for twice the timeout: the heartbeats hold
+            alive = client.get(study_id)
+            assert alive.status == "running", alive.error
+            os.killpg(user.pid, signal.SIGKILL)
+            user.wait()
+            killed_at = time.monotonic()
+            while (study := client.get(study_id)).status == "running":
+                assert time.monotonic() - killed_at < 30, "still running 30 s after the kill"
+                time.sleep(0.25)
+            waited = time.monotonic() - killed_at
+            assert study.status == "failed"
+            assert study.error is not None
+            assert study.error.startswith("library process stopped heartbeating at ")
+            assert f"no heartbeat for {timeout:g} s" in study.error
+            assert waited >= timeout - 1.0, waited  # not before its last beat is that old
+            assert {t.status for t in client.trials(study_id).data} <= {"error"}
+    finally:
+        try:
+            os.killpg(user.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        user.wait()
+        _stop(api)

@@ -253,9 +253,10 @@ def _verbs() -> dict[str, argparse.ArgumentParser]:
 VERB_OF = {"get": "status", "recommend_phi": "recommend-phi", "grad_norms": "grad-norms",
            # the lease calls are the agent loop's (`phitune agent`)
            "claim_lease": "agent", "heartbeat": "agent", "report_result": "agent"}
-#: client methods without a verb: the library sink's recording calls
-#: (service.library.ServerSink); a study left running by a killed process ends with `cancel`
-NO_VERB = {"record_trial", "finish_study"}
+#: client methods without a verb: the library process's recording calls and heartbeat
+#: (service.library); a study whose process was killed is failed by the server once it stops
+#: heartbeating (or ended sooner with `cancel`)
+NO_VERB = {"record_trial", "finish_study", "heartbeat_study"}
 NO_JSON = {"plot", "serve", "demo", "plot-schedule", "agent"}  # write files or run things
 
 

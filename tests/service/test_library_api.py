@@ -200,3 +200,90 @@ def test_the_recorded_spec_and_an_inert_pickled_sink() -> None:
     assert copy.client is None and copy.study_id == "sid"
     assert b"secret" not in pickle.dumps(copy)
     copy.on_trial(TrialRecord(trial_id="t", budget_steps=1, status="running", params={}))
+
+
+def test_heartbeats_keep_a_library_study_running_and_silence_fails_it(app) -> None:
+    """``POST :heartbeat`` (and a trial record) is the library process's sign of life;
+    reconcile's check fails a study silent for ``library_heartbeat_timeout_s`` with the time
+    of its last heartbeat, and its running trials end ``error``. Silence counts only while the
+    API has been up; a heartbeat that lands first wins."""
+    from datetime import timedelta
+
+    from service.launch.lifecycle import fail_silent_library_studies
+    from service.store import utcnow
+
+    client, store, settings = app
+    study_id = create(client)
+    r = client.post(f"/v1/studies/{study_id}:heartbeat")
+    assert r.status_code == 200, r.text
+    assert r.json()["timeout_s"] == settings.library_heartbeat_timeout_s
+    beat = store.get_study(study_id).heartbeat_at
+    assert beat is not None
+    r = client.put(f"/v1/studies/{study_id}/trials/t1", json={**TRIAL, "status": "running"})
+    assert r.status_code == 200
+    assert store.get_study(study_id).heartbeat_at > beat  # a record is a sign of life
+
+    timeout = timedelta(seconds=settings.library_heartbeat_timeout_s)
+    long_ago = utcnow() - 10 * timeout
+    assert fail_silent_library_studies(store, settings, up_since=long_ago) == []
+    later = utcnow() + timeout + timedelta(seconds=1)
+    # an API up for less than the timeout fails nothing (it may have missed the beats)
+    assert fail_silent_library_studies(store, settings, up_since=later - timeout / 2,
+                                       now=later) == []
+    # a heartbeat newer than the cutoff keeps it running (the update re-checks)
+    assert not store.fail_silent_library_study(study_id, utcnow() - timeout, "x")
+    last = store.get_study(study_id).heartbeat_at
+
+    assert fail_silent_library_studies(store, settings, up_since=long_ago,
+                                       now=later) == [study_id]
+    study = client.get(f"/v1/studies/{study_id}").json()
+    assert study["status"] == "failed"
+    assert study["error"].startswith("library process stopped heartbeating at "
+                                     f"{last.replace(tzinfo=later.tzinfo).isoformat()}")
+    assert "PHITUNE_LIBRARY_HEARTBEAT_TIMEOUT_S" in study["error"]
+    trials = client.get(f"/v1/studies/{study_id}/trials").json()["data"]
+    assert [(t["status"], t["error"]) for t in trials] == [
+        ("error", "library process stopped heartbeating")]
+    # the process, if it was only cut off, learns that its study ended
+    r = client.post(f"/v1/studies/{study_id}:heartbeat")
+    assert r.status_code == 409 and "failed" in r.text
+    assert client.post("/v1/studies/nope:heartbeat").status_code == 404
+    builtin, _ = store.create_study({"trainer": "builtin"}, "other")
+    assert client.post(f"/v1/studies/{builtin.id}:heartbeat").status_code == 409
+
+
+def test_the_heartbeat_thread_beats_until_stopped_or_the_study_ends(caplog) -> None:
+    import threading
+
+    from service.client import Conflict
+    from service.library import Heartbeat
+    from service.schemas import LibraryHeartbeat
+    from service.store import utcnow
+
+    class Server:
+        def __init__(self, beats_before_end: int) -> None:
+            self.calls = 0
+            self.left = beats_before_end
+            self.ended = threading.Event()
+
+        def heartbeat_study(self, study_id: str) -> LibraryHeartbeat:
+            self.calls += 1
+            if self.calls > self.left:
+                self.ended.set()
+                raise Conflict("study 'sid' is failed", 409)
+            if self.calls == 2:
+                raise OSError("connection refused")  # a blip: logged, the next beat retries
+            return LibraryHeartbeat(study_id=study_id, heartbeat_at=utcnow(), timeout_s=0.01)
+
+    server = Server(beats_before_end=4)
+    beat = Heartbeat(server, "sid", 0.01).start()  # type: ignore[arg-type]
+    assert server.ended.wait(5)
+    beat.stop()
+    assert (server.calls, beat.beats) == (5, 3) and "is failed" in (beat.ended or "")
+    assert "one late beat would fail it" in caplog.text  # 0.01 s > half of 0.01 s
+    server = Server(beats_before_end=10_000)
+    beat = Heartbeat(server, "sid", 3600).start()  # type: ignore[arg-type]
+    beat.stop()  # wakes the thread from its wait
+    assert server.calls == 1 and beat.ended is None
+    with pytest.raises(ValueError, match="heartbeat_s"):
+        Heartbeat(server, "sid", 0)  # type: ignore[arg-type]

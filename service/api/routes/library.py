@@ -8,6 +8,12 @@ driver stores it so ``/result``, ``/best`` and the CLI read it, or the error). O
 studies take these calls (409 for the others: their driver writes them), and only while
 running (409 once finished; finishing twice is a 409 too). Writes need the API token, as
 every write does (:mod:`service.api.auth`).
+
+While it runs, the process heartbeats (``POST /v1/studies/{id}:heartbeat``, every
+``heartbeat_s`` of :func:`service.library.tune_schedule`); a heartbeat or a trial record is its
+sign of life (``heartbeat_at``). A process killed with ``kill -9`` or a lost machine sends
+neither: :func:`service.launch.lifecycle.reconcile` fails the study once its last sign of life
+is older than ``PHITUNE_LIBRARY_HEARTBEAT_TIMEOUT_S``, instead of showing it running forever.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ import math
 from fastapi import APIRouter
 from pydantic import ValidationError
 
-from service.api.deps import StoreDep
+from service.api.deps import SettingsDep, StoreDep
 from service.errors import InvalidSpecError, StudyNotFoundError, StudyStateError
 from service.schemas import (
     TERMINAL_STATUSES,
     LibraryFinish,
+    LibraryHeartbeat,
     LibraryTrialRecord,
     StudyPublic,
     StudyResultPublic,
@@ -64,6 +71,7 @@ def record_trial(study_id: str, trial_id: str, body: LibraryTrialRecord,
     if len(trial_id) > 64:
         raise InvalidSpecError(f"trial_id: at most 64 characters, got {len(trial_id)}",
                                field="trial_id")
+    store.beat_library_study(study_id)  # a record is a sign of life too
     value = body.metrics.get(row.spec.get("metric", "val_accuracy"))
     store.upsert_trial(study_id, trial_id, budget_steps=body.budget_steps,
                        status=body.status, params=body.params, step=body.step,
@@ -78,6 +86,21 @@ def record_trial(study_id: str, trial_id: str, body: LibraryTrialRecord,
                        status=trial.status, params=trial.params, step=trial.step,
                        metrics=trial.metrics, error=trial.error, node_ip=trial.node_ip,
                        updated_at=trial.updated_at)
+
+
+@router.post("/{study_id}:heartbeat", response_model=LibraryHeartbeat, responses=_RESPONSES)
+def heartbeat(study_id: str, store: StoreDep, settings: SettingsDep) -> LibraryHeartbeat:
+    """The library process is alive: the study stays running for another
+    ``library_heartbeat_timeout_s`` (409 once it ended: finished, cancelled, or failed for
+    want of heartbeats, so the process learns its records are no longer taken)."""
+    _library_study(store, study_id)
+    beat = store.beat_library_study(study_id)
+    if beat is None:  # ended between the check and the update
+        row = store.get_study(study_id)
+        raise StudyStateError(f"study {study_id!r} is {row.status if row else 'gone'}: a "
+                              "finished study takes no heartbeats")
+    return LibraryHeartbeat(study_id=study_id, heartbeat_at=beat,
+                            timeout_s=settings.library_heartbeat_timeout_s)
 
 
 @router.post("/{study_id}:finish", response_model=StudyPublic, responses=_RESPONSES)
