@@ -50,6 +50,12 @@ Where this differs from the official code, and why:
   window of a too-high lr forecast a negative loss and won: measured on digits).
 * A candidate whose loss becomes NaN/inf stops there and gets forecast ``inf`` (the BO is
   told 10 × the loss it started from, on the loss scale, where the official tells 10⁶).
+* A stage whose chosen lr diverges (the window was too short to show it) restarts from the
+  stage's checkpoint with the next-best forecast's lr, and so on; only when every finite
+  candidate diverged does the run raise :class:`~trainables.errors.DivergedError`. The
+  stage's record lists what diverged (``diverged``: lr, step, steps trained, counted as
+  compute). Measured: with [¼, 4]× on mlp-fmnist at 100 and 200 steps, 2 of 5 runs
+  diverged in a stage without this.
 
 Compute: everything trained counts, candidate steps included; each report carries
 ``trained_steps_total`` (:data:`trainables.config.TRAINED_STEPS`) next to ``step``, the
@@ -430,6 +436,28 @@ def _rank(candidate: Mapping[str, Any]) -> tuple[float, float]:
     return (math.inf if forecast is None else forecast, candidate["lr"])
 
 
+def _stage_divergence(p: _Prepared, cfg: TrainConfig, stage: Stage, lr: float,
+                      losses: np.ndarray, start_loss: float | None
+                      ) -> tuple[DivergedError | None, dict[str, float]]:
+    """(why the stage's run at ``lr`` diverged, or None; its validation metrics, empty when
+    not evaluated). Diverged: a non-finite training loss, a mean training loss above
+    ``divergence_factor`` × the run's first loss, or a non-finite validation loss after it.
+    Only a stage whose training losses are fine is evaluated."""
+    bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+    if bad is not None:
+        return DivergedError(stage.start + bad + 1, float(losses[bad]), lr), {}
+    end = stage.start + stage.tau
+    first = float(losses[0]) if start_loss is None else start_loss
+    mean = float(np.mean(losses))
+    if cfg.divergence_factor and mean > cfg.divergence_factor * first:
+        return DivergedError(end, mean, lr, reason=f"above {cfg.divergence_factor:g} x its "
+                                                    f"start {first:.4g}"), {}
+    val = evaluate(p.forward, p.model, p.bundle, cfg, p.device)
+    if not math.isfinite(val["val_loss"]):
+        return DivergedError(end, val["val_loss"], lr), val
+    return None, val
+
+
 def run_autolrs(
     config: TrainConfig | Mapping[str, Any],
     report: Any,
@@ -456,8 +484,9 @@ def run_autolrs(
     data (as :func:`trainables.loop.run_training` takes it; the bench's split halves).
 
     Raises :class:`AutoLRSSettingsError` for settings that do not fit the budget, ConfigError
-    for a schedule-free optimizer (it has no lr to schedule), :class:`DivergedError` when the
-    chosen lr's stage diverges (a candidate that diverges only loses the search).
+    for a schedule-free optimizer (it has no lr to schedule), :class:`DivergedError` when a
+    stage diverges at every candidate lr with a finite forecast (the chosen one first, then
+    the next-best; a candidate that diverges in its window only loses the search).
     """
     cfg = TrainConfig.from_mapping(config)
     if cfg.schedule != AUTOLRS:
@@ -500,30 +529,39 @@ def run_autolrs(
             best = min(candidates, key=_rank)
             incumbent, forecast = best["lr"], best["forecast"]
             _restore(p, ckpt)
-        losses = _train(p, incumbent, stage.tau)
-        trained_total += losses.size
+        # the forecast's best lr, then (if its stage diverges) the next-best candidates in
+        # forecast order, each from the stage's checkpoint
+        fallbacks = [c for c in sorted(candidates, key=_rank)
+                     if c["forecast"] is not None and c["lr"] != incumbent]
+        diverged: list[dict[str, Any]] = []
+        while True:
+            losses = _train(p, incumbent, stage.tau)
+            trained_total += losses.size
+            problem, val = _stage_divergence(p, cfg, stage, incumbent, losses, start_loss)
+            if problem is None:
+                break
+            diverged.append({"lr": incumbent, "at_step": problem.step,
+                             "steps": int(losses.size)})
+            if not fallbacks:
+                raise problem
+            logger.warning("AutoLRS stage %d: lr %.4g diverged at step %d; the next-best "
+                           "forecast's lr %.4g trains the stage from its checkpoint",
+                           stage.index, incumbent, problem.step, fallbacks[0]["lr"])
+            nxt = fallbacks.pop(0)
+            incumbent, forecast = nxt["lr"], nxt["forecast"]
+            _restore(p, ckpt)
         end = stage.start + stage.tau
-        bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
-        if bad is not None:
-            raise DivergedError(stage.start + bad + 1, float(losses[bad]), incumbent)
         if start_loss is None:
             start_loss = float(losses[0])
         train_loss = float(np.mean(losses))
-        if cfg.divergence_factor and train_loss > cfg.divergence_factor * start_loss:
-            raise DivergedError(end, train_loss, incumbent,
-                                reason=f"above {cfg.divergence_factor:g} x its start "
-                                       f"{start_loss:.4g}")
-        val = evaluate(p.forward, p.model, p.bundle, cfg, p.device)
-        if not math.isfinite(val["val_loss"]):
-            raise DivergedError(end, val["val_loss"], incumbent)
         records.append({"stage": stage.index, "start": stage.start, "tau": stage.tau,
                         "tau_prime": stage.tau_prime, "lr": incumbent, "forecast": forecast,
-                        "candidates": candidates})
+                        "candidates": candidates, "diverged": diverged})
         elapsed = time.perf_counter() - t0
         metrics = {
             "step": end, "epoch": end * cfg.batch_size / p.bundle.num_train,
             "train_loss": train_loss, **val, "lr": incumbent,
-            "samples_per_s": (stage.tau + sum(c["steps"] for c in candidates))
+            "samples_per_s": (stage.tau + sum(c["steps"] for c in [*candidates, *diverged]))
             * cfg.batch_size / elapsed if elapsed > 0 else math.nan,
             TRAINED_STEPS: trained_total, "autolrs_stages": copy.deepcopy(records),
             "done": end == cfg.total_steps,

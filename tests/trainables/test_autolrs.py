@@ -154,3 +154,49 @@ def test_schedule_free_optimizer_is_refused():
     bad = {**cfg.to_dict(), "optimizer": "sgd_schedulefree"}
     with pytest.raises(ValueError, match="optimizer"):
         run_autolrs(bad, Recorder())
+
+
+def test_a_stage_that_diverges_retrains_from_its_checkpoint_at_the_next_best_forecast(
+        monkeypatch):
+    """The forecast's window can be too short to show a divergence; the stage then restarts
+    from its checkpoint at the next-best candidate instead of losing the run. The divergence
+    is declared by wrapping the real check (the first choice of stage 1 only), so every
+    other step is the real run."""
+    import trainables.autolrs as mod
+
+    real = mod._stage_divergence
+    hit: list[float] = []
+
+    def once(p, cfg, stage, lr, losses, start_loss):
+        if stage.index == 1 and not hit:
+            hit.append(lr)
+            return mod.DivergedError(stage.start + stage.tau, math.inf, lr), {}
+        return real(p, cfg, stage, lr, losses, start_loss)
+
+    monkeypatch.setattr(mod, "_stage_divergence", once)
+    final = run_autolrs(config(), Recorder())
+    stage = final["autolrs_stages"][1]
+    ranked = sorted((c for c in stage["candidates"] if c["forecast"] is not None),
+                    key=lambda c: (c["forecast"], c["lr"]))
+    assert hit == [ranked[0]["lr"]]
+    assert stage["diverged"] == [{"lr": ranked[0]["lr"], "at_step": 18, "steps": 12}]
+    assert stage["lr"] == ranked[1]["lr"] and stage["forecast"] == ranked[1]["forecast"]
+    assert all(not s["diverged"] for i, s in enumerate(final["autolrs_stages"]) if i != 1)
+    # the retried stage's steps are compute too
+    searched = sum(c["steps"] for s in final["autolrs_stages"] for c in s["candidates"])
+    assert final[TRAINED_STEPS] == 60 + searched + 12
+
+
+def test_a_stage_that_diverges_at_every_candidate_stops_the_run(monkeypatch):
+    import trainables.autolrs as mod
+
+    tried: list[float] = []
+
+    def always(p, cfg, stage, lr, losses, start_loss):
+        tried.append(lr)
+        return mod.DivergedError(stage.start + stage.tau, math.inf, lr), {}
+
+    monkeypatch.setattr(mod, "_stage_divergence", always)
+    with pytest.raises(mod.DivergedError):
+        run_autolrs(config(), Recorder())
+    assert len(tried) == len(set(tried)) == SETTINGS.candidates  # each candidate once
