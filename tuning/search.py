@@ -115,8 +115,13 @@ def search_ladder(spec: StudySpec, executor: Executor, arm: str = UBA,
                   arm_params: Mapping[str, Any] | None = None) -> dict[int, list[Outcome]]:
     """Run ``arm``'s horizon ladder: per iteration, the lowest rung's candidates (UBA: stage A
     then stage B in the first iteration, stage C after; a peer: its lr grid), complete
-    schedules of that horizon, the best 1/η promoted (hedged towards lower η_max) up to the
-    full budget. ``first``: UBA's first points (default: the spec's ``extra_points``, i.e. the
+    schedules of that horizon, the best 1/η promoted up to the full budget, hedged towards
+    lower η_max (:func:`~tuning.ladder.promote_hedged`) except in UBA's staged first
+    iteration: its design already carries the hedge as a candidate (stage B's neutral φ at the
+    lower edge of the sweep winner's cell), and forcing that candidate into promotion as well
+    spent one of the two full-budget slots on it in 8 of 8 quality-bench cells, where it was
+    the pick in 2 (``bench/results/schedule_quality_*_tuning.csv`` at 06d6345); now it is
+    promoted only when its rung value earns it, so another shape can reach the full budget. ``first``: UBA's first points (default: the spec's ``extra_points``, i.e. the
     recommendation, curvature suggestions and warm starts). ``arm_params``: fixed parameters
     every candidate of a peer arm carries besides its lr (a refined arm's source norms); they
     reach the trial config, not the Optuna space.
@@ -178,7 +183,7 @@ def search_ladder(spec: StudySpec, executor: Executor, arm: str = UBA,
             if rung.promote == 0:
                 break
             values = {o.candidate.index: o.value for o in outs}
-            if searched_lr:
+            if searched_lr and not (arm == UBA and it == 0 and spec.eta_range is not None):
                 lrs = {c.index: float(c.params[LR]) for c in cands}
                 keep = set(promote_hedged(values, lrs, rung.promote, spec.mode))
             else:

@@ -1,6 +1,7 @@
 """The family-aware search design (issue 20) without Ray: stage A sweeps η_max at a REX-like φ,
-stage B tries the family's shapes at the sweep's best η_max (and a lower one), promotion is
-hedged towards lower η_max, and a finalist whose seeds spread far more than the others' or that
+stage B tries the family's shapes at the sweep's best η_max (and a lower one), a peer's
+promotion is hedged towards lower η_max (UBA's first iteration carries its hedge as a
+candidate instead), and a finalist whose seeds spread far more than the others' or that
 failed a seed cannot win. The executor is a deterministic objective in (φ, η_max), so each rule
 is checked exactly; the Ray side of the same search runs in tests/tuning/test_study.py."""
 
@@ -69,6 +70,17 @@ def test_stage_b_puts_first_points_and_the_family_shapes_at_the_best_eta_max():
     assert pts[3] == {"phi": 2.0, "phases": 1, "lr": 0.14}  # cosine at η*
 
 
+def test_a_peer_arm_promotes_a_lower_eta_max_rival_of_its_rung_winner():
+    s = spec()
+    ex = Objective()
+    out = search_ladder(s, ex, arm="cosine")
+    low = {o.candidate.index: o for o in out[30]}
+    best = min(low.values(), key=lambda o: o.value)
+    promoted = [low[o.candidate.index] for o in out[90]]
+    assert best in promoted and len(promoted) == 2
+    assert min(o.candidate.params["lr"] for o in promoted) < best.candidate.params["lr"]
+
+
 def test_promotion_keeps_a_lower_eta_max_rival_of_the_rung_winner():
     values = {0: 0.1, 1: 0.2, 2: 0.3}
     lrs = {0: 0.2, 1: 0.4, 2: 0.1}
@@ -88,10 +100,14 @@ def test_the_ladder_runs_the_stages_in_order_and_finds_the_family_optimum():
     assert any(o.candidate.params["phi"] == 2.0 for o in low)  # cosine is tried
     finalists, extra = pick_finalists(s, out[90], ex)
     assert len(finalists) == 2 and len(extra) == 4
-    # the short rung overrates high η_max (its optimum is 3^0.3 × the full budget's): the
-    # hedged promotion carried the lower-η_max rival, and it wins at the full budget
-    assert {f.phi for f in finalists} == {2.0, NEUTRAL_PHI}
-    assert finalists[0].eta_max == pytest.approx(0.2) and finalists[1].eta_max > 0.2
+    # UBA's first iteration promotes its best two by rung value: the design's own hedge (the
+    # neutral φ at a lower η_max) competes like any candidate instead of taking a slot
+    top2 = sorted(low, key=lambda o: o.value)[:2]
+    assert {o.candidate.index for o in out[90]} == {o.candidate.index for o in top2}
+    sweep_best = min((o for o in low if o.candidate.stage == "sweep"), key=lambda o: o.value)
+    assert any(o.candidate.stage == "shape" and o.candidate.params["phi"] == NEUTRAL_PHI
+               and o.candidate.params["lr"] < sweep_best.candidate.params["lr"] for o in low)
+    assert 2.0 in {f.phi for f in finalists}  # cosine, the bowl's φ, reaches the full budget
     # the same spec proposes and picks the same (determinism)
     again = search_ladder(s, Objective())
     assert [o.candidate.params for o in again[30]] == [o.candidate.params for o in low]
