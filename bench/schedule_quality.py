@@ -813,6 +813,12 @@ def report(preset: str, out_dir: Path, info: dict[str, Any] | None = None,
     cells = load_cells(out_dir, preset)
     if not cells:
         raise SystemExit(f"no {NAME}{_suffix(preset)}_<task>.csv in {out_dir}: run the bench first")
+    partial = [f"{c.task} {c.steps}" for c in cells if "uba" not in c.values]
+    if partial:  # a run of some arms into a scratch --out: its CSVs are meant to be merged
+        logger.warning("no UBA rows for %s in %s: the per-task CSVs are written, the report "
+                       "(every arm against UBA) is not; merge them into the results and run "
+                       "--report there", ", ".join(partial), out_dir)
+        return cells
     info = info or provenance(seeds=f"evaluation seeds 0..{p.eval_seeds - 1}; search seed "
                                     f"{TUNE_SEED}; finalist seeds derived from study seed 0",
                               device=p.device)
