@@ -818,6 +818,9 @@ def report(preset: str, out_dir: Path, info: dict[str, Any] | None = None,
         logger.warning("no UBA rows for %s in %s: the per-task CSVs are written, the report "
                        "(every arm against UBA) is not; merge them into the results and run "
                        "--report there", ", ".join(partial), out_dir)
+        if info is not None:  # the run's provenance, for the merged report to cite
+            path = out_dir / f"{NAME}{_suffix(preset)}.provenance.json"
+            path.write_text(json.dumps(info, indent=2) + "\n")
         return cells
     info = info or provenance(seeds=f"evaluation seeds 0..{p.eval_seeds - 1}; search seed "
                                     f"{TUNE_SEED}; finalist seeds derived from study seed 0",
