@@ -21,7 +21,10 @@ the oldest ``pending`` trial, and only when none is left the oldest ``leased`` o
 ``expires_at``. One ``WHERE`` with both (an ``OR``) would let the database use the index for
 ``study_id`` only and sort every trial of the study per claim, a cost growing with the study.
 The second seek reads the study's ``leased`` rows in order until an expired one: at most one
-per agent at work, so no index on ``expires_at`` is needed.
+per agent at work, so no index on ``expires_at`` is needed. Both seeks run first as a plain
+read, and the updates only when it found something: an idle agent's poll (the call agents
+make most, answered 204) then takes no write lock and commits nothing; the updates re-check,
+so a trial claimed in between is simply not taken twice.
 
 States of an external trial: ``pending`` (offered) → ``leased`` → ``succeeded`` | ``failed``;
 ``leased`` past ``expires_at`` is claimable like ``pending``. A proxy that Ray restarts after a
@@ -171,10 +174,14 @@ def claim_trial(store: Store, study_id: str, holder: str,
                 ttl_s: float) -> tuple[LeaseRow, ExternalTrialRow] | None:
     """Lease the oldest offered trial of the study to ``holder`` for ``ttl_s`` seconds, or,
     when none is offered, the oldest whose lease expired; None when every trial is leased or
-    done right now. Each try is one conditional ``UPDATE`` (see the module docstring), the
-    lease row inserted in the same transaction."""
+    done right now (found by a read, no write). Each try is one conditional ``UPDATE`` (see
+    the module docstring), the lease row inserted in the same transaction."""
     t = ExternalTrialRow.__table__
     now = utcnow()
+    with store.session() as s:  # a read: nothing claimable (the idle poll) takes no write lock
+        if all(s.execute(select(t.c.trial_id).where(t.c.study_id == study_id, claimable)
+                         .limit(1)).first() is None for claimable in _claimable(t, now)):
+            return None
     lease_id = secrets.token_urlsafe(18)  # a capability: unguessable, only its claimant has it
     with store.session() as s:
         for claimable in _claimable(t, now):

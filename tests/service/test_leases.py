@@ -288,3 +288,28 @@ def test_the_claim_seeks_the_claim_index_without_sorting_the_study(tmp_path):
                    for step in plan), plan
         assert not any("TEMP B-TREE" in step for step in plan), plan
     store.engine.dispose()
+
+
+def test_an_idle_poll_is_a_read_that_waits_for_no_writer(tmp_path):
+    """With every trial leased, a claim (the 204 poll) finds nothing by a read: it answers
+    at once while another connection holds SQLite's write lock (a write would wait up to the
+    30 s busy timeout), and commits nothing."""
+    import sqlite3
+
+    path = tmp_path / "poll.db"
+    store = Store(f"sqlite:///{path}")
+    row, _ = store.create_study(StudyCreate.model_validate(EXTERNAL).model_dump(mode="json"),
+                                "poll")
+    offer_trial(store, row.id, "t0", payload("t0", row.id))
+    assert claim_trial(store, row.id, "x/a", 60) is not None
+    writer = sqlite3.connect(path, timeout=1)
+    writer.execute("BEGIN IMMEDIATE")  # another process's write transaction, held
+    try:
+        t0 = time.monotonic()
+        assert claim_trial(store, row.id, "x/b", 60) is None
+        assert time.monotonic() - t0 < 5
+    finally:
+        writer.rollback()
+        writer.close()
+    assert [lease.holder for lease in list_leases(store, row.id)] == ["x/a"]
+    store.engine.dispose()
