@@ -377,6 +377,41 @@ def _picks_from_rows(rows: Sequence[dict[str, Any]], steps: int) -> dict[str, di
     return out
 
 
+def merge_runs(preset: str, sources: Sequence[Path], out_dir: Path) -> list[str]:
+    """Merge scratch runs (``--out DIR`` of a task's arms or budgets, run in parallel
+    processes so no two write one CSV) into ``out_dir``: per task file, the source's rows
+    replace the rows of the same (budget, arm) and every other row is kept; each source's
+    provenance sidecar is copied to ``<name>_runs/<task>-<arms>.provenance.json`` for the
+    report to cite. Returns what was merged, one line per task file."""
+    merged: list[str] = []
+    runs_dir = out_dir / f"{NAME}{_suffix(preset)}_runs"
+    for src in sources:
+        for task in PRESETS[preset].tasks:
+            theirs_files = _task_files(src, preset, task)
+            if not theirs_files["eval"].exists():
+                continue
+            keys: set[tuple[int, str]] = {(int(r["budget_steps"]), r["arm"])
+                                          for r in read_csv(theirs_files["eval"])}
+            for kind, theirs in theirs_files.items():
+                if not theirs.exists():
+                    continue
+                mine = _task_files(out_dir, preset, task)[kind]
+                new = read_csv(theirs)
+                kept = [r for r in (read_csv(mine) if mine.exists() else [])
+                        if (int(r["budget_steps"]), r["arm"]) not in keys]
+                write_csv(mine, kept + new)
+                merged.append(f"{mine.name}: {len(new)} rows from {src} "
+                              f"({', '.join(f'{a} {b}' for b, a in sorted(keys))})")
+            sidecar = src / f"{NAME}{_suffix(preset)}.provenance.json"
+            if sidecar.exists():
+                runs_dir.mkdir(exist_ok=True)
+                arms = "-".join(sorted({a for _, a in keys}))
+                budgets = "-".join(str(b) for b in sorted({b for b, _ in keys}))
+                (runs_dir / f"{task}-{arms}-{budgets}.provenance.json").write_text(
+                    sidecar.read_text())
+    return merged
+
+
 def run_task(preset: str, task_name: str, out_dir: Path, threads: int = 1,
              arms: Sequence[str] = ALL_ARMS, budgets: Sequence[float] | None = None) -> Path:
     """Tune every arm in ``arms`` at every budget, train the picks on the evaluation seeds,
@@ -851,11 +886,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true",
                         help="only rewrite the markdown/PNG from the per-task CSVs")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--merge", type=Path, action="append", metavar="DIR",
+                        help="merge the per-task CSVs of a scratch run (its --out) into --out "
+                             "(rows of the same budget and arm replaced), then report")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     preset = "smoke" if args.smoke else args.preset
     p = PRESETS[preset]
     sidecar = args.out / f"{NAME}{_suffix(preset)}.provenance.json"
+    if args.merge:
+        for line in merge_runs(preset, args.merge, args.out):
+            logger.info("merged %s", line)
+        args.report = True
     if args.report and sidecar.exists():
         # re-rendering the report keeps the provenance of the run that made the rows
         info = json.loads(sidecar.read_text())

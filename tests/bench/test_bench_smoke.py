@@ -107,6 +107,48 @@ def test_schedule_quality_verdict_follows_the_paired_numbers() -> None:
     assert loss.uba_vs("wsd").mean_diff == pytest.approx(0.1)  # lower loss = UBA better
 
 
+def test_the_same_test_is_applied_to_every_scheduled_arm() -> None:
+    """Each scheduled arm against the best *other* one per cell: an arm that is best in one
+    cell and second in the other passes once, and the sentence names the most passes."""
+    from bench.schedule_quality import ARMS, FAMILY, Cell, same_test_text
+
+    def cell(steps: int, wsd: float, uba: float) -> Cell:
+        values = {a: [0.80, 0.80] for a in ARMS} | {"wsd": [wsd] * 2, "uba": [uba] * 2}
+        return Cell(task="t", metric="val_accuracy", steps=steps, fraction=1.0, values=values,
+                    units=dict.fromkeys(ARMS, 8.67), noise=dict.fromkeys(ARMS, (0.5, 0.01)))
+
+    text = same_test_text([cell(100, 0.82, 0.81), cell(200, 0.81, 0.83)])
+    assert "| UBA searched (φ, phases, η_max) | -1.00 | +2.00 | 1 of 2 |" in text
+    assert "| WSD | +1.00 | -2.00 | 1 of 2 |" in text
+    assert "| cosine | -2.00 | -3.00 | 0 of 2 |" in text
+    assert "No scheduled arm, fixed shape or searched, passes in every cell: the most is " \
+        "1 of 2" in text
+    assert len(FAMILY) == 5
+
+
+def test_merge_replaces_the_rows_of_the_same_budget_and_arm(tmp_path) -> None:
+    """A scratch run's rows replace those of its (budget, arm) in the results; other rows and
+    budgets stay; its provenance is kept under ``<name>_runs/``."""
+    from bench.common import write_csv
+    from bench.schedule_quality import merge_runs
+
+    results, scratch = tmp_path / "results", tmp_path / "scratch"
+    results.mkdir()
+    scratch.mkdir()
+    row = dict(task="mlp-fmnist", budget_steps=100, arm="uba", seed=0, test_value=0.5)
+    write_csv(results / "schedule_quality_mlp-fmnist.csv",
+              [row, {**row, "arm": "cosine"}, {**row, "budget_steps": 200}])
+    write_csv(scratch / "schedule_quality_mlp-fmnist.csv", [{**row, "test_value": 0.9}])
+    (scratch / "schedule_quality.provenance.json").write_text('{"git_commit": "abc"}')
+    merged = merge_runs("cpu", [scratch], results)
+    assert len(merged) == 1 and "uba 100" in merged[0]
+    rows = read_csv(results / "schedule_quality_mlp-fmnist.csv")
+    assert sorted((r["budget_steps"], r["arm"], r["test_value"]) for r in rows) == [
+        ("100", "cosine", "0.5"), ("100", "uba", "0.9"), ("200", "uba", "0.5")]
+    sidecar = results / "schedule_quality_runs" / "mlp-fmnist-uba-100.provenance.json"
+    assert sidecar.read_text() == '{"git_commit": "abc"}'
+
+
 def test_phi_suggestions_smoke(tmp_path) -> None:
     """Corpus (digits, 3 horizons x 3 phi x 2 phases) -> features -> LOCO report -> refit."""
     from tuning.curvature.recommend import load_phi_model
