@@ -402,10 +402,13 @@ def merge_runs(preset: str, sources: Sequence[Path], out_dir: Path) -> list[str]
                 write_csv(mine, kept + new)
                 merged.append(f"{mine.name}: {len(new)} rows from {src} "
                               f"({', '.join(f'{a} {b}' for b, a in sorted(keys))})")
-            sidecar = src / f"{NAME}{_suffix(preset)}.provenance.json"
+            sidecar = src / f"{NAME}{_suffix(preset)}_{task}.provenance.json"
+            if not sidecar.exists():
+                sidecar = src / f"{NAME}{_suffix(preset)}.provenance.json"
             if sidecar.exists():
                 runs_dir.mkdir(exist_ok=True)
-                arms = "-".join(sorted({a for _, a in keys}))
+                arms = ("all-arms" if {a for _, a in keys} >= set(ALL_ARMS)
+                        else "-".join(sorted({a for _, a in keys})))
                 budgets = "-".join(str(b) for b in sorted({b for b, _ in keys}))
                 (runs_dir / f"{task}-{arms}-{budgets}.provenance.json").write_text(
                     sidecar.read_text())
@@ -707,6 +710,26 @@ def same_test_text(cells: Sequence[Cell]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def runs_text(out_dir: Path, preset: str) -> str:
+    """The runs whose rows the per-task CSVs hold (``--merge`` keeps each one's provenance),
+    oldest first: a later run of the same task, arms and budgets replaced the earlier rows."""
+    runs = []
+    for path in sorted((out_dir / f"{NAME}{_suffix(preset)}_runs").glob("*.provenance.json")):
+        info = json.loads(path.read_text())
+        runs.append((info.get("date_utc", ""), path.name, info))
+    if not runs:
+        return ""
+    lines = ["## Runs merged into these files (oldest first)\n",
+             "| run | command | commit | date | load before (1/5/15 min) |",
+             "|---|---|---|---|---|"]
+    for date, name, info in sorted(runs, key=lambda r: (r[0], r[1])):
+        dirty = " (dirty)" if info.get("git_dirty") else ""
+        load = " / ".join(str(x) for x in info.get("load_before", []))
+        lines.append(f"| {name.removesuffix('.provenance.json')} | `{info.get('command', '?')}` "
+                     f"| {info.get('git_commit', '?')}{dirty} | {date} | {load} |")
+    return "\n".join(lines) + "\n"
+
+
 def data_driven_text(cells: Sequence[Cell]) -> str:
     """Where refinement and AutoLRS win or lose (issue 21), computed from the cells: each
     data-driven arm's paired mean against searched UBA and against the best ladder-tuned peer,
@@ -853,9 +876,10 @@ def report(preset: str, out_dir: Path, info: dict[str, Any] | None = None,
         logger.warning("no UBA rows for %s in %s: the per-task CSVs are written, the report "
                        "(every arm against UBA) is not; merge them into the results and run "
                        "--report there", ", ".join(partial), out_dir)
-        if info is not None:  # the run's provenance, for the merged report to cite
-            path = out_dir / f"{NAME}{_suffix(preset)}.provenance.json"
-            path.write_text(json.dumps(info, indent=2) + "\n")
+        if info is not None:  # the run's provenance per task, for the merged report to cite
+            for task in info.get("tasks") or ():  # the tasks this run trained
+                path = out_dir / f"{NAME}{_suffix(preset)}_{task}.provenance.json"
+                path.write_text(json.dumps(info, indent=2) + "\n")
         return cells
     info = info or provenance(seeds=f"evaluation seeds 0..{p.eval_seeds - 1}; search seed "
                                     f"{TUNE_SEED}; finalist seeds derived from study seed 0",
@@ -865,7 +889,7 @@ def report(preset: str, out_dir: Path, info: dict[str, Any] | None = None,
     write_markdown(out_dir / f"{NAME}{_suffix(preset)}.md", title, info,
                    markdown(cells, p, wall) + "\n" + same_test_text(cells) + "\n"
                    + data_driven_text(cells) + "\n"
-                   + fidelity_text(out_dir, preset))
+                   + fidelity_text(out_dir, preset) + "\n" + runs_text(out_dir, preset))
     plot(cells, out_dir / f"{NAME}{_suffix(preset)}.png")
     return cells
 
@@ -914,6 +938,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(names) - set(p.tasks))
         if unknown:
             parser.error(f"--task: unknown {unknown}; choose from {sorted(p.tasks)}")
+        info["tasks"] = list(names)
         odd = sorted(set(args.budget or ()) - set(p.budgets))
         if odd:
             parser.error(f"--budget: {odd} not among the preset's fractions {list(p.budgets)}")
