@@ -112,7 +112,9 @@ def render_quality(results: Path) -> str:
             f"| {c.task} ({sq.metric_label(c.metric)}) | {c.steps} | {_f(s * m, nd)} ± "
             f"{_f(s * sd, nd)} | {rank} of {len(c.arms)} | {sq.LABELS[peer]} {_f(s * pm, nd)} ± {_f(s * psd, nd)} "
             f"| {c.uba_vs(peer).fmt(scale=s, unit=unit)} |")
-    lines += ["", sq.verdict_text(cells), "", sq.data_driven_text(cells).replace(
+    lines += ["", sq.verdict_text(cells), "",
+              sq.same_test_text(cells).replace("## The same test", "#### The same test"),
+              sq.data_driven_text(cells).replace(
         "## Data-driven", "#### Data-driven"), sq.fidelity_text(results, "cpu").replace(
         "## η_max", "#### η_max"),
               provenance_note(results, [sq.NAME])]

@@ -871,9 +871,11 @@ def report(preset: str, out_dir: Path, info: dict[str, Any] | None = None,
     cells = load_cells(out_dir, preset)
     if not cells:
         raise SystemExit(f"no {NAME}{_suffix(preset)}_<task>.csv in {out_dir}: run the bench first")
-    partial = [f"{c.task} {c.steps}" for c in cells if "uba" not in c.values]
+    partial = [f"{c.task} {c.steps}" for c in cells
+               if "uba" not in c.values or not any(a in c.values for a in PEERS)]
     if partial:  # a run of some arms into a scratch --out: its CSVs are meant to be merged
-        logger.warning("no UBA rows for %s in %s: the per-task CSVs are written, the report "
+        logger.warning("no UBA or no peer rows for %s in %s: the per-task CSVs are written, "
+                       "the report "
                        "(every arm against UBA) is not; merge them into the results and run "
                        "--report there", ", ".join(partial), out_dir)
         if info is not None:  # the run's provenance per task, for the merged report to cite
