@@ -5,7 +5,6 @@ params refused by name."""
 
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
@@ -20,6 +19,8 @@ from tuning.schedules import (
     lightning_scheduler_config,
     scheduler_from_best,
 )
+
+from .schedule_driving import drive, drive_with_resume
 
 torch.set_num_threads(1)
 
@@ -61,23 +62,6 @@ def test_defaults_warmup_and_relative_mode() -> None:
     assert rel.relative and rel.values() == [definition(i, eta=1.0) for i in range(T)]
 
 
-def _drive(sched, opt: torch.optim.Optimizer, steps: int, *, timm: bool = False) -> list[float]:
-    """Train a real model ``steps`` updates; the lr each update used."""
-    torch.manual_seed(0)
-    model_params = opt.param_groups[0]["params"]
-    lrs = []
-    for i in range(steps):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.zero_grad()
-        sum((p * torch.randn_like(p)).sum() for p in model_params).backward()
-        opt.step()
-        if timm:
-            sched.step_update(num_updates=i + 1)
-        else:
-            sched.step()
-    return lrs
-
-
 def _opt(lr: float = ETA, cls=torch.optim.SGD) -> torch.optim.Optimizer:
     return cls(torch.nn.Linear(3, 2).parameters(), lr=lr)
 
@@ -86,23 +70,23 @@ def test_torch_scheduler_driving_an_optimizer_follows_the_closed_form() -> None:
     s = create_schedule("piecewise", T, eta_max=ETA, boundaries=BOUNDS, factors=FACTORS)
     want = [definition(i) for i in range(T)]
     o = _opt(lr=123.0)  # absolute mode: replaced by the schedule's lrs
-    assert _drive(s.scheduler(o), o, T) == want
+    assert drive(s.scheduler(o), o, T) == want
     o = _opt(cls=torch.optim.AdamW)
-    assert _drive(StepUpdateScheduler(o, s), o, T, timm=True) == want
+    assert drive(StepUpdateScheduler(o, s), o, T, timm=True) == want
     o = _opt()
     cfg = lightning_scheduler_config(s.scheduler(o))
-    assert cfg["interval"] == "step" and _drive(cfg["scheduler"], o, T) == want
+    assert cfg["interval"] == "step" and drive(cfg["scheduler"], o, T) == want
     for style in ("torch", "timm", "lightning"):
         o = _opt()
         got = scheduler_from_best({**s.to_dict()["params"], "schedule": "piecewise",
                                    "total_steps": T, "value": 0.5}, o, style=style)
         if style == "lightning":
             got = got["scheduler"]
-        assert _drive(got, o, T, timm=style == "timm") == want
+        assert drive(got, o, T, timm=style == "timm") == want
     # HF style: factors of the group's own lr (here 2 x ETA), with warmup
     o = _opt(lr=2 * ETA)
     hf = get_piecewise_schedule(o, T, BOUNDS, FACTORS, num_warmup_steps=3)
-    assert _drive(hf, o, T) == pytest.approx(
+    assert drive(hf, o, T) == pytest.approx(
         [2 * definition(i, warmup=3) for i in range(T)], rel=1e-15)
 
 
@@ -111,16 +95,7 @@ def test_state_dict_resumes_exactly_and_pickles() -> None:
 
     s = create_schedule("piecewise", T, eta_max=ETA, boundaries=BOUNDS, factors=FACTORS)
     want = s.values()
-    o1 = _opt()
-    sched1 = s.scheduler(o1)
-    first = _drive(sched1, o1, 20)
-    buf = io.BytesIO()
-    torch.save(sched1.state_dict(), buf)
-    o2 = _opt()
-    sched2 = s.scheduler(o2)
-    sched2.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
-    o2.param_groups[0]["lr"] = sched2.get_last_lr()[0]
-    assert first + _drive(sched2, o2, T - 20) == want
+    assert drive_with_resume(s, _opt, 20, T) == want
     assert Schedule.from_dict(s.to_dict()) == s and pickle.loads(pickle.dumps(s)).values() == want
 
 

@@ -3,7 +3,6 @@ through every adapter (torch scheduler, HF LambdaLR, timm, Lightning, a tuned re
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -20,6 +19,8 @@ from tuning.schedules import (
     median_smooth,
     scheduler_from_best,
 )
+
+from .schedule_driving import drive, drive_with_resume
 
 
 def reference(norms: list[float], power: int, frac: float = 0.1) -> list[float]:
@@ -129,18 +130,6 @@ def test_one_step_run_uses_eta_max_and_repr_is_short() -> None:
     assert len(repr(s)) < 300 and "(1000 values)" in repr(s)
 
 
-def _drive(sched, opt: torch.optim.Optimizer, T: int, *, timm: bool = False) -> list[float]:
-    lrs = []
-    for i in range(T):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        if timm:
-            sched.step_update(num_updates=i + 1)
-        else:
-            sched.step()
-    return lrs
-
-
 def test_every_adapter_follows_the_curve_and_resumes_exactly() -> None:
     T = 120
     norms = _norm_seq(T, seed=4)
@@ -151,31 +140,22 @@ def test_every_adapter_follows_the_curve_and_resumes_exactly() -> None:
         return cls([torch.nn.Parameter(torch.zeros(2))], lr=lr)
 
     o = opt()
-    assert _drive(s.scheduler(o), o, T) == want  # ScheduleLR (absolute)
+    assert drive(s.scheduler(o), o, T) == want  # ScheduleLR (absolute)
     o = opt(lr=0.02)  # HF-style LambdaLR: relative to the group's LR, family from the class
     hf = get_refined_schedule(o, T, norms)
-    assert np.allclose(_drive(hf, o, T), 2 * np.array(want), rtol=1e-15, atol=0)
+    assert np.allclose(drive(hf, o, T), 2 * np.array(want), rtol=1e-15, atol=0)
     o = opt()
-    assert _drive(StepUpdateScheduler(o, s), o, T, timm=True) == want
+    assert drive(StepUpdateScheduler(o, s), o, T, timm=True) == want
     o = opt()
     cfg = lightning_scheduler_config(s.scheduler(o))
-    assert cfg["interval"] == "step" and _drive(cfg["scheduler"], o, T) == want
+    assert cfg["interval"] == "step" and drive(cfg["scheduler"], o, T) == want
     o = opt()
     best = {"schedule": "refined", "total_steps": T, "eta_max": 0.01, "norms": norms,
             "optimizer": "adam", "value": 0.9}
-    assert _drive(scheduler_from_best(best, o), o, T) == want
+    assert drive(scheduler_from_best(best, o), o, T) == want
 
     # state dicts are plain data: a resumed scheduler continues exactly
-    o1 = opt()
-    sched1 = s.scheduler(o1)
-    first = _drive(sched1, o1, 50)
-    buf = io.BytesIO()
-    torch.save(sched1.state_dict(), buf)
-    o2 = opt()
-    sched2 = s.scheduler(o2)
-    sched2.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
-    o2.param_groups[0]["lr"] = sched2.get_last_lr()[0]
-    assert first + _drive(sched2, o2, T - 50) == want
+    assert drive_with_resume(s, opt, 50, T) == want
     assert Schedule.from_dict(s.to_dict()) == s
 
 
