@@ -624,6 +624,9 @@ def verdict_text(cells: Sequence[Cell]) -> str:
         f"), searched UBA's paired mean is at least as good in {len(ahead_sched)} of {len(cells)} task × budget cells"
         + (" (" + ", ".join(f"{c.task} {c.steps}" for c in ahead_sched) + ")."
            if ahead_sched else "."))
+    trailing = [c for c in cells if c not in ahead_sched]
+    if trailing:
+        lines.append(scheduled_deficits_text(trailing))
     for c in cells:
         if c.task in behind:
             peer = c.best_peer()
@@ -634,6 +637,25 @@ def verdict_text(cells: Sequence[Cell]) -> str:
                              f"{s * -d.mean_diff:.3g}{unit} {metric_label(c.metric)} (wins/ties/losses "
                              f"{d.wins}/{d.ties}/{d.losses}, p={d.p_value:.3g}).")
     return "\n".join(lines)
+
+
+def scheduled_deficits_text(cells: Sequence[Cell]) -> str:
+    """Where searched UBA trails the best scheduled peer: each deficit against the standard
+    error of its paired difference (std/√n over the evaluation seeds), so a reader sees which
+    misses the seeds can resolve and which they cannot."""
+    parts, within = [], 0
+    for c in cells:
+        peer = c.best_peer(FAMILY)
+        d = c.uba_vs(peer)
+        se = d.std_diff / math.sqrt(d.n) if d.n > 1 else math.inf
+        s, unit = _scale(c.metric)
+        within += -d.mean_diff < se
+        ratio = -d.mean_diff / se if se > 0 else math.inf
+        parts.append(f"{c.task} {c.steps}: {s * d.mean_diff:+.3g}{unit} vs {LABELS[peer]}, "
+                     + (f"{ratio:.1f} SE" if ratio < 100 else "≫ 1 SE"))
+    return (f"Where it trails ({len(cells)} cells), the deficit is smaller than one standard "
+            f"error of the paired difference in {within} of {len(cells)} ("
+            + "; ".join(parts) + ").")
 
 
 def fidelity_text(out_dir: Path, preset: str) -> str:
@@ -720,13 +742,14 @@ def runs_text(out_dir: Path, preset: str) -> str:
     if not runs:
         return ""
     lines = ["## Runs merged into these files (oldest first)\n",
-             "| run | command | commit | date | load before (1/5/15 min) |",
-             "|---|---|---|---|---|"]
+             "| run | command | commit | date | load before (1/5/15 min) | note |",
+             "|---|---|---|---|---|---|"]
     for date, name, info in sorted(runs, key=lambda r: (r[0], r[1])):
         dirty = " (dirty)" if info.get("git_dirty") else ""
         load = " / ".join(str(x) for x in info.get("load_before", []))
         lines.append(f"| {name.removesuffix('.provenance.json')} | `{info.get('command', '?')}` "
-                     f"| {info.get('git_commit', '?')}{dirty} | {date} | {load} |")
+                     f"| {info.get('git_commit', '?')}{dirty} | {date} | {load} "
+                     f"| {info.get('note', '')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -924,9 +947,17 @@ def main(argv: list[str] | None = None) -> int:
         for line in merge_runs(preset, args.merge, args.out):
             logger.info("merged %s", line)
         args.report = True
-    if args.report and sidecar.exists():
+    if args.report and sidecar.exists() and not args.merge:
         # re-rendering the report keeps the provenance of the run that made the rows
         info = json.loads(sidecar.read_text())
+    elif args.merge:
+        # a merge's report is made now from rows of several runs, each listed with its own
+        # provenance under "Runs merged into these files"
+        info = provenance(command="python -m bench.schedule_quality " + " ".join(
+            argv if argv is not None else sys.argv[1:]) + " (rows from the runs listed under "
+            "'Runs merged into these files')",
+            seeds=f"evaluation seeds 0..{p.eval_seeds - 1}; search seed {TUNE_SEED}; "
+                  "finalist seeds derived from study seed 0", device=p.device)
     else:
         info = provenance(command="python -m bench.schedule_quality " + " ".join(
             argv if argv is not None else sys.argv[1:]),

@@ -12,9 +12,12 @@ two stages, both complete schedules of the rung's horizon:
 * **Stage B, shapes at the best η_max** (:func:`shape_points`): the study's first points (the
   fitted φ model's recommendation, curvature suggestions, warm starts, the spec's extra
   points) at the stage-A winner's η_max, then the family's known shapes there: cosine
-  (φ = 2), a late-drop hold (φ = 0.2, WSD-like), and the neutral φ at a *lower* η_max (the
-  lower edge of the winner's cell): the best η_max falls as the horizon grows (Bjorck et al.,
-  ICLR 2025), so the rung's winner is hedged towards where the full budget's optimum moves.
+  (φ = 2), a late-drop hold (φ = 0.2, WSD-like), and the neutral φ half a cell from the
+  winner, on the side of its better sweep neighbour (:func:`hedge_lr`). The sweep's cells are
+  2× wide where a peer's 8-point grid has √2×, so without this half step UBA's η_max was
+  coarser than every peer's; the side comes from the data because the optimum moved up with
+  the horizon on one bench task and down on another (the rank-fidelity table of
+  ``bench/results/schedule_quality.md``), not always down as Bjorck et al. (ICLR 2025) found.
 * **Stage C, model-based joint refinement** (:func:`propose`): later ladder iterations, TPE or
   GP over (φ, phases, η_max) fitted on the COMPLETE runs of the highest rung with data.
 
@@ -33,6 +36,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import optuna
 
 from trainables.config import PAPER_DEFAULT_PHI
@@ -42,7 +46,7 @@ from tuning.specs import StudySpec
 
 __all__ = ["LR", "PHASES", "PHI", "WARMUP", "NEUTRAL_PHI", "SHAPE_PHIS", "MIN_MODEL_POINTS",
            "optuna_space", "warmup_steps", "initial_points", "grid_points", "lr_grid",
-           "eta_sweep_points", "shape_points", "stage_sizes", "derive_seed", "make_sampler",
+           "eta_sweep_points", "hedge_lr", "shape_points", "stage_sizes", "derive_seed", "make_sampler",
            "optuna_study_name", "open_rung_study", "propose", "model_trials", "ask_rung",
            "tell_rung"]
 
@@ -172,19 +176,63 @@ def _cell_ratio(spec: StudySpec, n_sweep: int) -> float:
     return (rng[1] / rng[0]) ** (1.0 / max(1, n_sweep)) if rng else 1.0
 
 
+def hedge_lr(spec: StudySpec, sweep: Mapping[float, float | None], best_lr: float,
+             n_sweep: int) -> float:
+    """The η_max half a sweep cell from the winner ``best_lr``, on the side where the sweep
+    (η_max → rung value) puts the optimum.
+
+    The side is the vertex of the parabola in log η_max through the winner and its two nearest
+    sweep points: between two neighbours that is the better neighbour's side; at an edge of
+    the sweep it says whether the optimum lies past the edge or just inside it (outwards when
+    the fit is not convex; a tie: lower). A neighbour without a value (diverged, failed) is
+    worst: the hedge moves away from it. With fewer than three sweep points (no curvature to
+    fit): lower, where the best η_max moves as the horizon grows (Bjorck et al., ICLR 2025),
+    and away from divergence. Clipped to the η_max range by the caller.
+    """
+    half = math.sqrt(_cell_ratio(spec, n_sweep))
+    lrs = sorted(sweep)
+    if best_lr not in lrs or len(lrs) < 2:
+        return best_lr / half
+    i = lrs.index(best_lr)
+    lo = max(0, min(i - 1, len(lrs) - 3))
+    window = lrs[lo:lo + 3]
+
+    def badness(lr: float) -> float:  # lower is better
+        value = sweep[lr]
+        if value is None or not math.isfinite(value):
+            return math.inf
+        return value if spec.mode == "min" else -value
+
+    failed = [lr for lr in window if lr != best_lr and badness(lr) == math.inf]
+    if failed:  # away from a neighbour that diverged or failed
+        up = all(lr < best_lr for lr in failed)
+    elif len(window) == 2:
+        up = False  # no curvature from two points: the side the optimum moves to, and safer
+    else:
+        x = [math.log(lr) for lr in window]
+        a, b, _ = np.polyfit(x, [badness(lr) for lr in window], 2)
+        if a > 0:
+            up = -b / (2 * a) > math.log(best_lr) + 1e-12
+        else:
+            up = best_lr == lrs[-1]
+    return best_lr * half if up else best_lr / half
+
+
 def shape_points(spec: StudySpec, n: int, best_lr: float | None, n_sweep: int,
                  first: Sequence[Mapping[str, Any]] = (),
-                 skip: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+                 skip: Sequence[Mapping[str, Any]] = (),
+                 sweep: Mapping[float, float | None] | None = None) -> list[dict[str, Any]]:
     """Stage B: ``n`` candidates at the sweep's best η_max ``best_lr`` (the optimizer's lr when
     η_max is fixed): the ``first`` points (recommendation, suggestions, warm starts, extra
-    points; a point that names its own η_max keeps it), then the neutral φ at the lower edge of
-    the winner's cell, cosine, the late-drop shape and the paper's default φ. ``skip``: points
-    already trained (stage A) are not proposed again."""
+    points; a point that names its own η_max keeps it), then the neutral φ half a cell from
+    the winner (:func:`hedge_lr` over ``sweep``, the stage-A values by η_max), cosine, the
+    late-drop shape and the paper's default φ. ``skip``: points already trained (stage A) are
+    not proposed again."""
     lr = best_lr if best_lr is not None else spec.train.lr
     pts = [_clip_point(spec, p, lr) for p in first]
     if spec.eta_range is not None:
-        lower = lr / math.sqrt(_cell_ratio(spec, n_sweep))
-        pts.append(_clip_point(spec, {PHI: NEUTRAL_PHI, PHASES: 1}, lower))
+        hedge = hedge_lr(spec, sweep or {}, lr, n_sweep)
+        pts.append(_clip_point(spec, {PHI: NEUTRAL_PHI, PHASES: 1}, hedge))
     pts += [_clip_point(spec, {PHI: phi, PHASES: 1}, lr) for phi in SHAPE_PHIS]
     pts.append(_clip_point(spec, {PHI: PAPER_DEFAULT_PHI[spec.train.optimizer], PHASES: 1}, lr))
     if spec.search.sampler == "grid":

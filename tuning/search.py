@@ -117,8 +117,8 @@ def search_ladder(spec: StudySpec, executor: Executor, arm: str = UBA,
     then stage B in the first iteration, stage C after; a peer: its lr grid), complete
     schedules of that horizon, the best 1/η promoted up to the full budget, hedged towards
     lower η_max (:func:`~tuning.ladder.promote_hedged`) except in UBA's staged first
-    iteration: its design already carries the hedge as a candidate (stage B's neutral φ at the
-    lower edge of the sweep winner's cell), and forcing that candidate into promotion as well
+    iteration: its design already carries the hedge as a candidate (stage B's neutral φ half a
+    sweep cell from the winner, :func:`~tuning.proposer.hedge_lr`), and forcing that candidate into promotion as well
     spent one of the two full-budget slots on it in 8 of 8 quality-bench cells, where it was
     the pick in 2 (``bench/results/schedule_quality_*_tuning.csv`` at 06d6345); now it is
     promoted only when its rung value earns it, so another shape can reach the full budget. ``first``: UBA's first points (default: the spec's ``extra_points``, i.e. the
@@ -161,8 +161,9 @@ def search_ladder(spec: StudySpec, executor: Executor, arm: str = UBA,
                 outs = rungs.train(name0, bottom.steps, cands)
             if n_b:
                 best = _best_lr(spec, outs) if n_a else None
+                swept = {float(o.candidate.params[LR]): o.value for o in outs}
                 shapes = shape_points(spec, n_b, best, n_a, pts,
-                                      skip=[c.params for c in cands])
+                                      skip=[c.params for c in cands], sweep=swept)
                 if len(shapes) < n_b:  # fewer distinct shapes than slots: the sampler fills
                     shapes += propose(spec, it, n_b - len(shapes), (), [],
                                       skip=[*(c.params for c in cands), *shapes])

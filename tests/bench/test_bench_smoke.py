@@ -107,6 +107,26 @@ def test_schedule_quality_verdict_follows_the_paired_numbers() -> None:
     assert loss.uba_vs("wsd").mean_diff == pytest.approx(0.1)  # lower loss = UBA better
 
 
+def test_scheduled_deficits_are_set_against_their_standard_error() -> None:
+    """Where UBA trails the best scheduled peer, the sentence gives each deficit in standard
+    errors of its paired difference and counts those below one."""
+    from bench.schedule_quality import ARMS, Cell, verdict_text
+
+    def cell(steps: int, uba: list[float]) -> Cell:
+        values = {a: [0.80, 0.81, 0.82] for a in ARMS} | {"wsd": [0.82, 0.83, 0.84], "uba": uba}
+        return Cell(task="t", metric="val_accuracy", steps=steps, fraction=1.0, values=values,
+                    units=dict.fromkeys(ARMS, 8.67), noise=dict.fromkeys(ARMS, (0.5, 0.01)))
+
+    # paired UBA − WSD: [-0.01, +0.01, -0.03] (mean -0.01, std 0.02, SE 0.0115: 0.9 SE) and
+    # [-0.02, -0.02, -0.02] (std 0: a sure miss, SE 0)
+    text = verdict_text([cell(100, [0.81, 0.84, 0.81]), cell(200, [0.80, 0.81, 0.82]),
+                         cell(400, [0.83, 0.84, 0.85])])
+    assert "at least as good in 1 of 3 task × budget cells (t 400)" in text
+    assert ("Where it trails (2 cells), the deficit is smaller than one standard error of the "
+            "paired difference in 1 of 2 (t 100: -1 pt vs WSD, 0.9 SE; t 200: -2 pt vs WSD, "
+            "≫ 1 SE)") in text
+
+
 def test_the_same_test_is_applied_to_every_scheduled_arm() -> None:
     """Each scheduled arm against the best *other* one per cell: an arm that is best in one
     cell and second in the other passes once, and the sentence names the most passes."""

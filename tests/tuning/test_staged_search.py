@@ -1,5 +1,6 @@
 """The family-aware search design (issue 20) without Ray: stage A sweeps η_max at a REX-like φ,
-stage B tries the family's shapes at the sweep's best η_max (and a lower one), a peer's
+stage B tries the family's shapes at the sweep's best η_max (and the neutral φ half a cell
+towards where the sweep puts the optimum), a peer's
 promotion is hedged towards lower η_max (UBA's first iteration carries its hedge as a
 candidate instead), and a finalist whose seeds spread far more than the others' or that
 failed a seed cannot win. The executor is a deterministic objective in (φ, η_max), so each rule
@@ -14,7 +15,14 @@ import pytest
 
 from trainables.config import TrainConfig
 from tuning.ladder import Candidate, Outcome, promote_hedged
-from tuning.proposer import NEUTRAL_PHI, eta_sweep_points, lr_grid, shape_points, stage_sizes
+from tuning.proposer import (
+    NEUTRAL_PHI,
+    eta_sweep_points,
+    hedge_lr,
+    lr_grid,
+    shape_points,
+    stage_sizes,
+)
 from tuning.results import FinalistRow
 from tuning.search import _mark_unrobust, pick_finalists, search_ladder
 from tuning.specs import SearchSpace, StudySpec
@@ -68,6 +76,45 @@ def test_stage_b_puts_first_points_and_the_family_shapes_at_the_best_eta_max():
     assert pts[1]["lr"] == 0.05  # a point that names its η_max keeps it
     assert pts[2] == {"phi": NEUTRAL_PHI, "phases": 1, "lr": pytest.approx(0.14 / 2 ** 0.5)}
     assert pts[3] == {"phi": 2.0, "phases": 1, "lr": 0.14}  # cosine at η*
+
+
+def test_the_hedge_goes_half_a_cell_towards_where_the_sweep_puts_the_optimum():
+    s = spec()  # η_max range [0.025, 0.4]: sweep 0.035, 0.071, 0.141, 0.283; half a cell √2
+    grid = lr_grid(0.025, 0.4, 4)
+    bowl = {lr: math.log(lr / 0.12) ** 2 for lr in grid}  # optimum between 0.071 and 0.141
+    assert hedge_lr(s, bowl, grid[2], 4) == pytest.approx(0.1)  # down, to the optimum's side
+    bowl = {lr: math.log(lr / 0.2) ** 2 for lr in grid}
+    assert hedge_lr(s, bowl, grid[2], 4) == pytest.approx(0.2)  # up
+    # the cnn-fmnist 320-step sweep of the quality bench (rung 107, val_loss): the upper
+    # neighbour was better, and every ladder-tuned peer picked η_max 0.12-0.24 at 320 steps
+    cnn = dict(zip(grid, [0.877, 0.705, 0.688, 0.703], strict=True))
+    assert hedge_lr(s, cnn, grid[2], 4) == pytest.approx(0.2)
+    # at an edge the parabola says whether the optimum is past it or just inside
+    inside = {lr: math.log(lr / 0.26) ** 2 for lr in grid}
+    past = {lr: math.log(lr / 0.5) ** 2 for lr in grid}
+    assert hedge_lr(s, inside, grid[3], 4) == pytest.approx(0.2)
+    assert hedge_lr(s, past, grid[3], 4) == pytest.approx(0.4)
+    low = {lr: math.log(lr / 0.02) ** 2 for lr in grid}
+    assert hedge_lr(s, low, grid[0], 4) == pytest.approx(0.025)
+    # a diverged neighbour (no value) is worst: the hedge moves away from it
+    diverged = dict(zip(grid, [0.9, 0.7, 0.6, None], strict=True))
+    assert hedge_lr(s, diverged, grid[2], 4) == pytest.approx(0.1)
+    # maximised metric: the better neighbour has the larger value
+    acc = dict(zip(grid, [0.5, 0.8, 0.9, 0.85], strict=True))
+    assert hedge_lr(spec(train=TrainConfig(model="mlp", dataset="digits", lr=0.1,
+                                           metric="val_accuracy")), acc, grid[2], 4) \
+        == pytest.approx(0.2)
+    assert hedge_lr(s, {0.1: 0.5}, 0.1, 1) == pytest.approx(0.1 / 4)  # alone: lower
+    two = lr_grid(0.025, 0.4, 2)  # 0.05, 0.2: no curvature from two points, lower
+    assert hedge_lr(s, dict(zip(two, [0.9, 0.5], strict=True)), two[1], 2) == pytest.approx(0.1)
+
+
+def test_stage_b_places_the_hedge_from_the_sweep_values():
+    s = spec()
+    grid = lr_grid(0.025, 0.4, 4)
+    sweep = dict(zip(grid, [0.877, 0.705, 0.688, 0.703], strict=True))
+    pts = shape_points(s, 4, grid[2], 4, sweep=sweep)
+    assert pts[0] == {"phi": NEUTRAL_PHI, "phases": 1, "lr": pytest.approx(0.2)}
 
 
 def test_a_peer_arm_promotes_a_lower_eta_max_rival_of_its_rung_winner():
