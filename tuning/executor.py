@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from trainables.config import TrainConfig, trained_steps
 from trainables.grad_norms import GRAD_NORMS
 from trainables.tune_trainable import TRIAL_KEY
 from tuning.arms import LR, PHASES, PHI, UBA, arm_config
+from tuning.experiment_restore import repair_missing_checkpoints, restorable
 from tuning.failed_trials import guard_for
 from tuning.ladder import Candidate, Outcome
 from tuning.proposer import warmup_steps
@@ -113,23 +113,6 @@ def trial_error_text(trial: Any) -> str:
     return "trial failed (no error file)"
 
 
-def restorable(path: str) -> bool:
-    """Whether the Tune experiment at ``path`` can be resumed: Tune writes ``tuner.pkl`` when the
-    Tuner is built and the experiment state only at its first snapshot, so a driver killed in
-    between leaves a directory ``Tuner.can_restore`` accepts but ``Tuner.restore`` cannot resume
-    (it then runs a trial with no config). Such a directory is moved aside (never deleted) and the
-    experiment starts afresh."""
-    if not tune.Tuner.can_restore(path):
-        return False
-    if any(Path(path).glob("experiment_state-*.json")):
-        return True
-    aside = f"{path}.unstarted-{int(time.time())}"
-    logger.warning("experiment %s was created but never saved its state (its driver died before "
-                   "the first snapshot); moved to %s, starting it again", path, aside)
-    os.replace(path, aside)
-    return False
-
-
 def run_configs(
     spec: StudySpec,
     name: str,
@@ -152,6 +135,7 @@ def run_configs(
     if restorable(path):
         logger.info("study %s: restoring budget %d (experiment %s) from %s", spec.study_id,
                     steps, name, path)
+        repair_missing_checkpoints(path)
         tuner = tune.Tuner.restore(path, trainable=wrapped, resume_unfinished=True,
                                    resume_errored=True, param_space=None)
         return tuner.fit()

@@ -412,8 +412,14 @@ class Store:
 
     # trials ------------------------------------------------------------------------------
     def upsert_trial(self, study_id: str, trial_id: str, **fields: Any) -> None:
+        """Create or update a trial's row. A ``terminated`` row (the trial trained its whole
+        horizon) is final and not changed again: a relaunched driver whose Tune snapshot
+        predates that finish resumes the trial from its final checkpoint, which only evaluates
+        again and would flip the row to ``running`` and replace its metrics."""
         with self.session() as s:
             row = s.get(TrialRow, (study_id, trial_id))
+            if row is not None and row.status == "terminated":
+                return
             if row is None:
                 row = TrialRow(study_id=study_id, trial_id=trial_id)
                 s.add(row)

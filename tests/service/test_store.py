@@ -106,6 +106,28 @@ def test_trials_upsert_filter_and_node(url):
     assert store.list_trials(sid, status="error")[0].error == "boom"
 
 
+def test_a_terminated_trial_row_is_final(url):
+    # a relaunched driver whose Tune snapshot predates a trial's finish resumes it from its
+    # final checkpoint: it reports running, then evaluates again without train metrics
+    store = Store(url)
+    sid = store.create_study({}, None)[0].id
+    store.upsert_trial(sid, "t", budget_steps=50, status="running", step=10, params={},
+                       metrics={})
+    store.upsert_trial(sid, "t", status="terminated", step=50,
+                       metrics={"val_accuracy": 0.9, "train_loss": 0.3})
+    (done,) = store.list_trials(sid)
+    store.upsert_trial(sid, "t", status="running", step=50)
+    store.upsert_trial(sid, "t", status="terminated", step=50, metrics={"val_accuracy": 0.9})
+    (after,) = store.list_trials(sid)
+    assert (after.status, after.metrics, after.updated_at) == (
+        "terminated", {"val_accuracy": 0.9, "train_loss": 0.3}, done.updated_at)
+    # an errored trial is not final: a restored retry runs and finishes it
+    store.upsert_trial(sid, "e", budget_steps=50, status="error", error="lost",
+                       params={}, metrics={})
+    store.upsert_trial(sid, "e", status="running", step=20)
+    assert store.list_trials(sid, status="running")[0].trial_id == "e"
+
+
 def test_store_pickles_as_its_url_without_migrating(url):
     store = Store(url)
     clone = pickle.loads(pickle.dumps(store))
