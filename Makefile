@@ -46,7 +46,7 @@ lint: venv
 	$(VENV)/bin/lint-imports
 
 test: venv data postgres lint
-	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) -m pytest -q $(PYTEST_ARGS)
+	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) -m pytest -q --durations=30 $(PYTEST_ARGS)
 
 serve: venv data
 	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(VENV)/bin/phitune serve
