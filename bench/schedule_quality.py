@@ -950,20 +950,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.report and sidecar.exists() and not args.merge:
         # re-rendering the report keeps the provenance of the run that made the rows
         info = json.loads(sidecar.read_text())
-    elif args.merge:
-        # a merge's report is made now from rows of several runs, each listed with its own
-        # provenance under "Runs merged into these files"
-        info = provenance(command="python -m bench.schedule_quality " + " ".join(
-            argv if argv is not None else sys.argv[1:]) + " (rows from the runs listed under "
-            "'Runs merged into these files')",
-            seeds=f"evaluation seeds 0..{p.eval_seeds - 1}; search seed {TUNE_SEED}; "
-                  "finalist seeds derived from study seed 0", device=p.device)
     else:
-        info = provenance(command="python -m bench.schedule_quality " + " ".join(
-            argv if argv is not None else sys.argv[1:]),
-            seeds=f"evaluation seeds 0..{p.eval_seeds - 1}; search seed {TUNE_SEED}; "
-                  "finalist seeds derived from study seed 0", device=p.device)
-        info["torch_threads"] = args.threads  # what each task process trains with
+        command = "python -m bench.schedule_quality " + " ".join(
+            argv if argv is not None else sys.argv[1:])
+        if args.merge:  # the rows come from several runs, each cited with its own provenance
+            command += " (rows from the runs listed under 'Runs merged into these files')"
+        info = provenance(command=command,
+                          seeds=f"evaluation seeds 0..{p.eval_seeds - 1}; search seed "
+                                f"{TUNE_SEED}; finalist seeds derived from study seed 0",
+                          device=p.device)
+        if not args.merge:
+            info["torch_threads"] = args.threads  # what each task process trains with
     t0 = time.perf_counter()
     arms = tuple(a for a in ALL_ARMS if a in (args.arm or ALL_ARMS))
     if not args.report:

@@ -13,11 +13,11 @@ two stages, both complete schedules of the rung's horizon:
   fitted φ model's recommendation, curvature suggestions, warm starts, the spec's extra
   points) at the stage-A winner's η_max, then the family's known shapes there: cosine
   (φ = 2), a late-drop hold (φ = 0.2, WSD-like), and the neutral φ half a cell from the
-  winner, on the side of its better sweep neighbour (:func:`hedge_lr`). The sweep's cells are
-  2× wide where a peer's 8-point grid has √2×, so without this half step UBA's η_max was
-  coarser than every peer's; the side comes from the data because the optimum moved up with
-  the horizon on one bench task and down on another (the rank-fidelity table of
-  ``bench/results/schedule_quality.md``), not always down as Bjorck et al. (ICLR 2025) found.
+  winner, on the side where the sweep's values put the optimum (:func:`hedge_lr`). The
+  sweep's cells are 2× wide where a peer's 8-point grid has √2×, so without this half step
+  UBA's η_max was coarser than every peer's; the side comes from the data because the
+  optimum moved up with the horizon on one bench task and down on another (the rank-fidelity
+  table of ``bench/results/schedule_quality.md``), not always down as Bjorck et al. (ICLR 2025) found.
 * **Stage C, model-based joint refinement** (:func:`propose`): later ladder iterations, TPE or
   GP over (φ, phases, η_max) fitted on the COMPLETE runs of the highest rung with data.
 

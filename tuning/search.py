@@ -118,13 +118,14 @@ def search_ladder(spec: StudySpec, executor: Executor, arm: str = UBA,
     schedules of that horizon, the best 1/η promoted up to the full budget, hedged towards
     lower η_max (:func:`~tuning.ladder.promote_hedged`) except in UBA's staged first
     iteration: its design already carries the hedge as a candidate (stage B's neutral φ half a
-    sweep cell from the winner, :func:`~tuning.proposer.hedge_lr`), and forcing that candidate into promotion as well
-    spent one of the two full-budget slots on it in 8 of 8 quality-bench cells, where it was
-    the pick in 2 (``bench/results/schedule_quality_*_tuning.csv`` at 06d6345); now it is
-    promoted only when its rung value earns it, so another shape can reach the full budget. ``first``: UBA's first points (default: the spec's ``extra_points``, i.e. the
-    recommendation, curvature suggestions and warm starts). ``arm_params``: fixed parameters
-    every candidate of a peer arm carries besides its lr (a refined arm's source norms); they
-    reach the trial config, not the Optuna space.
+    sweep cell from the winner, :func:`~tuning.proposer.hedge_lr`), and forcing that candidate
+    into promotion as well spent one of the two full-budget slots on it in 8 of 8
+    quality-bench cells, where it was the pick in 2 (``bench/results/schedule_quality_*_
+    tuning.csv`` at 06d6345); now it is promoted only when its rung value earns it, so another
+    shape can reach the full budget. ``first``: UBA's first points (default: the spec's
+    ``extra_points``, i.e. the recommendation, curvature suggestions and warm starts).
+    ``arm_params``: fixed parameters every candidate of a peer arm carries besides its lr (a
+    refined arm's source norms); they reach the trial config, not the Optuna space.
 
     Each batch is one experiment ``[<arm>-]it<i>-rung<r>-<steps>[-shapes]`` and one batch of
     asks/tells in the Optuna study of its horizon. Returns every outcome by horizon.

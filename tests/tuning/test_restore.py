@@ -108,8 +108,7 @@ def test_a_snapshot_naming_a_deleted_checkpoint_resumes_from_the_newest(local_ra
     # exact (the snapshot's checkpoint is gone, a newer one is on disk).
     spec = replace(tiny_spec("missing-ckpt", tmp_path), max_failures=0)
     train = _crash_once_trainable(str(tmp_path / "crashed"))
-    cfg = spec.train
-    first = run_configs(spec, "exp", 4, [({"candidate": 0}, cfg)], train, RecordingSink(),
+    first = run_configs(spec, "exp", 4, [({"candidate": 0}, spec.train)], train, RecordingSink(),
                         "search")
     assert first[0].error is not None
     (trial_dir,) = (Path(spec.storage_path) / "exp").glob("*_00000_*")
@@ -117,7 +116,7 @@ def test_a_snapshot_naming_a_deleted_checkpoint_resumes_from_the_newest(local_ra
     newer = named.with_name(f"checkpoint_{int(named.name.split('_')[1]) + 1:06d}")
     named.rename(newer)  # saved N+1 and deleted N, then died before the next snapshot
 
-    again = run_configs(spec, "exp", 4, [({"candidate": 0}, cfg)], train, RecordingSink(),
+    again = run_configs(spec, "exp", 4, [({"candidate": 0}, spec.train)], train, RecordingSink(),
                         "search")
     result = again[0]
     assert result.error is None, result.error
