@@ -11,9 +11,11 @@ two stages, both complete schedules of the rung's horizon:
   η_max range — a tuned REX-like schedule by itself.
 * **Stage B, shapes at the best η_max** (:func:`shape_points`): the study's first points (the
   fitted φ model's recommendation, curvature suggestions, warm starts, the spec's extra
-  points) at the stage-A winner's η_max, then the family's known shapes there: cosine
-  (φ = 2), a late-drop hold (φ = 0.2, WSD-like), and the neutral φ half a cell from the
-  winner, on the side where the sweep's values put the optimum (:func:`hedge_lr`). The
+  points) at the stage-A winner's η_max, then the neutral φ half a cell from the winner, on
+  the side where the sweep's values put the optimum (:func:`hedge_lr`), then the family's
+  known shapes there: cosine (φ = 2), a late drop (φ = 0.2, UBA's fit to WSD decaying over
+  its last ~45 %), the WSD-like hold (:data:`WSD_PHI`, the fit to WSD's default last-20 %
+  decay) and the paper's default φ, as far as the stage's candidates reach. The
   sweep's cells are 2× wide where a peer's 8-point grid has √2×, so without this half step
   UBA's η_max was coarser than every peer's; the side comes from the data because the
   optimum moved up with the horizon on one bench task and down on another (the rank-fidelity
@@ -44,7 +46,7 @@ from tuning.arms import LR, PHASES, PHI, WARMUP
 from tuning.ladder import Candidate, Outcome
 from tuning.specs import StudySpec
 
-__all__ = ["LR", "PHASES", "PHI", "WARMUP", "NEUTRAL_PHI", "SHAPE_PHIS", "MIN_MODEL_POINTS",
+__all__ = ["LR", "PHASES", "PHI", "WARMUP", "NEUTRAL_PHI", "WSD_PHI", "SHAPE_PHIS", "MIN_MODEL_POINTS",
            "optuna_space", "warmup_steps", "initial_points", "grid_points", "lr_grid",
            "eta_sweep_points", "hedge_lr", "shape_points", "stage_sizes", "derive_seed", "make_sampler",
            "optuna_study_name", "open_rung_study", "propose", "model_trials", "ask_rung",
@@ -55,9 +57,14 @@ MIN_MODEL_POINTS = 4
 #: φ of the η_max sweep: REX-like (REX ≈ φ 0.74). Tuned REX was the best scheduled peer in
 #: the tuning objective in 8 of 9 quality-bench cells, so the sweep's shape is a strong one.
 NEUTRAL_PHI = 0.75
-#: Shapes stage B tries at the sweep's best η_max: cosine (φ = 2) and a late drop (φ = 0.2
-#: holds η near its peak for most of the run, then falls, close to WSD).
-SHAPE_PHIS: tuple[float, ...] = (2.0, 0.2)
+#: φ of UBA's closest fit (:func:`tuning.schedules.fit.fit_uba`, least squares over log φ) to
+#: WSD with its default last-20 % linear decay: holds η within 5 % of its peak for 70 % of the
+#: run, then drops (4.5 % RMSE). ``tests/tuning/test_staged_search.py`` re-fits it.
+WSD_PHI = 0.034
+#: Shapes stage B tries at the sweep's best η_max, in order: cosine (φ = 2), a late drop
+#: (φ = 0.2, UBA's fit to WSD decaying over its last ~45 %) and the WSD-like hold
+#: (:data:`WSD_PHI`).
+SHAPE_PHIS: tuple[float, ...] = (2.0, 0.2, WSD_PHI)
 
 
 # ----------------------------------------------------------------------------- space

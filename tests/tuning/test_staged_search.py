@@ -17,6 +17,7 @@ from trainables.config import TrainConfig
 from tuning.ladder import Candidate, Outcome, promote_hedged
 from tuning.proposer import (
     NEUTRAL_PHI,
+    WSD_PHI,
     eta_sweep_points,
     hedge_lr,
     lr_grid,
@@ -24,6 +25,8 @@ from tuning.proposer import (
     stage_sizes,
 )
 from tuning.results import FinalistRow
+from tuning.schedules import create_schedule
+from tuning.schedules.fit import fit_uba
 from tuning.search import _mark_unrobust, pick_finalists, search_ladder
 from tuning.specs import SearchSpace, StudySpec
 
@@ -76,6 +79,24 @@ def test_stage_b_puts_first_points_and_the_family_shapes_at_the_best_eta_max():
     assert pts[1]["lr"] == 0.05  # a point that names its η_max keeps it
     assert pts[2] == {"phi": NEUTRAL_PHI, "phases": 1, "lr": pytest.approx(0.14 / 2 ** 0.5)}
     assert pts[3] == {"phi": 2.0, "phases": 1, "lr": 0.14}  # cosine at η*
+
+
+def test_stage_b_without_first_points_tries_the_hedge_cosine_and_both_late_drops():
+    s = spec()
+    grid = lr_grid(0.025, 0.4, 4)
+    pts = shape_points(s, 4, grid[2], 4, sweep={lr: 1.0 for lr in grid})
+    assert [p["phi"] for p in pts] == [NEUTRAL_PHI, 2.0, 0.2, WSD_PHI]
+    assert all(p["lr"] == grid[2] for p in pts[1:])
+
+
+@pytest.mark.parametrize(("decay_frac", "phi"), [(0.2, WSD_PHI), (0.45, 0.2)])
+def test_the_late_drop_shapes_are_ubas_fits_to_wsd(decay_frac, phi):
+    """The φ called WSD-like is UBA's least-squares fit to WSD's default decay (last 20 %);
+    φ = 0.2 is the fit to a decay over the last ~45 %."""
+    wsd = create_schedule("wsd", total_steps=1000, eta_max=1.0, decay_frac=decay_frac)
+    fit = fit_uba([wsd.lr(i) for i in range(1000)], eta_max=1.0, eta_min=0.0)
+    assert fit.phi == pytest.approx(phi, rel=0.1)
+    assert fit.rel_rmse < 0.05
 
 
 def test_the_hedge_goes_half_a_cell_towards_where_the_sweep_puts_the_optimum():
