@@ -729,7 +729,36 @@ def same_test_text(cells: Sequence[Cell]) -> str:
     else:
         lines.append(f"{', '.join(best)} pass(es) in every cell; searched UBA in "
                      f"{passed['uba']} of {len(cs)}.")
+    lines.append(schedulefree_ceiling_text(cs, scheduled))
     return "\n".join(lines) + "\n"
+
+
+def schedulefree_ceiling_text(cells: Sequence[Cell], scheduled: Sequence[str]) -> str:
+    """Whether any schedule could have won where schedule-free did: per cell, schedule-free's
+    paired mean against the best of the six tuned scheduled arms of the cell (the best any
+    schedule tried here reached, searched or fixed-shape).
+    Schedule-free evaluates an average of its iterates, which no learning-rate schedule of
+    the last iterate is; where it is ahead of that maximum, the goal "ahead of every peer" asks
+    for more than a schedule gives on this task."""
+    cs = [c for c in cells if "schedulefree" in c.values]
+    if not cs:
+        return ""
+    ahead, parts = [], []
+    for c in cs:
+        top = c.best_peer(scheduled)
+        d = c.signed_pairs("schedulefree", top)
+        s, unit = _scale(c.metric)
+        if d.mean_diff > 0:
+            ahead.append(c)
+            parts.append(f"{c.task} {c.steps}: {s * d.mean_diff:+.3g}{unit} over {LABELS[top]} "
+                         f"({d.wins}/{d.ties}/{d.losses})")
+    tasks = list(dict.fromkeys(c.task for c in cs))
+    every = [t for t in tasks if all(c in ahead for c in cs if c.task == t)]
+    return (f"\nSchedule-free (an average of iterates, not a schedule) is ahead of the best of "
+            f"all six tuned scheduled arms, searched UBA included, in {len(ahead)} of {len(cs)} "
+            f"cells" + (" (" + "; ".join(parts) + ")" if parts else "")
+            + f"; at every budget on {len(every)} of {len(tasks)} tasks"
+            + (f" ({', '.join(every)})" if every else "") + ".")
 
 
 def runs_text(out_dir: Path, preset: str) -> str:

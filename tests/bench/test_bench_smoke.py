@@ -146,6 +146,22 @@ def test_the_same_test_is_applied_to_every_scheduled_arm() -> None:
     assert len(FAMILY) == 5
 
 
+def test_schedule_free_is_set_against_the_best_of_every_schedule() -> None:
+    """Schedule-free counts as ahead of the family only where it beats the cell's best
+    scheduled arm (here WSD in one cell, UBA in the other), not merely UBA."""
+    from bench.schedule_quality import ARMS, Cell, same_test_text
+
+    def cell(task: str, wsd: float, sf: float) -> Cell:
+        values = {a: [0.80, 0.80] for a in ARMS} | {"wsd": [wsd] * 2, "schedulefree": [sf] * 2}
+        return Cell(task=task, metric="val_accuracy", steps=100, fraction=1.0, values=values,
+                    units=dict.fromkeys(ARMS, 8.67), noise=dict.fromkeys(ARMS, (0.5, 0.01)))
+
+    text = same_test_text([cell("a", 0.82, 0.81), cell("b", 0.79, 0.81)])
+    assert "ahead of the best of all six tuned scheduled arms, searched UBA included, in 1 of " \
+        "2 cells (b 100: +1 pt over UBA searched (φ, phases, η_max) (2/0/0)); at every " \
+        "budget on 1 of 2 tasks (b)." in text
+
+
 def test_merge_replaces_the_rows_of_the_same_budget_and_arm(tmp_path) -> None:
     """A scratch run's rows replace those of its (budget, arm) in the results; other rows and
     budgets stay; its provenance is kept under ``<name>_runs/``."""
