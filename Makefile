@@ -11,7 +11,7 @@ DATA_DIR ?= .phitune/data
 PYTEST_ARGS ?=
 
 .PHONY: venv lock data postgres demo test lint serve clean bench-schedules bench-curvature \
-	bench-trainer bench-quality bench-quality-gpu bench-search bench-phi \
+	bench-trainer bench-quality bench-quality-gpu bench-restart bench-search bench-phi \
 	bench-service bench-load bench-warm-start readme-results
 
 LOCKS := -c requirements/runtime.lock -c requirements/dev.lock
@@ -64,6 +64,10 @@ bench-trainer: venv data
 # issue 14 item 3: three tasks, every arm tuned by the same ladder (equal compute), ~1 h on 2 cores
 bench-quality: venv data
 	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) -m bench.schedule_quality --jobs 2
+
+# issue 20: how many phases, and the peak after a restart (resumable, ~15 min on 2 cores)
+bench-restart: venv data
+	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) -m bench.restart_peaks
 
 bench-quality-gpu: venv data
 	PHITUNE_DATASET_DIR=$(abspath $(DATA_DIR)) $(PY) -m bench.schedule_quality --preset gpu --threads 4

@@ -3,6 +3,9 @@ so the scripts cannot rot; plus the statistics helpers they rely on."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -235,3 +238,35 @@ def test_refined_schedule_plot_smoke(tmp_path) -> None:
     md = (tmp_path / "refined_schedule_smoke.md").read_text()
     assert "| mlp-digits | sgd (l2) | 32 |" in md and "git commit" in md
     assert (tmp_path / "refined_schedule_smoke.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_restart_peaks_smoke(tmp_path) -> None:
+    """The restart bench end to end on digits: every shape × η factor × seed trained once,
+    resumable (a second call trains nothing), and the report's sentences counted from rows."""
+    from bench import restart_peaks as rp
+
+    assert rp.main(["--smoke", "--out", str(tmp_path), "--workers", "1"]) == 0
+    rows = read_csv(tmp_path / "restart_peaks.csv")
+    assert len(rows) == len(rp.shapes()) * len(rp.ETA_FACTORS) * 2
+    assert all(math.isfinite(float(r["objective"])) for r in rows)
+    assert rp.run_grid(rp.SMOKE_TASKS, 2, tmp_path / "restart_peaks.csv", 1, rp.RESULTS) == 0
+    md = (tmp_path / "restart_peaks.md").read_text()
+    assert "beats one phase (seed mean at its best η_max) in" in md
+
+
+def test_restart_peaks_report_counts_what_wins() -> None:
+    """A lower peak after the restart that wins, and a 2-phase shape that beats one phase,
+    are counted as such; a shape that diverged on a seed loses."""
+    from bench.restart_peaks import report_body
+
+    def rows(phases: int, decay: float, vals: list[float]) -> list[dict[str, str]]:
+        return [{"task": "t", "phases": str(phases), "peak_decay": str(decay),
+                 "eta_factor": "1.0", "seed": str(s), "objective": str(v)}
+                for s, v in enumerate(vals)]
+
+    data = (rows(1, 1.0, [1.0, 1.0]) + rows(2, 1.0, [1.2, 1.2]) + rows(2, 0.5, [0.9, 0.95])
+            + rows(2, 0.25, [float("nan"), 0.1]))
+    text = report_body(data, Path("/nonexistent"))
+    assert "in 1 of 3 (task, phases, peak_decay) shapes (t 2 phases, peak_decay 0.5)" in text
+    assert "beats restarting at η_max in 1 of 1 (task, phases) groups" in text
+    assert "diverged on 1 of 2 seeds" in text

@@ -102,6 +102,25 @@ def test_boundaries_per_phase_phi_and_eta_max() -> None:
         assert s2.lr(i) == pytest.approx(want, rel=1e-12)
 
 
+def test_peak_decay_lowers_each_restart_peak_geometrically() -> None:
+    """Phase k peaks at η_max · peak_decay^(k−1): the same curve as one η_max per phase, in
+    the function, the torch scheduler and the trainer's config alike."""
+    s = create_schedule("uba", 90, phi=2.0, phases=3, eta_max=0.2, peak_decay=0.5)
+    ref = create_schedule("uba", 90, phi=2.0, phases=3, eta_max=[0.2, 0.1, 0.05])
+    assert s.values() == ref.values()
+    assert max(s.values()[30:60]) == pytest.approx(0.1, rel=1e-3)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+    sched = UBALR(opt, total_steps=90, phi=2.0, phases=3, eta_max=0.2, peak_decay=0.5)
+    got = []
+    for _ in range(90):
+        got.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert got == pytest.approx(ref.values(), rel=1e-12)
+    with pytest.raises(ValueError, match="peak_decay"):
+        create_schedule("uba", 90, phi=2.0, phases=3, peak_decay=1.5)
+
+
 def test_warmup_is_linear_and_separate() -> None:
     s = create_schedule("uba", 110, phi=5.0, eta_max=0.2, warmup_steps=10)
     assert [s.lr(i) for i in range(10)] == pytest.approx([0.2 * (i + 1) / 10 for i in range(10)])

@@ -81,7 +81,8 @@ def _uba_resolve(T: int, p: Mapping[str, Any]) -> tuple[list[int], list[float], 
 
     phis = per_phase("phi", p["phi"])
     eta_maxs = per_phase("eta_max", 1.0 if p["eta_max"] is None else p["eta_max"])
-    return bounds, phis, eta_maxs
+    decay = float(p["peak_decay"])
+    return bounds, phis, [e * decay**k for k, e in enumerate(eta_maxs)]
 
 
 def _build_uba(T: int, p: Mapping[str, Any]) -> Curve:
@@ -127,6 +128,10 @@ _ENTRIES = [
             ParamInfo("phase_offset", "int", 0,
                       "added to the phase index k in the (k-1)pi term; 1 = Table 1's k <- k+1: "
                       "the cyclic variant starts rising (CLR, OneCycle)", low=0, high=1),
+            ParamInfo("peak_decay", "float", 1.0,
+                      "phase k's peak is eta_max x peak_decay^(k-1) (TensorFlow's m_mul of "
+                      "cosine decay with restarts; the paper's step schedule is 0.5): 1 = every "
+                      "phase restarts at eta_max", low=0.0, high=1.0, low_open=True),
             _WARMUP,
         ],
         _build_uba, None, _uba_normalize),

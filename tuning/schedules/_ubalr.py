@@ -30,7 +30,8 @@ class UBALR(ScheduleLR):
     ``eta_max=None`` uses each param group's own initial LR as its ``eta_max`` (with the
     absolute ``eta_min``, like ``CosineAnnealingLR``); a number (or one per phase) applies to
     every group. ``phi`` may be a list (one per phase); ``boundaries`` (0-based steps where
-    phases 2..K start) replaces equal ``phases``. ``warmup_steps`` adds a linear warmup that
+    phases 2..K start) replaces equal ``phases``. ``peak_decay`` scales phase k's peak by
+    ``peak_decay ** (k - 1)`` (a lower η_max after each restart). ``warmup_steps`` adds a linear warmup that
     is part of ``total_steps``. ``phases`` is the paper's ``K - 1``; ``variant`` defaults to
     :data:`DEFAULT_VARIANT` (``"restart"``), the variant the service tunes.
 
@@ -54,6 +55,7 @@ class UBALR(ScheduleLR):
         last_epoch: int = -1,
         *,
         boundaries: Sequence[int] | None = None,
+        peak_decay: float = 1.0,
     ) -> None:
         self._uba_params: dict[str, Any] = {
             "phi": list(phi) if isinstance(phi, Sequence) else phi,
@@ -62,6 +64,7 @@ class UBALR(ScheduleLR):
             "eta_min": eta_min,
             "variant": variant,
             "warmup_steps": warmup_steps,
+            "peak_decay": peak_decay,
         }
         eta = list(eta_max) if isinstance(eta_max, Sequence) else eta_max
         schedule = create_schedule("uba", total_steps, eta_max=eta, **self._uba_params)
