@@ -318,8 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.report and sidecar.exists():
         info = json.loads(sidecar.read_text())
     else:
-        info = provenance(command="python -m bench.restart_peaks " + " ".join(
-            argv if argv is not None else sys.argv[1:]),
+        command = "python -m bench.restart_peaks " + " ".join(
+            argv if argv is not None else sys.argv[1:])
+        if args.task:  # the CSV holds what earlier runs trained for the other tasks
+            command += " (other tasks' rows from earlier runs into the same CSV)"
+        info = provenance(command=command,
             seeds=f"training seeds 0..{args.seeds - 1} (paired across shapes)")
         info["torch_threads"] = 1
     if not args.report:
