@@ -52,15 +52,14 @@ import torch
 
 from bench.common import (
     finish_provenance,
+    paired,
     provenance,
     read_csv,
     sidecar_path,
     train_final,
     write_markdown,
 )
-from bench.phi_corpus import CORE_TASKS, SMOKE_TASKS, TASKS, Task
-from trainables.datasets import split_validation
-from trainables.registry import get_dataset
+from bench.phi_corpus import CORE_TASKS, SMOKE_TASKS, TASKS, Task, load_splits
 from tuning.proposer import NEUTRAL_PHI
 
 logger = logging.getLogger(__name__)
@@ -88,8 +87,15 @@ class Run:
     seed: int
 
     def key(self) -> tuple[str, int, int, str, str, int]:
-        return (self.task, self.steps, self.phases, f"{self.peak_decay:g}",
-                f"{self.eta_factor:.4f}", self.seed)
+        return _key(self.task, self.steps, self.phases, self.peak_decay, self.eta_factor,
+                    self.seed)
+
+
+def _key(task: str, steps: int, phases: int, peak_decay: float, eta_factor: float,
+         seed: int) -> tuple[str, int, int, str, str, int]:
+    """A run's identity, the same whether built from a :class:`Run` or read from a CSV row
+    (floats formatted, so 0.7071 read back equals 2**-0.5 planned)."""
+    return (task, steps, phases, f"{peak_decay:g}", f"{eta_factor:.4f}", seed)
 
 
 def shapes() -> list[tuple[int, float]]:
@@ -119,20 +125,12 @@ def plan(tasks: Mapping[str, Task], seeds: int, results: Path) -> list[Run]:
     return runs
 
 
-_BUNDLES: dict[str, Any] = {}
 _TASKS: dict[str, Task] = {}
 
 
 def _init_worker(tasks: Mapping[str, Task]) -> None:
     torch.set_num_threads(1)
     _TASKS.update(tasks)
-
-
-def _tuning_half(task: Task) -> Any:
-    if task.name not in _BUNDLES:
-        bundle = get_dataset(task.dataset, **(task.dataset_kwargs or {}))
-        _BUNDLES[task.name] = split_validation(bundle, 0.5, seed=0)[0]
-    return _BUNDLES[task.name]
 
 
 def train_run(run: Run) -> dict[str, Any]:
@@ -143,7 +141,7 @@ def train_run(run: Run) -> dict[str, Any]:
            "lr": run.lr, "schedule": "uba", "phi": NEUTRAL_PHI, "phases": run.phases,
            "metric": OBJECTIVE, "schedule_params": {"variant": "restart",
                                                    "peak_decay": run.peak_decay}}
-    m = train_final(cfg, _tuning_half(task))
+    m = train_final(cfg, load_splits(task, None)[0])  # the quality bench's tuning half
     return {"task": run.task, "metric": task.metric, "steps": run.steps, "phases": run.phases,
             "peak_decay": run.peak_decay, "eta_factor": round(run.eta_factor, 4),
             "lr": run.lr, "seed": run.seed, "objective": m.get(OBJECTIVE, math.nan),
@@ -153,8 +151,8 @@ def train_run(run: Run) -> dict[str, Any]:
 def _done(path: Path) -> set[tuple[str, int, int, str, str, int]]:
     if not path.exists():
         return set()
-    return {(r["task"], int(r["steps"]), int(r["phases"]), f"{float(r['peak_decay']):g}",
-             f"{float(r['eta_factor']):.4f}", int(r["seed"])) for r in read_csv(path)}
+    return {_key(r["task"], int(r["steps"]), int(r["phases"]), float(r["peak_decay"]),
+                 float(r["eta_factor"]), int(r["seed"])) for r in read_csv(path)}
 
 
 def run_grid(tasks: Mapping[str, Task], seeds: int, out: Path, workers: int,
@@ -285,9 +283,9 @@ def _paired_gain(base: Sequence[float], vals: Sequence[float]) -> str:
              if math.isfinite(a) and math.isfinite(b)]
     if not pairs:
         return "n/a"
-    d = [a - b for a, b in pairs]  # loss: lower is better, so base − shape > 0 = shape better
-    wins = sum(x > 0 for x in d)
-    return f"{statistics.fmean(d):+.4f} ({wins}/{len(d)} seeds better)"
+    # loss: lower is better, so base − shape > 0 = the shape better
+    d = paired([a for a, _ in pairs], [b for _, b in pairs])
+    return f"{d.mean_diff:+.4f} ({d.wins}/{d.n} seeds better)"
 
 
 def report(out_csv: Path, info: dict[str, Any], corpus: Path) -> Path:
